@@ -1,0 +1,356 @@
+"""Typed configuration, presets and strict overrides.
+
+A run's configuration is a tree of dataclasses. It is built from a preset, then optionally a
+YAML file, then ``--set section.key=value`` overrides; unknown keys and invalid values raise
+``ConfigError`` naming the key and what is allowed, before any data is loaded or compute spent.
+The fully resolved tree is written to ``config.yaml`` in every run directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sagan.losses import LOSSES
+from sagan.models.arch import D_ARCH, G_ARCH, RESOLUTIONS, d_attention_sizes, g_attention_sizes
+from sagan.nn.attention import VARIANTS
+
+DATASETS = ("fashion_mnist", "cifar10", "image_folder")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message says which and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    resolution: int = 32
+    g_ch: int = 16
+    d_ch: int = 16
+    z_dim: int = 128
+    g_attn: list[int] = field(default_factory=lambda: [16])
+    d_attn: list[int] = field(default_factory=lambda: [16])
+    attn_variant: str = "paper"
+    conditional: bool = True
+    g_sn: bool = True
+    d_sn: bool = True
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion_mnist"
+    root: str | None = None
+    channels: int | None = None  # 1 or 3; None: what the dataset has (1 for Fashion-MNIST)
+    download: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    eps: float = 1e-8
+
+
+@dataclass
+class LossConfig:
+    name: str = "hinge"
+    gp_weight: float = 0.0  # WGAN-GP penalty weight (0 = off)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 4000
+    batch_size: int = 64  # global batch (summed over processes in distributed runs)
+    n_dis: int = 1
+    seed: int = 0
+    ema_decay: float = 0.999
+    ema_start: int = 0
+    log_every: int = 20
+    sample_every: int = 250
+    ckpt_every: int = 500
+    keep_ckpts: int = 3
+    sample_classes: int = 10  # rows of the sample grid for conditional models
+    device: str = "auto"
+    precision: str = "fp32"
+    deterministic: bool = False
+
+
+@dataclass
+class Config:
+    preset: str = "fmnist32"
+    name: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- presets
+
+def _fmnist32() -> Config:
+    """Class-conditional SAGAN on Fashion-MNIST 32x32, sized for a 2-core CPU demo."""
+    return Config(preset="fmnist32")
+
+
+def _cifar32() -> Config:
+    return Config(
+        preset="cifar32",
+        model=ModelConfig(resolution=32, g_ch=64, d_ch=64, g_attn=[16], d_attn=[16]),
+        data=DataConfig(dataset="cifar10"),
+        train=TrainConfig(steps=100_000, batch_size=64, ema_decay=0.9999, ema_start=1000,
+                          log_every=50, sample_every=1000, ckpt_every=2000),
+    )
+
+
+def _imagefolder64() -> Config:
+    return Config(
+        preset="imagefolder64",
+        model=ModelConfig(resolution=64, g_ch=32, d_ch=32, g_attn=[32], d_attn=[32]),
+        data=DataConfig(dataset="image_folder", download=False, num_workers=2),
+        train=TrainConfig(steps=100_000, batch_size=64, ema_decay=0.9999, ema_start=1000,
+                          log_every=50, sample_every=1000, ckpt_every=2000),
+    )
+
+
+def _imagenet128() -> Config:
+    """The paper's ImageNet 128x128 model: ch=64, attention at 64 in G and D, batch 256."""
+    return Config(
+        preset="imagenet128",
+        model=ModelConfig(resolution=128, g_ch=64, d_ch=64, g_attn=[64], d_attn=[64]),
+        data=DataConfig(dataset="image_folder", download=False, num_workers=8),
+        train=TrainConfig(steps=1_000_000, batch_size=256, ema_decay=0.9999, ema_start=20_000,
+                          log_every=100, sample_every=5000, ckpt_every=5000),
+    )
+
+
+PRESETS = {
+    "fmnist32": _fmnist32,
+    "cifar32": _cifar32,
+    "imagefolder64": _imagefolder64,
+    "imagenet128": _imagenet128,
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"preset {name!r} is not known; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+# --------------------------------------------------------------------------- overrides
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; return the (possibly converted) value."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(key, value, a)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item)} (e.g. [16, 32] or []), got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {tp}")  # pragma: no cover
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+
+
+def set_value(cfg: Config, dotted: str, value: Any) -> None:
+    """Set ``section.key`` (or a top-level key) strictly: unknown keys and bad types raise."""
+    parts = dotted.split(".")
+    obj: Any = cfg
+    for i, part in enumerate(parts):
+        fields = _fields(obj)
+        where = ".".join(parts[:i]) or "the top level"
+        if part not in fields:
+            raise ConfigError(f"unknown config key {'.'.join(parts[:i + 1])!r}; "
+                              f"keys at {where}: {', '.join(sorted(fields))}")
+        tp = fields[part]
+        is_section = dataclasses.is_dataclass(tp)
+        if i < len(parts) - 1:
+            if not is_section:
+                raise ConfigError(f"config key {'.'.join(parts[:i + 1])!r} is a value, not a section")
+            obj = getattr(obj, part)
+        else:
+            if is_section:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{dotted}: is a section; give a mapping or set {dotted}.KEY")
+                for k, v in value.items():
+                    set_value(cfg, f"{dotted}.{k}", v)
+            else:
+                setattr(obj, part, _coerce(dotted, value, tp))
+
+
+def apply_mapping(cfg: Config, mapping: dict[str, Any], prefix: str = "") -> None:
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"config file must hold a mapping of sections, got {type(mapping).__name__}")
+    for k, v in mapping.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"config keys must be strings, got {k!r}")
+        set_value(cfg, prefix + k, v)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'optim.lr_d=2e-4'`` -> ``('optim.lr_d', 0.0002)``; values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value (e.g. optim.lr_d=2e-4)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML 1.1 reads "2e-4" (no dot) as a string; accept the usual float spellings.
+    if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        value = float(value)
+    return key, value
+
+
+def load_config(preset_name: str | None = None, file: str | Path | None = None,
+                overrides: list[str] | None = None) -> Config:
+    """Preset, then YAML file, then overrides; validated."""
+    file_data: dict[str, Any] = {}
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            file_data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        if not isinstance(file_data, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    name = preset_name or file_data.get("preset") or "fmnist32"
+    if not isinstance(name, str):
+        raise ConfigError(f"preset: expected a preset name, got {name!r}")
+    cfg = preset(name)
+    apply_mapping(cfg, {k: v for k, v in file_data.items() if k != "preset"})
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_value(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a resolved config (from a run directory or a checkpoint), strictly."""
+    cfg = preset(data.get("preset", "fmnist32")) if isinstance(data.get("preset"), str) else Config()
+    apply_mapping(cfg, {k: v for k, v in data.items() if k != "preset"})
+    cfg.preset = data.get("preset", cfg.preset)
+    validate(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------- validation
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    m, d, o, lo, t = cfg.model, cfg.data, cfg.optim, cfg.loss, cfg.train
+    _check(m.resolution in RESOLUTIONS,
+           f"model.resolution={m.resolution} is not supported; choose one of {list(RESOLUTIONS)}")
+    g_sizes, d_sizes = g_attention_sizes(m.resolution), d_attention_sizes(m.resolution)
+    for key, sizes, allowed in (("model.g_attn", m.g_attn, g_sizes), ("model.d_attn", m.d_attn, d_sizes)):
+        bad = [s for s in sizes if s not in allowed]
+        _check(not bad, f"{key}={sizes}: the architecture at resolution {m.resolution} never produces "
+                        f"a {bad[0] if bad else ''}x{bad[0] if bad else ''} feature map; choose sizes from "
+                        f"{allowed} (or [] for no attention)")
+        _check(len(set(sizes)) == len(sizes), f"{key}={sizes} lists a size twice")
+    for key, ch, arch, sizes in (("model.g_ch", m.g_ch, G_ARCH, m.g_attn), ("model.d_ch", m.d_ch, D_ARCH, m.d_attn)):
+        _check(1 <= ch <= 4096, f"{key}={ch} must be between 1 and 4096")
+        for spec in arch[m.resolution]:
+            c = spec.out_mult * ch
+            _check(spec.resolution not in sizes or c % 8 == 0,
+                   f"{key}={ch}: the attention layer at {spec.resolution}x{spec.resolution} would get {c} "
+                   f"channels, which is not divisible by 8 (attention projects to C/8); use e.g. 16, 32 or 64")
+    _check(1 <= m.z_dim <= 4096, f"model.z_dim={m.z_dim} must be between 1 and 4096")
+    _check(m.attn_variant in VARIANTS, f"model.attn_variant={m.attn_variant!r}; choose one of {list(VARIANTS)}")
+    _check(d.dataset in DATASETS, f"data.dataset={d.dataset!r} is not known; choose one of {list(DATASETS)}")
+    _check(d.channels in (None, 1, 3), f"data.channels={d.channels} must be 1, 3 or null (as the data has)")
+    _check(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0")
+    for key, v in (("optim.lr_g", o.lr_g), ("optim.lr_d", o.lr_d)):
+        _check(0 < v < 1, f"{key}={v} must be in (0, 1)")
+    for key, v in (("optim.beta1", o.beta1), ("optim.beta2", o.beta2)):
+        _check(0 <= v < 1, f"{key}={v} must be in [0, 1)")
+    _check(0 < o.eps < 1, f"optim.eps={o.eps} must be in (0, 1)")
+    _check(lo.name in LOSSES, f"loss.name={lo.name!r} is not known; choose one of {list(LOSSES)}")
+    _check(lo.gp_weight >= 0, f"loss.gp_weight={lo.gp_weight} must be >= 0")
+    _check(t.steps >= 1, f"train.steps={t.steps} must be >= 1")
+    _check(1 <= t.batch_size <= 1_000_000, f"train.batch_size={t.batch_size} must be >= 1")
+    _check(t.n_dis >= 1, f"train.n_dis={t.n_dis} must be >= 1 (D steps per G step)")
+    _check(0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)")
+    _check(t.ema_start >= 0, f"train.ema_start={t.ema_start} must be >= 0")
+    for key in ("log_every", "sample_every", "ckpt_every", "keep_ckpts", "sample_classes"):
+        v = getattr(t, key)
+        _check(v >= 1, f"train.{key}={v} must be >= 1")
+    _check(t.seed >= 0, f"train.seed={t.seed} must be >= 0")
+    _check(t.precision in PRECISIONS, f"train.precision={t.precision!r}; choose one of {list(PRECISIONS)}")
+    dev = t.device
+    _check(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+           f"train.device={dev!r}; choose auto, cpu, cuda, cuda:N or mps")

@@ -1,0 +1,226 @@
+"""Datasets: Fashion-MNIST, CIFAR-10 and image folders, resized to the model's resolution.
+
+Every loader returns an ``ImageData``: images as uint8 tensors (N, C, R, R) held in memory for
+the small standard datasets, or a torchvision ``ImageFolder`` streamed through a DataLoader for
+folders of arbitrary size. Pixel values reach the models in [-1, 1].
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from sagan.config import ConfigError, DataConfig
+
+DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DataError(RuntimeError):
+    """The data cannot be found or read; the message says where we looked and how to fix it."""
+
+
+@dataclass
+class ImageData:
+    """A dataset ready for training: images, labels, and what they are."""
+    name: str
+    source: str  # human-readable: where the data came from
+    num_classes: int  # 0 for unlabelled / unconditional data
+    channels: int
+    resolution: int
+    class_names: list[str] = field(default_factory=list)
+    images: torch.Tensor | None = None  # uint8 (N, C, R, R) when held in memory
+    labels: torch.Tensor | None = None  # int64 (N,)
+    folder: Dataset | None = None  # streamed dataset yielding (float image in [-1, 1], label)
+
+    def __len__(self) -> int:
+        return len(self.images) if self.images is not None else len(self.folder)  # type: ignore[arg-type]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SAGAN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "sagan-torch")
+    return Path(root)
+
+
+def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images_uint8.float().div_(127.5).sub_(1.0)
+
+
+def _resize_uint8(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:
+    """Resize + center-crop a uint8 (N, C, H, W) tensor to (N, C, R, R) with antialiasing."""
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images.contiguous()
+    tf = v2.Compose([v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution)])
+    return torch.cat([tf(images[i:i + chunk]) for i in range(0, len(images), chunk)])
+
+
+def _match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    if images.shape[1] == channels:
+        return images
+    if channels == 3 and images.shape[1] == 1:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if channels == 1 and images.shape[1] == 3:
+        return v2.functional.rgb_to_grayscale(images)
+    raise DataError(f"cannot convert {images.shape[1]}-channel images to {channels} channels")
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+def _fmnist_root(cfg: DataConfig) -> tuple[Path, str]:
+    """A torchvision-layout root holding FashionMNIST/raw/<idx files>, and where it came from."""
+    target = cache_dir() / "datasets"
+    raw = target / "FashionMNIST" / "raw"
+
+    def stage_from(folder: Path) -> bool:
+        found = {}
+        for name in FMNIST_FILES:
+            for cand in (folder / name, folder / (name + ".gz"), folder / "FashionMNIST" / "raw" / name,
+                         folder / "FashionMNIST" / "raw" / (name + ".gz")):
+                if cand.is_file():
+                    found[name] = cand
+                    break
+        if len(found) != len(FMNIST_FILES):
+            return False
+        raw.mkdir(parents=True, exist_ok=True)
+        for name, src in found.items():
+            dst = raw / name
+            if dst.is_file() and dst.stat().st_size > 0:
+                continue
+            tmp = dst.with_suffix(".tmp")
+            opener = gzip.open if src.suffix == ".gz" else open
+            with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            os.replace(tmp, dst)
+        return True
+
+    if cfg.root is not None:
+        root = Path(cfg.root).expanduser()
+        if not root.exists():
+            raise DataError(f"data.root {str(root)!r} does not exist")
+        if stage_from(root):
+            return target, f"Fashion-MNIST IDX files from {root}"
+        if not cfg.download:
+            raise DataError(f"no Fashion-MNIST IDX files ({', '.join(FMNIST_FILES)}, optionally .gz) "
+                            f"found in {str(root)!r}")
+    elif DEBIAN_FMNIST.is_dir() and stage_from(DEBIAN_FMNIST):
+        return target, f"Fashion-MNIST from the Debian package dataset-fashion-mnist ({DEBIAN_FMNIST})"
+    if raw.is_dir() and all((raw / n).is_file() for n in FMNIST_FILES):
+        return target, f"Fashion-MNIST from the cache {raw}"
+    if cfg.download:
+        try:
+            torchvision.datasets.FashionMNIST(str(target), train=True, download=True)
+            torchvision.datasets.FashionMNIST(str(target), train=False, download=True)
+            return target, f"Fashion-MNIST downloaded by torchvision into {target}"
+        except Exception as e:  # noqa: BLE001 - any network failure becomes one clear message
+            reason = f"download failed ({type(e).__name__}: {e})"
+    else:
+        reason = "download is off (data.download=false)"
+    raise DataError(
+        "Fashion-MNIST not found: looked in "
+        f"{DEBIAN_FMNIST} and the cache {raw}; {reason}.\n"
+        "Get it with one of:\n"
+        "  apt-get install dataset-fashion-mnist        (Debian/Ubuntu, offline-friendly)\n"
+        "  sagan train --data DIR   with DIR holding the four IDX files (.gz or not)\n"
+        "  an internet connection, so torchvision can download it")
+
+
+def load_fashion_mnist(cfg: DataConfig, resolution: int, train: bool = True) -> ImageData:
+    root, source = _fmnist_root(cfg)
+    ds = torchvision.datasets.FashionMNIST(str(root), train=train, download=False)
+    images = ds.data.unsqueeze(1)  # (N, 1, 28, 28) uint8
+    channels = cfg.channels or 1
+    images = _match_channels(_resize_uint8(images, resolution), channels)
+    return ImageData("fashion_mnist", source, 10, channels, resolution, list(FMNIST_CLASSES),
+                     images=images, labels=ds.targets.long())
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+def load_cifar10(cfg: DataConfig, resolution: int, train: bool = True) -> ImageData:
+    root = Path(cfg.root).expanduser() if cfg.root else cache_dir() / "datasets"
+    try:
+        ds = torchvision.datasets.CIFAR10(str(root), train=train, download=False)
+        source = f"CIFAR-10 from {root}"
+    except RuntimeError:
+        if not cfg.download:
+            raise DataError(f"CIFAR-10 not found in {str(root)!r} (expected cifar-10-batches-py/ there) "
+                            "and data.download=false") from None
+        try:
+            ds = torchvision.datasets.CIFAR10(str(root), train=train, download=True)
+            source = f"CIFAR-10 downloaded by torchvision into {root}"
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"CIFAR-10 not found in {str(root)!r} and the download failed "
+                            f"({type(e).__name__}: {e}). Put the extracted cifar-10-batches-py/ "
+                            "folder there and pass --data to its parent.") from None
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    channels = cfg.channels or 3
+    images = _match_channels(_resize_uint8(images, resolution), channels)
+    return ImageData("cifar10", source, 10, channels, resolution, list(ds.classes),
+                     images=images, labels=torch.tensor(ds.targets, dtype=torch.long))
+
+
+# --------------------------------------------------------------------------- image folders
+
+def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True) -> ImageData:
+    if cfg.root is None:
+        raise DataError("data.dataset=image_folder needs a folder: pass --data PATH "
+                        "(sub-folders of PATH are the classes)")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {str(root)!r} does not exist or is not a directory")
+    try:
+        subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError as e:
+        raise DataError(f"image folder {str(root)!r} cannot be read: {e}") from None
+    if not subdirs:
+        raise DataError(f"image folder {str(root)!r} has no sub-folders; put the images in "
+                        f"{root}/<class_name>/ (one sub-folder for unconditional data)")
+    channels = cfg.channels or 3
+    mode = "RGB" if channels == 3 else "L"
+    transform = v2.Compose([
+        v2.Lambda(lambda im: im.convert(mode)),
+        v2.PILToTensor(),
+        v2.Resize(resolution, antialias=True),
+        v2.CenterCrop(resolution),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize([0.5] * channels, [0.5] * channels),
+    ])
+    try:
+        ds = torchvision.datasets.ImageFolder(str(root), transform=transform,
+                                              is_valid_file=lambda p: p.lower().endswith(IMG_EXTENSIONS))
+    except (FileNotFoundError, OSError) as e:
+        raise DataError(f"no images found in {str(root)!r}: {e}") from None
+    classes = list(ds.classes)
+    num_classes = len(classes) if conditional and len(classes) > 1 else 0
+    source = f"image folder {root} ({len(ds)} images in {len(classes)} class folder(s))"
+    return ImageData("image_folder", source, num_classes, channels, resolution,
+                     classes if num_classes else [], folder=ds)
+
+
+def load_data(cfg: DataConfig, resolution: int, conditional: bool = True, train: bool = True) -> ImageData:
+    """Load the configured dataset; raises ``DataError`` with a fix when it cannot."""
+    if cfg.dataset == "fashion_mnist":
+        data = load_fashion_mnist(cfg, resolution, train)
+    elif cfg.dataset == "cifar10":
+        data = load_cifar10(cfg, resolution, train)
+    elif cfg.dataset == "image_folder":
+        data = load_image_folder(cfg, resolution, conditional)
+    else:  # validated earlier; kept for direct library use
+        raise ConfigError(f"data.dataset={cfg.dataset!r} is not known")
+    if not conditional:
+        data.num_classes = 0
+        data.class_names = []
+    return data

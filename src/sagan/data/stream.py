@@ -1,0 +1,86 @@
+"""A resumable, shardable stream of training batches.
+
+Each epoch is a permutation of the dataset drawn from ``seed + epoch``; a global batch is the
+next ``batch_size`` indices of it, and process ``rank`` of ``world`` takes every world-th of
+those. The stream's state is just (epoch, position), so a resumed run sees exactly the batches
+the uninterrupted run would have seen, and a 2-process run sees the same global batches as a
+1-process run. The last incomplete batch of an epoch is dropped.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from sagan.data.datasets import ImageData, to_model_range
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+class _ShardBatchSampler(Sampler[list[int]]):
+    def __init__(self, stream: "BatchStream"):
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, pos = self.stream.epoch, self.stream.position
+        while True:
+            yield self.stream._indices(epoch, pos).tolist()
+            pos += self.stream.batch_size
+            if pos + self.stream.batch_size > self.stream.n:
+                epoch, pos = epoch + 1, 0
+
+
+class BatchStream:
+    """``next()`` gives (images in [-1, 1] float, labels int64) for this process."""
+
+    def __init__(self, data: ImageData, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 device: torch.device | str = "cpu", num_workers: int = 0):
+        if batch_size % world:
+            raise ValueError(f"train.batch_size={batch_size} must be divisible by the number of processes ({world})")
+        self.data, self.n = data, len(data)
+        if batch_size > self.n:
+            raise ValueError(f"train.batch_size={batch_size} is larger than the dataset ({self.n} images)")
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.device = torch.device(device)
+        self.num_workers = num_workers
+        self.epoch, self.position = 0, 0
+        self._perm_epoch, self._perm = -1, None
+        self._loader_iter = None
+
+    def _indices(self, epoch: int, pos: int) -> torch.Tensor:
+        if self._perm_epoch != epoch:
+            self._perm, self._perm_epoch = epoch_permutation(self.n, self.seed, epoch), epoch
+        return self._perm[pos:pos + self.batch_size][self.rank::self.world]
+
+    def _advance(self) -> None:
+        self.position += self.batch_size
+        if self.position + self.batch_size > self.n:
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.data.images is not None:
+            idx = self._indices(self.epoch, self.position)
+            x = to_model_range(self.data.images[idx])
+            y = self.data.labels[idx] if self.data.labels is not None else torch.zeros(len(idx), dtype=torch.long)
+        else:
+            if self._loader_iter is None:
+                loader = DataLoader(self.data.folder, batch_sampler=_ShardBatchSampler(self),
+                                    num_workers=self.num_workers, persistent_workers=False)
+                self._loader_iter = iter(loader)
+            x, y = next(self._loader_iter)
+        self._advance()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._loader_iter = None  # the sampler restarts from the restored position

@@ -1,0 +1,1 @@
+"""Evaluation metrics (IS, FID, KID, precision/recall) and feature extractors."""

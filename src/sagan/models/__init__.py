@@ -1,0 +1,7 @@
+"""Generator, discriminator and the per-resolution architecture table."""
+from sagan.models.arch import D_ARCH, G_ARCH, RESOLUTIONS, d_attention_sizes, g_attention_sizes
+from sagan.models.discriminator import Discriminator
+from sagan.models.generator import Generator
+
+__all__ = ["Generator", "Discriminator", "G_ARCH", "D_ARCH", "RESOLUTIONS",
+           "g_attention_sizes", "d_attention_sizes"]

@@ -1,0 +1,73 @@
+"""The generic SAGAN (projection) discriminator, built from the architecture table."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sagan.models.arch import D_ARCH
+from sagan.nn.attention import SelfAttention2d
+from sagan.nn.blocks import DBlock
+from sagan.nn.spectral import init_weights, sn_embedding, sn_linear
+
+
+class Discriminator(nn.Module):
+    """image (and class y) -> one unbounded score per image.
+
+    Optimised first block, residual down-blocks, attention after the blocks whose output
+    size is in ``attn``, ReLU, global sum pooling, SN-linear plus the projection term
+    <embed(y), h> when class-conditional (Miyato & Koyama, 2018).
+    """
+
+    def __init__(
+        self,
+        resolution: int = 128,
+        ch: int = 64,
+        num_classes: int = 1000,
+        img_channels: int = 3,
+        attn: list[int] | tuple[int, ...] = (64,),
+        attn_variant: str = "paper",
+        use_sn: bool = True,
+    ):
+        super().__init__()
+        if resolution not in D_ARCH:
+            raise ValueError(f"resolution {resolution} is not supported; choose one of {sorted(D_ARCH)}")
+        specs = D_ARCH[resolution]
+        sizes = {s.resolution for s in specs}
+        bad = [a for a in attn if a not in sizes]
+        if bad:
+            raise ValueError(f"discriminator attention at {bad} is never produced at resolution {resolution}; "
+                             f"choose from {sorted(sizes)}")
+        self.resolution, self.ch = resolution, ch
+        self.num_classes, self.img_channels = num_classes, img_channels
+        self.blocks = nn.ModuleList()
+        for i, s in enumerate(specs):
+            in_ch = img_channels if i == 0 else s.in_mult * ch
+            stage = nn.ModuleList([DBlock(in_ch, s.out_mult * ch, s.resample, preactivation=i > 0, use_sn=use_sn)])
+            if s.resolution in attn:
+                stage.append(SelfAttention2d(s.out_mult * ch, attn_variant, spectral_norm=use_sn))
+            self.blocks.append(stage)
+        feat = specs[-1].out_mult * ch
+        self.linear = sn_linear(feat, 1, enabled=use_sn)
+        self.embed = sn_embedding(num_classes, feat, enabled=use_sn) if num_classes > 0 else None
+        init_weights(self)
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for stage in self.blocks:
+            for layer in stage:
+                h = layer(h)
+        return torch.sum(F.relu(h), dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conditional and y is None:
+            raise ValueError("this discriminator is class-conditional: pass class labels y")
+        h = self.features(x)
+        out = self.linear(h).squeeze(1)
+        if self.embed is not None:
+            out = out + torch.sum(self.embed(y) * h, dim=1)
+        return out

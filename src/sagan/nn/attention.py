@@ -1,0 +1,154 @@
+"""The SAGAN self-attention layer for 2-D feature maps.
+
+Paper formulation (Zhang et al., 2019, section 3), for an input x with C channels and
+N = H*W positions:
+
+    f(x) = W_f x,  g(x) = W_g x,  h(x) = W_h x        1x1 convs to C' = C/8 channels
+    s_ij = f(x_i)^T g(x_j)                             no 1/sqrt(d) scaling
+    beta_{j,i} = softmax_i(s_ij)                       row j (query j) sums to 1 over keys i
+    o_j = v( sum_i beta_{j,i} h(x_i) )                 v: 1x1 conv C' -> C
+    y = gamma * o + x                                  gamma: one scalar, initialised to 0
+
+So g plays the role of the query and f the key.  The authors' released code (also used by
+BigGAN) is offered as ``variant="biggan"``: query/key at C/8, value h at C/2, keys and values
+max-pooled 2x2 (N/4 of them), output conv C/2 -> C, no biases.
+
+Two code paths compute the same function:
+* the fused path, ``scaled_dot_product_attention(q, k, v, scale=1.0)`` on contiguous
+  (B, heads=1, N, d) tensors, which never materialises the (B, N, N) map; used in training;
+* the explicit path (bmm + softmax), which also returns the map; used when maps are asked
+  for and whenever a double backward is needed (gradient penalties), because the fused
+  kernels do not implement one.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sagan.nn.spectral import sn_conv1x1
+
+Variant = Literal["paper", "biggan"]
+VARIANTS = ("paper", "biggan")
+
+_state = threading.local()
+
+
+def _force_explicit() -> bool:
+    return getattr(_state, "force_explicit", 0) > 0
+
+
+@contextlib.contextmanager
+def double_backward_mode() -> Iterator[None]:
+    """Inside this context every SelfAttention2d takes the explicit path.
+
+    Gradient penalties (WGAN-GP, R1) differentiate through a gradient, and PyTorch's fused
+    attention kernels have no double backward. The loss functions that need one enter this
+    context themselves, so users never have to.
+    """
+    _state.force_explicit = getattr(_state, "force_explicit", 0) + 1
+    try:
+        yield
+    finally:
+        _state.force_explicit -= 1
+
+
+class SelfAttention2d(nn.Module):
+    """Self-attention over the positions of a (B, C, H, W) feature map.
+
+    Args:
+        channels: C, the input (and output) channel count. Must be divisible by 8
+            (and by 2 for the biggan variant).
+        variant: ``"paper"`` (default) or ``"biggan"`` (the authors' released code).
+        spectral_norm: wrap the four 1x1 convs in spectral normalisation.
+
+    ``forward(x, return_attention=True)`` also returns the (B, N_query, N_key) map, row j
+    being the distribution over key positions for query position j (row-major over H, W).
+    For the biggan variant N_key = (H/2)*(W/2).
+    """
+
+    def __init__(self, channels: int, variant: Variant = "paper", spectral_norm: bool = True):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"attention variant {variant!r} is not known; choose one of {VARIANTS}")
+        if channels % 8 != 0:
+            raise ValueError(f"SelfAttention2d needs channels divisible by 8, got {channels}")
+        self.channels = channels
+        self.variant = variant
+        self.qk_channels = channels // 8
+        bias = variant == "paper"
+        self.v_channels = channels // 8 if variant == "paper" else channels // 2
+        conv = (lambda i, o: sn_conv1x1(i, o, bias=bias)) if spectral_norm else (
+            lambda i, o: nn.Conv2d(i, o, 1, bias=bias))
+        # Names follow the paper: g = query, f = key, h = value, v = output projection.
+        self.g = conv(channels, self.qk_channels)
+        self.f = conv(channels, self.qk_channels)
+        self.h = conv(channels, self.v_channels)
+        self.v = conv(self.v_channels, channels)
+        # One scalar for the whole layer (not per sample, not per channel); starts at 0.
+        self.gamma = nn.Parameter(torch.zeros(()))
+        self.last_attention: torch.Tensor | None = None
+        self.record_attention = False
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query (B, N, d), key (B, M, d), value (B, M, dv), all contiguous."""
+        q = self.g(x)
+        k = self.f(x)
+        val = self.h(x)
+        if self.variant == "biggan":
+            k = F.max_pool2d(k, 2)
+            val = F.max_pool2d(val, 2)
+        q = q.flatten(2).transpose(1, 2).contiguous()
+        k = k.flatten(2).transpose(1, 2).contiguous()
+        val = val.flatten(2).transpose(1, 2).contiguous()
+        return q, k, val
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        b, c, hgt, wid = x.shape
+        if c != self.channels:
+            raise ValueError(f"SelfAttention2d built for {self.channels} channels got {c}")
+        if self.variant == "biggan" and (hgt % 2 or wid % 2):
+            raise ValueError(f"biggan attention variant needs even H and W, got {hgt}x{wid}")
+        q, k, val = self._qkv(x)
+        explicit = return_attention or self.record_attention or _force_explicit()
+        if explicit:
+            # Softmax in fp32 whatever the autocast dtype: the logits are unscaled.
+            logits = torch.bmm(q.float(), k.float().transpose(1, 2))  # (B, N, M)
+            attn = torch.softmax(logits, dim=-1)
+            out = torch.bmm(attn.to(val.dtype), val)  # (B, N, dv)
+        else:
+            out = F.scaled_dot_product_attention(
+                q.unsqueeze(1), k.unsqueeze(1), val.unsqueeze(1), scale=1.0
+            ).squeeze(1)
+            attn = None
+        out = out.transpose(1, 2).reshape(b, self.v_channels, hgt, wid)
+        y = self.gamma * self.v(out) + x
+        if self.record_attention and attn is not None:
+            self.last_attention = attn.detach()
+        if return_attention:
+            return y, attn
+        return y
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, variant={self.variant!r}"
+
+
+@contextlib.contextmanager
+def recording_attention(model: nn.Module) -> Iterator[dict[str, SelfAttention2d]]:
+    """Make every attention layer of ``model`` keep its last map in ``.last_attention``.
+
+    Yields a dict name -> layer; read ``layer.last_attention`` after a forward pass.
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, SelfAttention2d)}
+    for m in layers.values():
+        m.record_attention = True
+        m.last_attention = None
+    try:
+        yield layers
+    finally:
+        for m in layers.values():
+            m.record_attention = False

@@ -1,0 +1,64 @@
+"""Load trained models back from a run directory or a checkpoint file."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sagan.config import Config, config_from_dict
+from sagan.models import Discriminator, Generator
+from sagan.train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+
+
+@dataclass
+class LoadedRun:
+    cfg: Config
+    G: Generator  # the EMA generator unless asked otherwise
+    D: Discriminator
+    step: int
+    checkpoint: Path
+    run_dir: Path | None
+    num_classes: int
+    channels: int
+    class_names: list[str] = field(default_factory=list)
+    dataset: str = ""
+
+
+def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> LoadedRun:
+    """Build G (EMA weights by default) and D from a run directory or checkpoint, in eval mode."""
+    from sagan.train.loop import build_models
+    ckpt = resolve_checkpoint(path)
+    state = load_checkpoint(ckpt, map_location="cpu")
+    cfg = config_from_dict(state["config"])
+    meta = state["data"]
+    g, d = build_models(cfg, meta["num_classes"], meta["channels"])
+    try:
+        g.load_state_dict(state["G_ema" if ema else "G"])
+        d.load_state_dict(state["D"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt} does not match the architecture its config describes: {e}") from None
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+    g.to(device).eval()
+    d.to(device).eval()
+    return LoadedRun(cfg, g, d, int(state["step"]), ckpt, run_dir, meta["num_classes"], meta["channels"],
+                     list(meta.get("class_names", [])), meta.get("name", ""))
+
+
+@torch.no_grad()
+def generate(g: Generator, n: int, classes: list[int] | None = None, seed: int = 0, batch_size: int = 256,
+             device: str | torch.device = "cpu", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``n`` images in [-1, 1] (float, CPU) and their labels (cycling through ``classes``, or all)."""
+    from tqdm import tqdm
+    gen = torch.Generator().manual_seed(seed)
+    labels = None
+    if g.num_classes > 0:
+        pool = torch.tensor(classes if classes else list(range(g.num_classes)))
+        labels = pool[torch.arange(n) % len(pool)]
+    out = []
+    for start in tqdm(range(0, n, batch_size), disable=not progress, desc="sample", unit="batch"):
+        b = min(batch_size, n - start)
+        z = torch.randn(b, g.z_dim, generator=gen).to(device)
+        y = labels[start:start + b].to(device) if labels is not None else None
+        out.append(g(z, y).float().cpu())
+    return torch.cat(out), labels

@@ -1,0 +1,37 @@
+"""Exponential moving average of the generator's weights."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """Keeps ``shadow``, a copy of the model whose parameters track an EMA of the model's.
+
+    Buffers (BN running statistics, spectral-norm u/v vectors) are copied, not averaged.
+    Before ``start`` steps the shadow simply copies the model.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, start: int = 0):
+        self.decay, self.start = decay, start
+        self.shadow = copy.deepcopy(model).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = self.decay if step >= self.start else 0.0
+        src = dict(model.named_parameters())
+        for name, p in self.shadow.named_parameters():
+            p.lerp_(src[name].detach(), 1.0 - decay)
+        src_b = dict(model.named_buffers())
+        for name, b in self.shadow.named_buffers():
+            b.copy_(src_b[name])
+
+    def state_dict(self) -> dict:
+        return self.shadow.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shadow.load_state_dict(state)

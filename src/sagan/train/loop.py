@@ -1,0 +1,313 @@
+"""The SAGAN training loop: hinge loss, TTUR, EMA, sample grids, logs and checkpoints."""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sagan.config import Config
+from sagan.data.datasets import ImageData
+from sagan.data.stream import BatchStream
+from sagan.losses import d_loss, g_loss, gradient_penalty
+from sagan.models import Discriminator, Generator
+from sagan.nn.attention import SelfAttention2d
+from sagan.train import distributed as dist_utils
+from sagan.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from sagan.train.ema import EMA
+from sagan.train.logger import ScalarLogger
+from sagan.train.rundir import code_version
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
+    return dev
+
+
+def build_models(cfg: Config, num_classes: int, channels: int) -> tuple[Generator, Discriminator]:
+    m = cfg.model
+    g = Generator(m.resolution, m.g_ch, m.z_dim, num_classes, channels, m.g_attn, m.attn_variant, m.g_sn)
+    d = Discriminator(m.resolution, m.d_ch, num_classes, channels, m.d_attn, m.attn_variant, m.d_sn)
+    return g, d
+
+
+def attention_layers(model: nn.Module, prefix: str) -> dict[str, SelfAttention2d]:
+    """Attention layers labelled by model and feature-map size, e.g. ``G.attn16``."""
+    out = {}
+    for stage_idx, stage in enumerate(model.blocks):  # type: ignore[union-attr]
+        for layer in stage:
+            if isinstance(layer, SelfAttention2d):
+                res = _stage_resolution(model, stage_idx)
+                out[f"{prefix}.attn{res}"] = layer
+    return out
+
+
+def _stage_resolution(model: nn.Module, stage_idx: int) -> int:
+    from sagan.models.arch import D_ARCH, G_ARCH
+    arch = G_ARCH if isinstance(model, Generator) else D_ARCH
+    return arch[model.resolution][stage_idx].resolution  # type: ignore[index]
+
+
+def fixed_sample_inputs(cfg: Config, num_classes: int, z_dim: int, cols: int = 8) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Fixed noise (and labels) for the sample grid: one row per class when conditional."""
+    g = torch.Generator().manual_seed(cfg.train.seed + 12345)
+    if num_classes > 0:
+        rows = min(num_classes, cfg.train.sample_classes)
+        classes = torch.linspace(0, num_classes - 1, rows).round().long()
+        y = classes.repeat_interleave(cols)
+        z = torch.randn(rows * cols, z_dim, generator=g)
+        return z, y, cols
+    z = torch.randn(64, z_dim, generator=g)
+    return z, None, 8
+
+
+@dataclass
+class StepStats:
+    loss_d: float
+    loss_g: float
+    d_real: float
+    d_fake: float
+
+
+class Trainer:
+    """Owns models, optimisers, data stream and schedule of one run (one process of it)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, data: ImageData, dist: dist_utils.DistInfo | None = None,
+                 progress: bool = True):
+        self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
+        self.dist = dist or dist_utils.DistInfo()
+        self.is_main = self.dist.rank == 0
+        self.progress = progress and self.is_main
+        t = cfg.train
+        self.device = self.dist.device if self.dist.world > 1 else resolve_device(t.device)
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(t.seed + self.dist.rank)
+        random.seed(t.seed + self.dist.rank)
+        np.random.seed(t.seed + self.dist.rank)
+        self.num_classes, self.channels = data.num_classes, data.channels
+        g, d = build_models(cfg, self.num_classes, self.channels)
+        self.G, self.D = g.to(self.device), d.to(self.device)
+        self.ema = EMA(self.G, t.ema_decay, t.ema_start)
+        o = cfg.optim
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), eps=o.eps)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), eps=o.eps)
+        self.G_train, self.D_train = dist_utils.wrap(self.G, self.dist), dist_utils.wrap(self.D, self.dist)
+        self.stream = BatchStream(data, t.batch_size, t.seed, self.dist.rank, self.dist.world,
+                                  self.device, cfg.data.num_workers)
+        self.local_batch = t.batch_size // self.dist.world
+        # Noise and fake labels come from their own generator so resume restores them exactly.
+        self.noise = torch.Generator(device="cpu").manual_seed(t.seed * 7919 + 17 + self.dist.rank)
+        self.step = 0
+        self.attn_g = attention_layers(self.G, "G")
+        self.attn_d = attention_layers(self.D, "D")
+        self.fixed_z, self.fixed_y, self.grid_cols = fixed_sample_inputs(cfg, self.num_classes, cfg.model.z_dim)
+        self.logger = ScalarLogger(self.run_dir) if self.is_main else None
+        self.autocast, self.scalers = self._precision_setup()
+
+    # ------------------------------------------------------------------ precision
+    def _precision_setup(self):
+        p = self.cfg.train.precision
+        if p == "fp32":
+            return contextlib.nullcontext, None
+        if self.device.type != "cuda":
+            raise RuntimeError(f"train.precision={p} needs CUDA; on CPU use fp32 (bf16 on CPU is "
+                               "hundreds of times slower than fp32 on common CPUs)")
+        dtype = torch.bfloat16 if p == "bf16" else torch.float16
+        scalers = (torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda")) if p == "fp16" else None
+        return (lambda: torch.autocast("cuda", dtype=dtype)), scalers
+
+    def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, which: int) -> None:
+        if self.scalers is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler = self.scalers[which]
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+    # ------------------------------------------------------------------ one step
+    def _latent(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = torch.randn(self.local_batch, self.cfg.model.z_dim, generator=self.noise).to(self.device)
+        if self.num_classes > 0:
+            y = torch.randint(0, self.num_classes, (self.local_batch,), generator=self.noise).to(self.device)
+        else:
+            y = None
+        return z, y
+
+    def train_step(self) -> StepStats:
+        cfg = self.cfg
+        loss_name = cfg.loss.name
+        self.G.train()
+        self.D.train()
+        for _ in range(cfg.train.n_dis):
+            x, y_real = next(self.stream)
+            y_real = y_real if self.num_classes > 0 else None
+            z, y_fake = self._latent()
+            with torch.no_grad(), self.autocast():
+                fake = self.G(z, y_fake)
+            with self.autocast():
+                x_all = torch.cat([x, fake.to(x.dtype)])
+                y_all = torch.cat([y_real, y_fake]) if y_real is not None else None
+                scores = self.D_train(x_all, y_all).float()
+                real_s, fake_s = scores[: len(x)], scores[len(x):]
+                loss_d = d_loss(loss_name, real_s, fake_s)
+            if cfg.loss.gp_weight > 0:
+                gp = gradient_penalty(lambda im: self.D_train(im, y_real), x, fake)
+                loss_d = loss_d + cfg.loss.gp_weight * gp
+            self.opt_d.zero_grad(set_to_none=True)
+            self._backward_step(loss_d, self.opt_d, 1)
+        # Generator step. D's weights are not updated here, so its gradients are not computed.
+        z, y_fake = self._latent()
+        self.D.requires_grad_(False)
+        try:
+            with self.autocast():
+                fake = self.G_train(z, y_fake)
+                loss_g = g_loss(loss_name, self.D(fake, y_fake).float())
+            self.opt_g.zero_grad(set_to_none=True)
+            self._backward_step(loss_g, self.opt_g, 0)
+        finally:
+            self.D.requires_grad_(True)
+        self.step += 1
+        self.ema.update(self.G, self.step)
+        return StepStats(loss_d.item(), loss_g.item(), real_s.mean().item(), fake_s.mean().item())
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "noise": self.noise.get_state(),
+               "python": _py_random_state(), "numpy": _np_random_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "stream": self.stream.state_dict(), "rng": rng,
+            "scalers": [s.state_dict() for s in self.scalers] if self.scalers else None,
+            "config": self.cfg.to_dict(), "code_version": code_version(),
+            "data": {"num_classes": self.num_classes, "channels": self.channels,
+                     "class_names": list(self.data.class_names), "name": self.data.name},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.ema.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.stream.load_state_dict(state["stream"])
+        if self.scalers and state.get("scalers"):
+            for s, st in zip(self.scalers, state["scalers"]):
+                s.load_state_dict(st)
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.noise.set_state(rng["noise"])
+        _set_py_random_state(rng["python"])
+        _set_np_random_state(rng["numpy"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step = int(state["step"])
+
+    def resume(self) -> int:
+        """Load the newest checkpoint of the run directory; returns its step (0 if none)."""
+        ckpts = list_checkpoints(self.run_dir / "checkpoints")
+        if not ckpts:
+            return 0
+        state = load_checkpoint(ckpts[-1], map_location=self.device)
+        self.load_state_dict(state)
+        if self.logger is not None:
+            self.logger.truncate_after(self.step)
+        return self.step
+
+    def save(self) -> Path | None:
+        if not self.is_main:
+            return None
+        return save_checkpoint(self.state_dict(), self.run_dir / "checkpoints", self.step, self.cfg.train.keep_ckpts)
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def sample_grid(self, name: str | None = None) -> Path | None:
+        if not self.is_main:
+            return None
+        from sagan.viz.grid import save_grid
+        g = self.ema.shadow
+        z = self.fixed_z.to(self.device)
+        y = self.fixed_y.to(self.device) if self.fixed_y is not None else None
+        images = g(z, y).float().cpu()
+        path = self.run_dir / "samples" / (name or f"step_{self.step:08d}.png")
+        save_grid(images, path, self.grid_cols)
+        return path
+
+    def gammas(self) -> dict[str, float]:
+        return {f"gamma/{k}": float(v.gamma.detach()) for k, v in {**self.attn_g, **self.attn_d}.items()}
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> None:
+        t = self.cfg.train
+        acc = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        n_acc, t_last, img_last = 0, time.perf_counter(), 0
+        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, desc="train")
+        if self.step == 0:
+            self.sample_grid()
+        try:
+            while self.step < t.steps:
+                stats = self.train_step()
+                for k in acc:
+                    acc[k] += getattr(stats, k)
+                n_acc += 1
+                img_last += t.batch_size * t.n_dis
+                if not all(math.isfinite(getattr(stats, k)) for k in acc):
+                    raise FloatingPointError(f"non-finite loss at step {self.step}: {stats}")
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    now = time.perf_counter()
+                    ips = img_last / max(now - t_last, 1e-9)
+                    scalars = {k: v / n_acc for k, v in acc.items()}
+                    scalars["images_per_s"] = ips
+                    scalars.update(self.gammas())
+                    if self.logger is not None:
+                        self.logger.log(self.step, scalars)
+                    bar.set_postfix(d=f"{scalars['loss_d']:.3f}", g=f"{scalars['loss_g']:.3f}",
+                                    img_s=f"{ips:.0f}")
+                    acc = dict.fromkeys(acc, 0.0)
+                    n_acc, t_last, img_last = 0, now, 0
+                if self.step % t.sample_every == 0 or self.step == t.steps:
+                    self.sample_grid()
+                if self.step % t.ckpt_every == 0 or self.step == t.steps:
+                    self.save()
+        finally:
+            bar.close()
+            if self.logger is not None:
+                self.logger.close()
+
+
+def _py_random_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_py_random_state(s: list) -> None:
+    random.setstate((s[0], tuple(s[1]), s[2]))
+
+
+def _np_random_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_np_random_state(s: dict) -> None:
+    np.random.set_state(("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached"]))

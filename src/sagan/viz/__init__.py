@@ -1,0 +1,1 @@
+"""Pictures: sample grids, attention maps, the HTML report."""
