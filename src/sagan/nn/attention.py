@@ -116,8 +116,10 @@ class SelfAttention2d(nn.Module):
         q, k, val = self._qkv(x)
         explicit = return_attention or self.record_attention or _force_explicit()
         if explicit:
-            # Softmax in fp32 whatever the autocast dtype: the logits are unscaled.
-            logits = torch.bmm(q.float(), k.float().transpose(1, 2))  # (B, N, M)
+            # Softmax in (at least) fp32 whatever the autocast dtype: the logits are unscaled.
+            acc = torch.promote_types(q.dtype, torch.float32)
+            with torch.autocast(x.device.type, enabled=False):
+                logits = torch.bmm(q.to(acc), k.to(acc).transpose(1, 2))  # (B, N, M)
             attn = torch.softmax(logits, dim=-1)
             out = torch.bmm(attn.to(val.dtype), val)  # (B, N, dv)
         else:
