@@ -7,13 +7,18 @@ folders of arbitrary size. Pixel values reach the models in [-1, 1].
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import shutil
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -25,6 +30,8 @@ FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SCAN_PROGRESS_MIN = 1000  # show a progress bar when scanning at least this many files
+log = logging.getLogger("sagan.data")
 
 
 class DataError(RuntimeError):
@@ -174,6 +181,131 @@ def load_cifar10(cfg: DataConfig, resolution: int, train: bool = True) -> ImageD
 
 # --------------------------------------------------------------------------- image folders
 
+def to_pil_mode(im: Image.Image, mode: str) -> Image.Image:
+    """Convert any PIL image to ``mode`` ("RGB" or "L") without the usual pitfalls.
+
+    16-bit and 32-bit integer images are rescaled (PIL's own conversion clips them to 255),
+    float images are read as [0, 1] (or [0, 255] when larger), transparency is composited onto
+    white, and the EXIF orientation is applied.
+    """
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to drop the pixels
+        pass
+    if im.mode.startswith("I") or im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            top = 1.0 if arr.size == 0 or np.nanmax(arr) <= 1.0 else 255.0
+        else:
+            top = 65535.0 if im.mode.startswith("I;16") or (arr.size and arr.max() > 255) else 255.0
+        arr = np.nan_to_num(arr / top * 255.0, nan=0.0).clip(0, 255).round().astype(np.uint8)
+        im = Image.fromarray(arr, mode="L")
+    elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba)
+    return im if im.mode == mode else im.convert(mode)
+
+
+class _ToMode:
+    """Picklable transform (DataLoader workers) wrapping ``to_pil_mode``."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        return to_pil_mode(im, self.mode)
+
+
+def open_image(path: str) -> Image.Image:
+    """The ImageFolder loader: the decoded image in its own mode (conversion is the transform's job)."""
+    try:
+        with open(path, "rb") as f:
+            im = Image.open(f)
+            im.load()
+            return im
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{path} passed the start-up scan but cannot be read now ({type(e).__name__}: {e}); "
+                        "was the folder changed during training? Remove the file and resume.") from None
+
+
+def check_image(path: str, mode: str = "RGB", size: int = 64) -> tuple[str | None, bool]:
+    """Can ``path`` be used? Returns (None or the reason it cannot, whether it is very large).
+
+    Checks the header and checksums (``verify``), then decodes it (JPEGs at reduced size via
+    ``draft``, which still reads all the data, so truncation is caught) and converts it to ``mode``.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)", False
+        with Image.open(path) as im:
+            large = im.width * im.height > (Image.MAX_IMAGE_PIXELS or float("inf"))
+            im.verify()
+        with Image.open(path) as im:
+            im.draft(mode if im.mode in ("RGB", "L") else None, (size, size))
+            im.load()
+            to_pil_mode(im, mode)
+        return None, large
+    except Image.DecompressionBombError as e:
+        return f"too large to decode safely ({e})", False
+    except UnidentifiedImageError:
+        return "not an image file PIL can read", False
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        return f"corrupt or truncated ({type(e).__name__}: {e})", False
+    except Exception as e:  # noqa: BLE001 - a broken file must never stop the scan
+        return f"unreadable ({type(e).__name__}: {e})", False
+
+
+class _ImageFolder(torchvision.datasets.ImageFolder):
+    """ImageFolder whose classes are the non-hidden sub-folders (no ``.ipynb_checkpoints`` class)."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        return classes, {c: i for i, c in enumerate(classes)}
+
+
+@dataclass
+class FolderScan:
+    """What the start-up scan of an image folder found."""
+    usable: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    large: list[str] = field(default_factory=list)  # usable, but above PIL's decompression-bomb warning size
+
+    def summary(self, limit: int = 50) -> str:
+        lines = [f"  {p}: {why}" for p, why in self.skipped[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f"  ... and {len(self.skipped) - limit} more")
+        return "\n".join(lines)
+
+
+def scan_image_folder(root: Path, classes: list[str], mode: str = "RGB", progress: bool = True,
+                      workers: int | None = None) -> FolderScan:
+    """Check every (non-hidden) file under ``root/<class>/``; decided before any training starts."""
+    files = []
+    for cls in classes:
+        for dirpath, dirnames, fnames in sorted(os.walk(os.path.join(str(root), cls), followlinks=True)):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files += [os.path.join(dirpath, f) for f in sorted(fnames) if not f.startswith(".")]
+    workers = workers or min(8, os.cpu_count() or 1)
+    scan = FolderScan()
+    with warnings.catch_warnings():  # large images are counted below instead of warned about one by one
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        from tqdm import tqdm
+        bar = tqdm(total=len(files), desc="scanning images", unit="file",
+                   disable=not progress or len(files) < SCAN_PROGRESS_MIN)
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without the GIL
+            for path, (reason, large) in zip(files, pool.map(lambda p: check_image(p, mode), files)):
+                bar.update(1)
+                if reason is None:
+                    scan.usable.append(path)
+                    if large:
+                        scan.large.append(path)
+                else:
+                    scan.skipped.append((path, reason))
+        bar.close()
+    return scan
+
+
 def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True) -> ImageData:
     if cfg.root is None:
         raise DataError("data.dataset=image_folder needs a folder: pass --data PATH "
@@ -182,7 +314,7 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
     if not root.is_dir():
         raise DataError(f"image folder {str(root)!r} does not exist or is not a directory")
     try:
-        subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+        subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as e:
         raise DataError(f"image folder {str(root)!r} cannot be read: {e}") from None
     if not subdirs:
@@ -190,22 +322,44 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
                         f"{root}/<class_name>/ (one sub-folder for unconditional data)")
     channels = cfg.channels or 3
     mode = "RGB" if channels == 3 else "L"
+    try:
+        scan = scan_image_folder(root, [p.name for p in subdirs], mode)
+    except OSError as e:
+        raise DataError(f"image folder {str(root)!r} cannot be read: {e}") from None
+    if scan.skipped:
+        log.warning("skipped %d of %d files in %s that cannot be used as images:\n%s",
+                    len(scan.skipped), len(scan.skipped) + len(scan.usable), root, scan.summary())
+    if scan.large:
+        log.warning("%d image(s) in %s are larger than %s pixels (decoding them is slow; consider "
+                    "resizing the dataset once), e.g. %s", len(scan.large), root, Image.MAX_IMAGE_PIXELS,
+                    scan.large[0])
+    if not scan.usable:
+        raise DataError(f"no readable images in {str(root)!r}: all {len(scan.skipped)} file(s) were skipped "
+                        "(see the warning above); supported are the formats PIL reads, e.g. "
+                        + ", ".join(IMG_EXTENSIONS))
     transform = v2.Compose([
-        v2.Lambda(lambda im: im.convert(mode)),
+        _ToMode(mode),
         v2.PILToTensor(),
         v2.Resize(resolution, antialias=True),
         v2.CenterCrop(resolution),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize([0.5] * channels, [0.5] * channels),
     ])
+    usable = set(scan.usable)
     try:
-        ds = torchvision.datasets.ImageFolder(str(root), transform=transform,
-                                              is_valid_file=lambda p: p.lower().endswith(IMG_EXTENSIONS))
+        ds = _ImageFolder(str(root), transform=transform, loader=open_image,
+                                              is_valid_file=usable.__contains__, allow_empty=True)
     except (FileNotFoundError, OSError) as e:
         raise DataError(f"no images found in {str(root)!r}: {e}") from None
     classes = list(ds.classes)
+    counts = np.bincount(np.asarray(ds.targets, dtype=np.int64), minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty and conditional and len(classes) > 1:
+        log.warning("class folder(s) with no usable image: %s; the model still reserves their labels",
+                    ", ".join(empty))
     num_classes = len(classes) if conditional and len(classes) > 1 else 0
-    source = f"image folder {root} ({len(ds)} images in {len(classes)} class folder(s))"
+    skipped = f", {len(scan.skipped)} unreadable file(s) skipped" if scan.skipped else ""
+    source = f"image folder {root} ({len(ds)} images in {len(classes)} class folder(s){skipped})"
     return ImageData("image_folder", source, num_classes, channels, resolution,
                      classes if num_classes else [], folder=ds)
 

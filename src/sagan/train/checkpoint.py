@@ -4,6 +4,9 @@ A checkpoint is a dict of tensors and plain values written with ``torch.save`` t
 file in the same directory, flushed and fsynced, then renamed over the final name, so a crash
 or a full disk never leaves a half-written file where a good one was. Files are loaded with
 ``weights_only=True``: a checkpoint is data, never code.
+
+Rotation only ever deletes files named ``ckpt_<8 digits>.pt``; anything else in the directory
+(``best.pt`` kept by metric tracking, files a user copied there) is never touched.
 """
 from __future__ import annotations
 
@@ -17,10 +20,16 @@ import torch
 
 FORMAT_VERSION = 1
 CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
+TMP_RE = re.compile(r"^\..+\.pt\..+\.tmp$")  # temporary files of atomic_save
+REQUIRED_KEYS = ("G", "D", "G_ema", "opt_g", "opt_d", "stream", "rng", "config", "data", "step")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or is not one this code can load."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (disk full, permissions...); the previous checkpoint is intact."""
 
 
 def checkpoint_path(ckpt_dir: Path, step: int) -> Path:
@@ -58,9 +67,10 @@ def atomic_save(obj: Any, path: Path) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(e, OSError):
-            raise CheckpointError(f"could not write checkpoint {path}: {e}") from e
-        raise
+        if isinstance(e, Exception):  # torch.save reports a full disk as RuntimeError, not OSError
+            raise CheckpointWriteError(f"could not write checkpoint {path}: {type(e).__name__}: "
+                                       f"{_first_line(e)}") from e
+        raise  # KeyboardInterrupt and friends: the temporary file is gone, the old checkpoint intact
 
 
 def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
@@ -68,12 +78,29 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int)
     state = dict(state, format_version=FORMAT_VERSION, step=step)
     path = checkpoint_path(ckpt_dir, step)
     atomic_save(state, path)
-    for old in list_checkpoints(ckpt_dir)[:-keep]:
+    # Only ckpt_<step>.pt files rotate (best.pt and anything else stay), and never the one just written.
+    for old in list_checkpoints(ckpt_dir)[:-max(1, keep)]:
+        if old == path:
+            continue
         try:
             old.unlink()
         except OSError:
             pass
     return path
+
+
+def remove_stale_temp_files(ckpt_dir: Path) -> list[Path]:
+    """Delete temporary files left by a write that was killed (SIGKILL, power loss); returns them."""
+    removed = []
+    if Path(ckpt_dir).is_dir():
+        for p in Path(ckpt_dir).iterdir():
+            if TMP_RE.match(p.name) and p.is_file():
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+    return removed
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -87,10 +114,60 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                               f"anything but tensors and plain values): {type(e).__name__}: {_first_line(e)}") from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a sagan checkpoint (no format_version)")
-    if state["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {state['format_version']}, newer than this "
+    version = state["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path} has an invalid checkpoint format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {version}, newer than this "
                               f"code's {FORMAT_VERSION}; upgrade sagan-torch to load it")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a complete sagan checkpoint: missing {', '.join(missing)}")
     return state
+
+
+def architecture_differences(state: dict[str, Any], model_cfg: dict[str, Any], data_meta: dict[str, Any],
+                             modules: dict[str, torch.nn.Module] | None = None) -> list[str]:
+    """What differs between a checkpoint and the model we are about to load it into (empty: compatible).
+
+    Compares the config's ``model`` section, the data's classes/channels, and (when ``modules`` is
+    given, e.g. ``{"G": G, "D": D, "G_ema": G}``) every state-dict key and tensor shape.
+    """
+    diffs = []
+    saved_model = state.get("config", {}).get("model", {}) if isinstance(state.get("config"), dict) else {}
+    for key in sorted(set(saved_model) | set(model_cfg)):
+        a, b = saved_model.get(key, "<absent>"), model_cfg.get(key, "<absent>")
+        if a != b:
+            diffs.append(f"model.{key}: checkpoint {a!r}, this run {b!r}")
+    saved_data = state.get("data", {}) if isinstance(state.get("data"), dict) else {}
+    for key in ("num_classes", "channels"):
+        if key in saved_data and key in data_meta and saved_data[key] != data_meta[key]:
+            diffs.append(f"data {key}: checkpoint {saved_data[key]!r}, this run {data_meta[key]!r}")
+    for name, module in (modules or {}).items():
+        saved = state.get(name)
+        if not isinstance(saved, dict):
+            diffs.append(f"{name}: missing from the checkpoint")
+            continue
+        own = module.state_dict()
+        for k in sorted(set(own) - set(saved))[:5]:
+            diffs.append(f"{name}.{k}: missing from the checkpoint")
+        for k in sorted(set(saved) - set(own))[:5]:
+            diffs.append(f"{name}.{k}: in the checkpoint but not in this model")
+        for k in sorted(set(own) & set(saved)):
+            ts = saved[k]
+            if isinstance(ts, torch.Tensor) and tuple(ts.shape) != tuple(own[k].shape):
+                diffs.append(f"{name}.{k}: checkpoint shape {tuple(ts.shape)}, this model {tuple(own[k].shape)}")
+    return diffs
+
+
+def check_compatible(path: Path, state: dict[str, Any], model_cfg: dict[str, Any], data_meta: dict[str, Any],
+                     modules: dict[str, torch.nn.Module] | None = None) -> None:
+    """Raise ``CheckpointError`` naming every difference when ``state`` is from another architecture."""
+    diffs = architecture_differences(state, model_cfg, data_meta, modules)
+    if diffs:
+        shown = "\n  ".join(diffs[:12]) + (f"\n  ... and {len(diffs) - 12} more" if len(diffs) > 12 else "")
+        raise CheckpointError(f"{path} was made for another architecture and is refused:\n  {shown}\n"
+                              "Resume it with the config it was trained with, or start a new run.")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -1,0 +1,106 @@
+"""Exit codes of ``sagan train`` and graceful handling of SIGTERM / SIGINT (preemption).
+
+The first SIGTERM or SIGINT asks the training loop to stop: it finishes the current step, writes
+a checkpoint and raises ``TrainingInterrupted``; the command exits with 128 + the signal number
+(143 for SIGTERM, 130 for SIGINT), which is what schedulers expect from a job that ended on a
+signal. A second signal while the first is being handled aborts at once (``TrainingAborted``,
+exit code ``EXIT_ABORTED``) without writing anything; the previous checkpoint stays intact
+because checkpoints are written atomically. See docs/robustness.md.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Iterable
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad config, arguments, data or checkpoint; nothing was trained
+EXIT_DIVERGED = 3  # the divergence guard stopped the run; the last good checkpoint is intact
+EXIT_CHECKPOINT_WRITE = 4  # a checkpoint could not be written; the previous one is intact
+EXIT_ABORTED = 5  # a second signal aborted at once; resume from the last checkpoint
+EXIT_SIGNAL_BASE = 128  # 128 + signum: stopped by a signal after writing a checkpoint
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def exit_code_for_signal(signum: int) -> int:
+    return EXIT_SIGNAL_BASE + int(signum)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after writing a checkpoint at ``step``."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.exit_code = exit_code_for_signal(signum)
+        where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint (not the main process)"
+        super().__init__(f"stopped by {signal_name(signum)} at step {step}; wrote {where}; "
+                         f"continue with: sagan train --resume {checkpoint.parent.parent if checkpoint else 'RUN_DIR'}")
+
+
+class TrainingAborted(BaseException):
+    """A second signal arrived while stopping: abort at once, write nothing.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``) so ordinary ``except Exception`` blocks do
+    not swallow it.
+    """
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = EXIT_ABORTED
+        super().__init__(f"aborted by a second signal ({signal_name(signum)}) without writing a checkpoint; "
+                         "the previous checkpoint is intact: continue with sagan train --resume RUN_DIR")
+
+
+class StopRequest:
+    """Installs handlers for SIGTERM/SIGINT for the duration of a ``with`` block.
+
+    ``signum`` is the first signal received (None until then). Handlers are only installed in
+    the main thread (Python delivers signals there); elsewhere this is a no-op that never stops.
+    """
+
+    def __init__(self, signals: Iterable[int] = HANDLED_SIGNALS, announce: bool = True):
+        self.signals = tuple(signals)
+        self.announce = announce
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handler(self, signum: int, frame) -> None:  # noqa: ARG002 - signal API
+        if self.signum is None:
+            self.signum = signum
+            if self.announce:
+                print(f"\nreceived {signal_name(signum)}: finishing the current step and writing a checkpoint "
+                      "(send another signal to abort at once without one)", file=sys.stderr, flush=True)
+            return
+        self.restore()  # a third signal gets the default behaviour
+        raise TrainingAborted(signum)
+
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self._handler)
+        return self
+
+    def restore(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def __enter__(self) -> "StopRequest":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
