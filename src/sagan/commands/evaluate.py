@@ -1,0 +1,151 @@
+"""``sagan evaluate``: IS, FID, KID, precision/recall (and class accuracy) of a trained generator."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="IS / FID / KID / precision-recall of a run's generator against real data",
+        description="Sample the generator (EMA weights by default), extract features with the standard Inception "
+                    "network (torch-fidelity's TF-ported weights) or the offline Fashion-MNIST classifier, and "
+                    "compare with the real training (or test) images. Prints a table and writes JSON into the run "
+                    "directory (RUN_DIR/eval/). Reference statistics are cached, see docs/evaluation.md.")
+    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("-n", "--num-samples", type=int, default=50_000, help="generated images (default 50000)")
+    p.add_argument("--metrics", default="is,fid,kid,pr", help="comma-separated: is,fid,kid,pr (default all)")
+    p.add_argument("--features", choices=["inception", "fmnist"], default=None,
+                   help="feature extractor (default: fmnist for Fashion-MNIST runs, inception otherwise)")
+    p.add_argument("--split", choices=["train", "test"], default="train", help="real reference split (default train)")
+    p.add_argument("--num-real", type=int, default=None,
+                   help="use this many real images, a seeded random subset (default: the whole split)")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="Inception weights file (default: $SAGAN_INCEPTION_WEIGHTS, then torch.hub's cache)")
+    p.add_argument("--data", metavar="PATH", help="where the run's dataset is now, if it moved")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--no-ema", action="store_true", help="evaluate the raw generator instead of the EMA one")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--out", metavar="FILE", help="JSON output (default RUN_DIR/eval/step_<step>-<features>-<split>.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _table(results: dict) -> str:
+    rows = []
+
+    def add(name, key, std=None, fmt="{:.4f}"):
+        if key in results:
+            v = fmt.format(results[key])
+            if std and std in results:
+                v += " ± " + fmt.format(results[std])
+            rows.append((name, v))
+    add("IS", "is_mean", "is_std", "{:.3f}")
+    add("FID", "fid", None, "{:.3f}")
+    add("KID", "kid_mean", "kid_std", "{:.5f}")
+    add("precision", "precision")
+    add("recall", "recall")
+    add("class accuracy", "class_accuracy")
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"  {n:<{width}}  {v}" for n, v in rows)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+    import torch_fidelity
+
+    import sagan
+    from sagan.cli import UserError
+    from sagan.data.datasets import DataError
+    from sagan.metrics.classifier import WEIGHTS_FILE, WeightsError, classifier_info, load_classifier, weights_digest
+    from sagan.metrics.evaluation import MetricsError, compute_metrics, parse_metrics
+    from sagan.metrics.extractors import resolve_inception_weights
+    from sagan.metrics.reference import reference_for, to_uint8
+    from sagan.runs import generate, load_run
+    from sagan.train.checkpoint import CheckpointError
+    from sagan.train.loop import resolve_device
+
+    try:
+        metrics = parse_metrics(args.metrics)
+    except MetricsError as e:
+        raise UserError(f"--metrics {args.metrics!r}: {e}") from None
+    if args.num_samples < 2:
+        raise UserError(f"--num-samples {args.num_samples}: must be >= 2")
+    if args.num_real is not None and args.num_real < 2:
+        raise UserError(f"--num-real {args.num_real}: must be >= 2")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as e:
+        raise UserError(str(e).replace("train.device", "--device")) from None
+    try:
+        run = load_run(args.run, ema=not args.no_ema, device=device)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    features = args.features or ("fmnist" if run.dataset == "fashion_mnist" else "inception")
+
+    # Everything that can fail without compute fails here, before sampling.
+    weights = None
+    extractor: dict = {"name": features}
+    if features == "inception":
+        weights = resolve_inception_weights(args.inception_weights)  # InceptionWeightsError is a DataError
+        extractor.update(torch_fidelity="inception-v3-compat", weights=str(weights))
+    else:
+        try:
+            load_classifier()
+        except WeightsError as e:
+            raise UserError(str(e)) from None
+        info = classifier_info()
+        extractor.update(torch_fidelity="sagan-fmnist-cnn", weights=str(WEIGHTS_FILE),
+                         weights_sha256_10=weights_digest(), classifier_test_accuracy=info.get("test_accuracy"))
+    binary = [m for m in metrics if m != "is"]
+    data_cfg = dataclasses.replace(run.cfg.data, root=args.data) if args.data else run.cfg.data
+    reference = None
+    if binary:
+        reference = reference_for(data_cfg, run.cfg.model.resolution, run.channels, args.split, args.num_real,
+                                  progress=not args.no_progress)
+    if "kid" in metrics and args.num_samples < 100:
+        print(f"note: KID on {args.num_samples} samples is very noisy")
+    class_acc = features == "fmnist" and run.dataset == "fashion_mnist" and run.num_classes == 10
+
+    t0 = time.perf_counter()
+    print(f"evaluating {run.checkpoint} (step {run.step}, {'raw' if args.no_ema else 'EMA'} generator) with "
+          f"{features} features: {args.num_samples} samples" + (f" against {reference.description}" if reference else ""))
+    images, labels = generate(run.G, args.num_samples, None, args.seed, args.batch_size, device,
+                              progress=not args.no_progress)
+    try:
+        results = compute_metrics(to_uint8(images), reference, metrics, features,
+                                  fake_labels=labels if class_acc else None, device=device,
+                                  batch_size=args.batch_size, progress=not args.no_progress, inception_weights=weights)
+    except (MetricsError, DataError) as e:
+        raise UserError(str(e)) from None
+    seconds = time.perf_counter() - t0
+
+    record = {
+        "metrics": {k: v for k, v in results.items() if k not in ("num_fake", "num_real", "kid_subset_size")},
+        "num_generated": results["num_fake"], "num_real": results.get("num_real"),
+        "kid_subset_size": results.get("kid_subset_size"),
+        "extractor": extractor,
+        "reference": None if reference is None else {
+            "dataset": reference.dataset, "split": reference.split, "resolution": reference.resolution,
+            "channels": reference.channels, "num_images": results.get("num_real"), "description": reference.description},
+        "step": run.step, "checkpoint": str(run.checkpoint), "generator": "raw" if args.no_ema else "ema",
+        "seed": args.seed, "seconds": round(seconds, 1), "device": str(device),
+        "versions": {"sagan": sagan.__version__, "torch_fidelity": torch_fidelity.__version__, "torch": torch.__version__},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    base = run.run_dir or run.checkpoint.parent
+    out = Path(args.out) if args.out else base / "eval" / f"step_{run.step:08d}-{features}-{args.split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    ref = f" vs {results['num_real']} real ({args.split})" if "num_real" in results else ""
+    print(f"{results['num_fake']} generated{ref}, {features} features, {seconds:.0f}s:\n{_table(results)}\nwrote {out}")
+    return 0

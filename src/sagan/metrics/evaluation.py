@@ -1,0 +1,132 @@
+"""One entry point that turns images into metrics, with torch-fidelity doing the maths.
+
+:func:`compute_metrics` extracts features with a registered torch-fidelity extractor
+(``inception-v3-compat`` or our ``sagan-fmnist-cnn``), reuses torch-fidelity's feature/statistics
+cache for the real reference, and calls torch-fidelity's own IS, FID, KID and precision/recall
+functions on the features. Only the class accuracy of conditional samples is computed here (it is
+not a torch-fidelity metric): the fraction of samples the classifier assigns to the class they
+were generated for.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch_fidelity.metric_fid import (KEY_METRIC_FID, fid_featuresdict_to_statistics,
+                                       fid_featuresdict_to_statistics_cached, fid_statistics_to_metric)
+from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_featuresdict_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_featuresdict_to_metric
+from torch_fidelity.metric_prc import (KEY_METRIC_F_SCORE, KEY_METRIC_PRECISION, KEY_METRIC_RECALL,
+                                       prc_featuresdict_to_metric)
+from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id_cached
+
+from sagan.metrics.extractors import (FEATURES, FIDELITY_NAMES, extractor_id, extractor_input_channels,
+                                      extractor_layers, register_extractors, resolve_inception_weights)
+from sagan.metrics.reference import ImageTensorDataset, Reference, stats_dir
+
+METRICS = ("is", "fid", "kid", "pr")
+BINARY = ("fid", "kid", "pr")
+
+
+class MetricsError(ValueError):
+    """Metrics asked for something impossible; the message says what to change."""
+
+
+def parse_metrics(text: str | Iterable[str]) -> list[str]:
+    names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise MetricsError(f"metrics {bad or names}: choose from {', '.join(METRICS)} (comma-separated)")
+    return [m for m in METRICS if m in names]
+
+
+def _fidelity_kwargs(device: torch.device, batch_size: int, features: str, weights: Path | None,
+                     progress: bool, seed: int) -> dict:
+    return dict(
+        cuda=device.type == "cuda", batch_size=batch_size, feature_extractor=FIDELITY_NAMES[features],
+        feature_extractor_weights_path=str(weights) if weights is not None else None,
+        cache_root=str(stats_dir()), cache=True, save_cpu_ram=True, verbose=progress, rng_seed=seed,
+        prc_batch_size=2000,
+    )
+
+
+def compute_metrics(fake: torch.Tensor, reference: Reference | None, metrics: Iterable[str], features: str = "fmnist",
+                    *, fake_labels: torch.Tensor | None = None, device: str | torch.device = "cpu",
+                    batch_size: int = 256, progress: bool = True, inception_weights: str | Path | None = None,
+                    seed: int = 2020, kid_subset_size: int = 1000, isc_splits: int = 10) -> dict:
+    """Metrics of ``fake`` (uint8 images (N, C, H, W)) against ``reference`` (real images).
+
+    Returns a flat dict: ``is_mean``/``is_std``, ``fid``, ``kid_mean``/``kid_std``,
+    ``precision``/``recall``/``f_score``, ``class_accuracy`` (fmnist features with ``fake_labels``),
+    plus ``num_fake``, ``num_real`` and ``kid_subset_size`` where they apply.
+    """
+    metrics = parse_metrics(metrics)
+    if features not in FEATURES:
+        raise MetricsError(f"features {features!r}: choose one of {list(FEATURES)}")
+    if fake.dtype != torch.uint8:
+        raise MetricsError("compute_metrics takes uint8 images; convert [-1, 1] floats with reference.to_uint8")
+    binary = [m for m in metrics if m in BINARY]
+    if binary and reference is None:
+        raise MetricsError(f"{', '.join(binary)} compare with real images; give a reference")
+    if len(fake) < 2:
+        raise MetricsError(f"need at least 2 generated images, got {len(fake)}")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    register_extractors()
+    weights = resolve_inception_weights(inception_weights) if features == "inception" else None
+    layers = extractor_layers(features)
+    class_acc = features == "fmnist" and fake_labels is not None
+    channels = extractor_input_channels(features)
+
+    kw = _fidelity_kwargs(device, batch_size, features, weights, progress, seed)
+    kw["input1"] = ImageTensorDataset(fake, channels)
+    quiet = dict(kw, verbose=False)
+    fake_layers = sorted({layers["isc"] for m in metrics if m == "is"} | {layers["fid"] for _ in binary}
+                         | ({"logits"} if class_acc else set()))
+    fe_fake = create_feature_extractor(FIDELITY_NAMES[features], fake_layers, **kw)
+    f1 = extract_featuresdict_from_input_id_cached(1, fe_fake, **kw)
+    out: dict = {"num_fake": len(fake)}
+
+    if "is" in metrics:
+        r = isc_featuresdict_to_metric(f1, layers["isc"], **dict(quiet, isc_splits=isc_splits))
+        out["is_mean"], out["is_std"] = r[KEY_METRIC_ISC_MEAN], r[KEY_METRIC_ISC_STD]
+    if class_acc:
+        pred = f1["logits"].argmax(1)
+        labels = fake_labels.to(pred.device)
+        out["class_accuracy"] = float((pred == labels).float().mean())
+    if binary:
+        layer = layers["fid"]
+        assert layers["kid"] == layer and layers["prc"] == layer
+        kw["input2"] = reference.dataset_for(channels)
+        kw["input2_cache_name"] = f"{reference.cache_name}-{extractor_id(features)}"
+        quiet = dict(kw, verbose=False)
+        fe_real = create_feature_extractor(FIDELITY_NAMES[features], [layer], **kw)
+        f2 = extract_featuresdict_from_input_id_cached(2, fe_real, **kw)
+        out["num_real"] = len(f2[layer])
+        if "fid" in metrics:
+            s1 = fid_featuresdict_to_statistics(f1, layer)
+            s2 = fid_featuresdict_to_statistics_cached(f2, kw["input2_cache_name"], fe_real, layer, **quiet)
+            out["fid"] = fid_statistics_to_metric(s1, s2, False)[KEY_METRIC_FID]
+        if "kid" in metrics:
+            size = min(kid_subset_size, len(f1[layer]), len(f2[layer]))
+            r = kid_featuresdict_to_metric(f1, f2, layer, **dict(quiet, kid_subset_size=size))
+            out["kid_mean"], out["kid_std"], out["kid_subset_size"] = r[KEY_METRIC_KID_MEAN], r[KEY_METRIC_KID_STD], size
+        if "pr" in metrics:
+            if min(len(f1[layer]), len(f2[layer])) < 5:
+                raise MetricsError("precision/recall needs at least 5 images on each side (k = 3 neighbours)")
+            r = prc_featuresdict_to_metric(f1, f2, layer, **quiet)
+            out["precision"], out["recall"], out["f_score"] = (r[KEY_METRIC_PRECISION], r[KEY_METRIC_RECALL],
+                                                               r[KEY_METRIC_F_SCORE])
+    return out
+
+
+def real_split_metrics(reference: Reference, other: Reference, metrics: Iterable[str] = METRICS,
+                       features: str = "fmnist", **kwargs) -> dict:
+    """Metrics of one real split (``other``, e.g. test) treated as samples against ``reference``.
+
+    The baseline a generator's numbers should be read against: what perfect samples would score.
+    """
+    images, labels = other.load()
+    return compute_metrics(images, reference, metrics, features, fake_labels=labels, **kwargs)

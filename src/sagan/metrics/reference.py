@@ -1,0 +1,147 @@
+"""Real images to compare against, loaded lazily and named for the statistics cache.
+
+Reference features and FID statistics are cached by torch-fidelity under
+``<sagan cache>/stats/`` (``$SAGAN_CACHE`` or ``~/.cache/sagan-torch``), one file per
+(dataset, split, resolution, channels, image count, extractor and its weights) - see
+:func:`reference_for`. A cache hit never loads the images at all.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from sagan.config import DataConfig
+from sagan.data.datasets import DataError, cache_dir, load_data
+
+SPLITS = ("train", "test")
+
+
+def stats_dir() -> Path:
+    return cache_dir() / "stats"
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] -> uint8 [0, 255], the same rounding as saved PNGs."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class ImageTensorDataset(Dataset):
+    """uint8 images (N, C, H, W) as a torch-fidelity input, optionally grey -> RGB."""
+
+    def __init__(self, images: torch.Tensor, channels: int | None = None):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        self.images, self.channels = images, channels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = self.images[i]
+        if self.channels == 3 and x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        return x
+
+
+class LazyImageDataset(ImageTensorDataset):
+    """Like :class:`ImageTensorDataset`, but the images are loaded on first use."""
+
+    def __init__(self, load: Callable[[], torch.Tensor], channels: int | None = None):  # noqa: D107
+        self._load, self.channels, self._images = load, channels, None
+
+    @property
+    def images(self) -> torch.Tensor:  # type: ignore[override]
+        if self._images is None:
+            self._images = self._load()
+        return self._images
+
+
+@dataclass
+class Reference:
+    """The real side of a comparison: how to get its images, and the cache name of their features."""
+    dataset: str
+    split: str
+    resolution: int
+    channels: int
+    num_images: int | None  # None: the whole split
+    cache_name: str
+    description: str
+    _loader: Callable[[], tuple[torch.Tensor, torch.Tensor | None]] = field(repr=False, default=None)  # type: ignore[assignment]
+    _loaded: tuple[torch.Tensor, torch.Tensor | None] | None = field(repr=False, default=None)
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 images (N, C, R, R) and labels (or None)."""
+        if self._loaded is None:
+            self._loaded = self._loader()
+        return self._loaded
+
+    def dataset_for(self, channels: int | None) -> LazyImageDataset:
+        return LazyImageDataset(lambda: self.load()[0], channels)
+
+
+def _subsample(images: torch.Tensor, labels: torch.Tensor | None, n: int | None, seed: int):
+    if n is None or n >= len(images):
+        return images, labels
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return images[idx], (labels[idx] if labels is not None else None)
+
+
+def _folder_images(data, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+    loader = DataLoader(data.folder, batch_size=256, shuffle=False, num_workers=0)
+    xs, ys = [], []
+    for x, y in tqdm(loader, disable=not progress, desc="read real images", unit="batch", leave=False):
+        xs.append(to_uint8(x))
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _folder_digest(root: Path) -> str:
+    h = hashlib.sha1(str(root.resolve()).encode())
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(root)}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:10]
+
+
+def reference_for(data_cfg: DataConfig, resolution: int, channels: int, split: str = "train",
+                  num_images: int | None = None, seed: int = 0, progress: bool = True) -> Reference:
+    """The real images of ``data_cfg``'s dataset at ``resolution`` with ``channels`` channels.
+
+    Raises ``DataError`` for an unknown split or a split the dataset does not have.
+    """
+    if split not in SPLITS:
+        raise DataError(f"reference split {split!r} is not known; choose one of {list(SPLITS)}")
+    if num_images is not None and num_images < 2:
+        raise DataError(f"the reference needs at least 2 images, got {num_images}")
+    dataset = data_cfg.dataset
+    cfg = DataConfig(dataset=dataset, root=data_cfg.root, channels=channels, download=data_cfg.download, num_workers=0)
+    if dataset == "image_folder":
+        if split != "train":
+            raise DataError("an image folder has no test split; use --split train (the training images)")
+        if cfg.root is None or not Path(cfg.root).expanduser().is_dir():
+            raise DataError(f"the run's image folder {cfg.root!r} is not there; pass --data PATH to where it is now")
+        where = f"{dataset}-{_folder_digest(Path(cfg.root).expanduser())}"
+    else:
+        where = dataset
+
+    def loader():
+        data = load_data(cfg, resolution, conditional=True, train=(split == "train"))
+        if data.images is not None:
+            images, labels = data.images, data.labels
+        else:
+            images, labels = _folder_images(data, progress)
+        return _subsample(images, labels, num_images, seed)
+
+    count = "all" if num_images is None else f"n{num_images}-s{seed}"
+    name = f"{where}-{split}-{resolution}px-{channels}ch-{count}"
+    desc = f"{dataset} {split} split at {resolution}x{resolution}, {channels} channel(s)" + (
+        f", {num_images} images (seed {seed})" if num_images is not None else ", all images")
+    return Reference(dataset, split, resolution, channels, num_images, name, desc, loader)
