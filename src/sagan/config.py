@@ -24,6 +24,7 @@ from sagan.nn.attention import VARIANTS
 
 DATASETS = ("fashion_mnist", "cifar10", "image_folder")
 PRECISIONS = ("fp32", "bf16", "fp16")
+FID_FEATURES = ("auto", "fmnist", "inception")
 
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -87,6 +88,10 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     deterministic: bool = False
+    # FID tracked during training (docs/evaluation.md); the best checkpoint by it is kept as checkpoints/best.pt.
+    fid_every: int = 0  # steps between evaluations (0 = off; the fmnist32 preset uses 1000)
+    fid_samples: int = 2000  # generated images per evaluation (reference: all training images)
+    fid_features: str = "auto"  # auto (fmnist for Fashion-MNIST, else inception if its weights are local), fmnist, inception
 
 
 @dataclass
@@ -110,7 +115,7 @@ class Config:
 
 def _fmnist32() -> Config:
     """Class-conditional SAGAN on Fashion-MNIST 32x32, sized for a 2-core CPU demo."""
-    return Config(preset="fmnist32")
+    return Config(preset="fmnist32", train=TrainConfig(fid_every=1000))
 
 
 def _cifar32() -> Config:
@@ -351,6 +356,10 @@ def validate(cfg: Config) -> None:
         _check(v >= 1, f"train.{key}={v} must be >= 1")
     _check(t.seed >= 0, f"train.seed={t.seed} must be >= 0")
     _check(t.precision in PRECISIONS, f"train.precision={t.precision!r}; choose one of {list(PRECISIONS)}")
+    _check(t.fid_every >= 0, f"train.fid_every={t.fid_every} must be >= 0 (0 turns training-time FID off)")
+    _check(t.fid_samples >= 2, f"train.fid_samples={t.fid_samples} must be >= 2 (a few thousand is typical)")
+    _check(t.fid_features in FID_FEATURES,
+           f"train.fid_features={t.fid_features!r}; choose one of {list(FID_FEATURES)}")
     dev = t.device
     _check(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
            f"train.device={dev!r}; choose auto, cpu, cuda, cuda:N or mps")

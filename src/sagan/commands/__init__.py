@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-MODULES: list[str] = []
+MODULES: list[str] = ["train_evaluator", "evaluate"]
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:

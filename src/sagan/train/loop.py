@@ -115,6 +115,8 @@ class Trainer:
         self.attn_d = attention_layers(self.D, "D")
         self.fixed_z, self.fixed_y, self.grid_cols = fixed_sample_inputs(cfg, self.num_classes, cfg.model.z_dim)
         self.logger = ScalarLogger(self.run_dir) if self.is_main else None
+        from sagan.metrics.tracking import TrainingFID  # FID every train.fid_every steps; None when off
+        self.fid = TrainingFID.from_config(cfg, data, self.device, self.run_dir) if self.is_main else None
         self.autocast, self.scalers = self._precision_setup()
 
     # ------------------------------------------------------------------ precision
@@ -288,6 +290,8 @@ class Trainer:
                     self.sample_grid()
                 if self.step % t.ckpt_every == 0 or self.step == t.steps:
                     self.save()
+                if self.fid is not None and self.fid.due(self.step):  # logs eval/* scalars, keeps checkpoints/best.pt
+                    t_last += self.fid.evaluate_and_keep_best(self)["eval/seconds"]
         finally:
             bar.close()
             if self.logger is not None:
