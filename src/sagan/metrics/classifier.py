@@ -174,7 +174,7 @@ def train_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, tes
     out = Path(out)
     info = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "test_accuracy": test_acc, "train_accuracy_first10k": train_acc,
-            "train_seconds": round(seconds, 1), "torch": torch.__version__}
+            "train_seconds": round(seconds, 1), "torch": str(torch.__version__)}
     from sagan.train.checkpoint import atomic_save
     atomic_save({"format": FORMAT, "model": model.state_dict(), "info": info}, out)
     return TrainResult(test_acc, train_acc, epochs, seconds, out)
