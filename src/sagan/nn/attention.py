@@ -123,6 +123,12 @@ class SelfAttention2d(nn.Module):
             attn = torch.softmax(logits, dim=-1)
             out = torch.bmm(attn.to(val.dtype), val)  # (B, N, dv)
         else:
+            if q.shape[-1] < val.shape[-1]:
+                # PyTorch's flash kernels need one head dim for q, k and v; otherwise SDPA falls
+                # back to the "math" kernel, which materialises the map (biggan: d=C/8, dv=C/2).
+                # Zero-padding q and k leaves every q.k product, hence the result, unchanged.
+                pad = val.shape[-1] - q.shape[-1]
+                q, k = F.pad(q, (0, pad)), F.pad(k, (0, pad))
             out = F.scaled_dot_product_attention(
                 q.unsqueeze(1), k.unsqueeze(1), val.unsqueeze(1), scale=1.0
             ).squeeze(1)

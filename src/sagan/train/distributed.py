@@ -3,11 +3,34 @@
 ``sagan train`` launched by torchrun (WORLD_SIZE > 1 in the environment) initialises the process
 group itself: nccl with CUDA, gloo on CPU. G and D are wrapped in separate DDP wrappers, so the
 alternating D and G updates each synchronise only their own gradients.
+
+What keeps the replicas identical (checked by tests/test_distributed.py, not assumed):
+
+* parameters: same initial weights on every rank (same seed), DDP all-reduces the gradients,
+  every rank takes the same optimiser step;
+* buffers: the D step runs the *unwrapped* G (no DDP forward, so no DDP buffer broadcast) and the
+  G step the unwrapped D, and with plain BatchNorm each rank's BN running statistics come from
+  its own shard of the batch. Instead of DDP's per-forward ``broadcast_buffers`` the trainer
+  calls :func:`sync_buffers` once at the end of every step: BN running mean/var are averaged
+  over ranks and every other buffer (spectral-norm u/v, ``num_batches_tracked``) is broadcast
+  from rank 0. The EMA generator copies buffers from G after that, so it is identical too;
+* SyncBatchNorm (``train.sync_bn``): :func:`convert_sync_batchnorm` swaps G's batch norms for
+  :class:`SyncBatchNorm2d`, which normalises with the statistics of the *global* batch. PyTorch's
+  own ``nn.SyncBatchNorm`` refuses CPU tensors, and the label-ignoring BN of unconditional
+  generators takes an extra argument, so this module has its own (differentiable all-reduce of
+  per-channel sums; same state-dict keys as ``nn.BatchNorm2d``, so checkpoints stay
+  interchangeable).
 """
 from __future__ import annotations
 
+import glob
+import inspect
+import json
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.distributed as tdist
@@ -30,13 +53,31 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def elastic_restart_count() -> int:
+    """How many times torchrun has restarted this worker group (0 on the first attempt)."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+def elastic_run_id() -> str | None:
+    """torchrun's rendezvous id when it identifies this job (stable across restarts), else None.
+
+    ``torchrun --standalone`` draws a random id per launch; ``--rdzv-id`` sets one; without
+    either it is the placeholder ``"none"``, which names nothing.
+    """
+    rid = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    return rid if rid and rid.lower() != "none" else None
+
+
 def init_from_env(device_pref: str = "auto") -> DistInfo:
     """Initialise the default process group from torchrun's environment variables."""
     if not launched_by_torchrun():
         return DistInfo()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda") or device_pref.startswith("cuda")
+    use_cuda = (torch.cuda.is_available() and device_pref in ("auto", "cuda")) or device_pref.startswith("cuda")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
@@ -47,13 +88,154 @@ def init_from_env(device_pref: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
+def backend_name() -> str:
+    return str(tdist.get_backend()) if tdist.is_available() and tdist.is_initialized() else "none"
+
+
+def quiet_non_main(info: DistInfo) -> None:
+    """Ranks other than 0 print nothing but errors: warnings are shown once, by rank 0."""
+    if not info.is_main:
+        warnings.simplefilter("ignore")
+
+
 def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
+    """DDP wrapper (identity for one process). Buffers are synchronised by :func:`sync_buffers`."""
     if info.world <= 1:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
     ids = [info.device.index] if info.device.type == "cuda" else None
-    return DDP(model, device_ids=ids, broadcast_buffers=True)
+    # Buffers are broadcast once at construction, then kept equal by sync_buffers (not per forward).
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+        return DDP(model, device_ids=ids, forward_sync_buffers=False)
+    return DDP(model, device_ids=ids, broadcast_buffers=False)
 
+
+def _is_bn_stat(name: str, module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and name in ("running_mean", "running_var")
+
+
+@torch.no_grad()
+def sync_buffers(info: DistInfo, *models: nn.Module) -> None:
+    """Make every buffer of ``models`` identical on all ranks (two coalesced collectives).
+
+    BN running statistics are averaged (each rank saw a different shard of the batch; the mean
+    of the shards' running means is the running mean of the global batch); all other buffers
+    are copied from rank 0.
+    """
+    if info.world <= 1 or not tdist.is_initialized():
+        return
+    averaged, broadcast = [], []
+    for model in models:
+        for mod in model.modules():
+            for name, buf in mod.named_buffers(recurse=False):
+                if buf is None:
+                    continue
+                (averaged if _is_bn_stat(name, mod) and buf.is_floating_point() else broadcast).append(buf)
+    if averaged:
+        _coalesced(averaged, lambda flat: (tdist.all_reduce(flat), flat.div_(info.world)))
+    if broadcast:
+        _coalesced(broadcast, lambda flat: tdist.broadcast(flat, src=0))
+
+
+def _coalesced(tensors: list[torch.Tensor], op) -> None:
+    """Run ``op`` on one flat tensor per dtype and copy the results back."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        op(flat)
+        offset = 0
+        for t in group:
+            n = t.numel()
+            t.copy_(flat[offset:offset + n].view_as(t))
+            offset += n
+
+
+def max_abs_buffer_difference(info: DistInfo, *models: nn.Module) -> float:
+    """Largest |rank r - rank 0| over all parameters and buffers (0.0 when replicas agree)."""
+    if info.world <= 1 or not tdist.is_initialized():
+        return 0.0
+    worst = torch.zeros(())
+    for model in models:
+        for t in list(model.parameters()) + list(model.buffers()):
+            ref = t.detach().clone()
+            tdist.broadcast(ref, src=0)
+            worst = torch.maximum(worst, (t.detach().double() - ref.double()).abs().max().cpu().float())
+    tdist.all_reduce(worst, op=tdist.ReduceOp.MAX)
+    return float(worst)
+
+
+# --------------------------------------------------------------------------- SyncBatchNorm
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of every rank's input is the sum of all ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        out = x.clone(memory_format=torch.contiguous_format)
+        tdist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return _AllReduceSum.apply(grad)
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training-mode statistics are those of the batch summed over all ranks.
+
+    Works on every device and backend (gloo included). In eval mode, or without an initialised
+    process group of more than one rank, it is exactly ``nn.BatchNorm2d``. ``forward(x, y=None)``
+    accepts (and ignores) a label so it can replace the label-ignoring BN of unconditional
+    generators. Gradients flow through the all-reduce, so the
+    gradient is that of the global-batch statistics, as with ``nn.SyncBatchNorm``.
+    """
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # noqa: ARG002
+        if not (self.training and tdist.is_available() and tdist.is_initialized()
+                and tdist.get_world_size() > 1):
+            return super().forward(x)
+        all_reduce = _AllReduceSum.apply
+        acc = torch.promote_types(x.dtype, torch.float32)
+        xf = x.to(acc)
+        n_local = torch.tensor([float(x.numel() // x.shape[1])], dtype=acc, device=x.device)
+        s = torch.cat([xf.sum(dim=(0, 2, 3)), n_local])
+        s = all_reduce(s)  # differentiable sum over ranks
+        count = s[-1]
+        mean = s[:-1] / count
+        centred = xf - mean[None, :, None, None]
+        var = all_reduce(centred.square().sum(dim=(0, 2, 3))) / count  # biased, as BN normalises
+        out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var.detach() * (count / torch.clamp(count - 1, min=1.0))
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
+        return out.to(x.dtype)
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every 2-D batch norm in ``module`` by :class:`SyncBatchNorm2d` (state preserved)."""
+    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, SyncBatchNorm2d):
+        new = SyncBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        p = next(iter(module.state_dict().values()), None)
+        return new.to(p.device) if p is not None else new
+    for name, child in module.named_children():
+        new_child = convert_sync_batchnorm(child)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module
+
+
+# --------------------------------------------------------------------------- misc
 
 def barrier(info: DistInfo) -> None:
     if info.world > 1 and tdist.is_initialized():
@@ -65,11 +247,56 @@ def shutdown() -> None:
         tdist.destroy_process_group()
 
 
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's value of a picklable ``obj`` on every rank."""
+    if info.world <= 1:
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def broadcast_path(path, info: DistInfo):
     """Rank 0's value of ``path`` on every rank."""
     if info.world <= 1:
         return path
-    obj = [str(path) if path is not None else None]
-    tdist.broadcast_object_list(obj, src=0)
-    from pathlib import Path
-    return Path(obj[0])
+    value = broadcast_object(str(path) if path is not None else None, info)
+    return Path(value) if value is not None else None
+
+
+ELASTIC_MARK = "elastic.json"
+
+
+def elastic_run_name(preset: str) -> str | None:
+    """Default run name under torchrun: ``PRESET-<rendezvous id>``, the same for every restart."""
+    rid = elastic_run_id()
+    if rid is None:
+        return None
+    return f"{preset}-{re.sub(r'[^A-Za-z0-9._-]', '-', rid)[:48]}"
+
+
+def mark_elastic_run(run_dir: Path) -> None:
+    """Record torchrun's rendezvous id in a new run directory (rank 0), so a restart finds it."""
+    rid = elastic_run_id()
+    if launched_by_torchrun() and rid is not None:
+        (Path(run_dir) / ELASTIC_MARK).write_text(json.dumps({"run_id": rid}) + "\n", encoding="utf-8")
+
+
+def find_elastic_run(out_root: str | Path, name: str) -> Path | None:
+    """The run directory a restarted torchrun worker group must continue, or None.
+
+    Only on an elastic restart (TORCHELASTIC_RESTART_COUNT > 0): the directory ``out/NAME`` or
+    ``out/NAME-k`` (the name taken when NAME existed) whose elastic.json holds this job's
+    rendezvous id. Another job's directory of the same name is never picked.
+    """
+    rid = elastic_run_id()
+    if elastic_restart_count() <= 0 or rid is None:
+        return None
+    root = Path(out_root)
+    for cand in [root / name, *sorted(root.glob(f"{glob.escape(name)}-*"))]:
+        try:
+            if json.loads((cand / ELASTIC_MARK).read_text(encoding="utf-8")).get("run_id") == rid:
+                return cand
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
