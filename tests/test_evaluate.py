@@ -101,6 +101,13 @@ def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
     assert float(rows[-1]["eval/best_fid"]) == pytest.approx(min(fids.values()))
     loaded = load_run(best)
     assert loaded.step == state["best"]["step"] and loaded.run_dir == tmp_path / "run"
+    # evaluating does not move the training RNG streams: the same run without FID ends identical
+    cfg.train.fid_every = 0
+    plain = Trainer(cfg, tmp_path / "plain", data, progress=False)
+    assert plain.fid is None
+    plain.fit()
+    for k, v in trainer.G.state_dict().items():
+        assert torch.equal(v, plain.G.state_dict()[k]), k
 
 
 def test_training_fid_off_when_it_would_never_run_or_inception_is_not_local(tiny_folder, tmp_path, monkeypatch):
