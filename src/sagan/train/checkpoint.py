@@ -110,8 +110,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
-        raise CheckpointError(f"{path} is not a loadable sagan checkpoint (it is refused when it holds "
-                              f"anything but tensors and plain values): {type(e).__name__}: {_first_line(e)}") from None
+        raise CheckpointError(f"{path} is refused: not a loadable sagan checkpoint (only tensors and plain "
+                              f"values are accepted, never code): {type(e).__name__}: {_first_line(e)}") from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a sagan checkpoint (no format_version)")
     version = state["format_version"]
@@ -184,6 +184,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def _first_line(e: Exception) -> str:
-    lines = [ln for ln in str(e).splitlines() if ln.strip()]
-    detail = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
+    """The informative line of an error (for weights_only refusals: what was blocked, not the advice
+    to load with weights_only=False, which would run the code)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if "unsupported" in ln.lower()), None)
+    if detail is None:
+        detail = next((ln for ln in lines if not ln.startswith("Weights only load failed")), lines[0] if lines else "")
+    elif "Weights only load failed" in str(e):
+        detail = f"it holds something other than tensors and plain values ({detail})"
     return detail[:400]
