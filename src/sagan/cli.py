@@ -7,9 +7,10 @@ from pathlib import Path
 
 from sagan.config import PRESETS, ConfigError
 from sagan.data.datasets import DataError
-from sagan.train.checkpoint import CheckpointError
-
-EXIT_USAGE = 2
+from sagan.train.guard import TrainingDiverged
+from sagan.train.checkpoint import CheckpointError, CheckpointWriteError
+from sagan.train.signals import (EXIT_ABORTED, EXIT_CHECKPOINT_WRITE, EXIT_DIVERGED, EXIT_USAGE,  # noqa: F401
+                                 TrainingAborted, TrainingInterrupted)
 
 
 class UserError(Exception):
@@ -54,11 +55,15 @@ def _train_config(args: argparse.Namespace):
         import yaml
         run_dir = Path(args.resume)
         cfg_file = run_dir / "config.yaml"
-        if not cfg_file.is_file():
-            raise UserError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
+        if not run_dir.is_dir():
+            raise UserError(f"--resume {run_dir}: no such run directory")
         if args.preset or args.config:
             raise UserError("--resume takes its config from the run directory; drop --preset/--config")
-        cfg = config_from_dict(yaml.safe_load(cfg_file.read_text(encoding="utf-8")))
+        try:
+            resolved = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+        except Exception as e:  # noqa: BLE001 - missing, damaged or not YAML: fall back to the checkpoint
+            resolved = _config_from_newest_checkpoint(run_dir, f"{cfg_file} cannot be read ({type(e).__name__})")
+        cfg = config_from_dict(resolved)
         for text in overrides:
             key, value = parse_override(text)
             if not (key.startswith("train.") or key in ("data.root", "data.num_workers", "data.download")):
@@ -68,6 +73,20 @@ def _train_config(args: argparse.Namespace):
         validate(cfg)
         return cfg
     return load_config(args.preset, args.config, overrides)
+
+
+def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
+    """The resolved config stored inside the run's newest readable checkpoint."""
+    from sagan.train.checkpoint import list_checkpoints, load_checkpoint
+    for path in reversed(list_checkpoints(run_dir / "checkpoints")):
+        try:
+            config = load_checkpoint(path)["config"]
+        except CheckpointError:
+            continue
+        print(f"note: {why}; using the config stored in {path}", file=sys.stderr)
+        return config
+    raise UserError(f"--resume {run_dir}: {why} and no readable checkpoint holds a config; "
+                    "is it a run directory?")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -94,6 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.model.conditional and data.num_classes == 0:
         say("note: the data has a single class folder, so the model is unconditional")
 
+    resuming = bool(args.resume)
     if args.resume:
         run_dir = Path(args.resume)
     else:
@@ -109,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if dist.is_main:
         write_run_info(run_dir, cfg)
     trainer = Trainer(cfg, run_dir, data, dist, progress=not args.no_progress)
-    if args.resume:
+    if resuming:
         step = trainer.resume()
         if step >= cfg.train.steps:
             say(f"run {run_dir} is already at step {step} >= train.steps={cfg.train.steps}; "
@@ -207,13 +227,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns its exit code (documented in docs/robustness.md)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed usage and the error (or --help / --version)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as e:
+        print(f"sagan {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except TrainingAborted as e:
+        print(f"sagan {args.command}: {e}", file=sys.stderr)
+        return EXIT_ABORTED
+    except CheckpointWriteError as e:
+        print(f"sagan {args.command}: error: {e}\nTraining stopped: without a checkpoint it could not go on safely. "
+              "The previous checkpoint is intact; free disk space (or fix permissions) and resume with "
+              "sagan train --resume RUN_DIR", file=sys.stderr)
+        return EXIT_CHECKPOINT_WRITE
+    except TrainingDiverged as e:
+        print(f"sagan {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
     except (UserError, ConfigError, CheckpointError, DataError) as e:
         print(f"sagan {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -23,6 +23,8 @@ from sagan.models.arch import D_ARCH, G_ARCH, RESOLUTIONS, d_attention_sizes, g_
 from sagan.nn.attention import VARIANTS
 
 DATASETS = ("fashion_mnist", "cifar10", "image_folder")
+ON_DIVERGENCE = ("rollback", "stop")
+MAX_SEED = 2**31 - 1  # numpy's global seed must stay below 2**32 even with the rank added
 PRECISIONS = ("fp32", "bf16", "fp16")
 FID_FEATURES = ("auto", "fmnist", "inception")
 
@@ -88,6 +90,15 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     deterministic: bool = False
+    sync_bn: bool = False  # distributed: G's batch norms use global-batch statistics
+    channels_last: bool = False  # NHWC memory format for G and D (faster convs on recent GPUs)
+    compile: bool = False  # torch.compile G and D (needs a C++ compiler on CPU)
+    # Divergence guard (see docs/robustness.md): what to do when a loss or weight becomes non-finite.
+    on_divergence: str = "rollback"  # rollback to the last good checkpoint, or stop
+    rollback_lr_factor: float = 0.5  # multiply both learning rates by this on each rollback (1 = keep)
+    max_rollbacks: int = 3  # stop after this many rollbacks in one run
+    collapse_window: int = 1000  # steps of the collapse detector's window (0 = off)
+    collapse_d_loss: float = 0.05  # |D loss| below this for a whole window counts as "D near 0"
     # FID tracked during training (docs/evaluation.md); the best checkpoint by it is kept as checkpoints/best.pt.
     fid_every: int = 0  # steps between evaluations (0 = off; the fmnist32 preset uses 1000)
     fid_samples: int = 2000  # generated images per evaluation (reference: all training images)
@@ -266,7 +277,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except Exception:  # noqa: BLE001 - YAMLError, or ValueError for dates like 2020-13-01
         value = raw
     # YAML 1.1 reads "2e-4" (no dot) as a string; accept the usual float spellings.
     if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
@@ -284,8 +295,12 @@ def load_config(preset_name: str | None = None, file: str | Path | None = None,
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
             file_data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text; give a YAML file") from None
+        except Exception as e:  # noqa: BLE001 - YAMLError, or ValueError for dates like 2020-13-01
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_first_line(e)}") from None
         if not isinstance(file_data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
     name = preset_name or file_data.get("preset") or "fmnist32"
@@ -302,11 +317,20 @@ def load_config(preset_name: str | None = None, file: str | Path | None = None,
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a resolved config (from a run directory or a checkpoint), strictly."""
-    cfg = preset(data.get("preset", "fmnist32")) if isinstance(data.get("preset"), str) else Config()
+    if not isinstance(data, dict):
+        raise ConfigError(f"a resolved config must be a mapping of sections, got {type(data).__name__}")
+    name = data.get("preset", "fmnist32")
+    if not isinstance(name, str):
+        raise ConfigError(f"preset: expected a preset name, got {name!r}")
+    cfg = preset(name)
     apply_mapping(cfg, {k: v for k, v in data.items() if k != "preset"})
-    cfg.preset = data.get("preset", cfg.preset)
     validate(cfg)
     return cfg
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return " ".join(lines[:4])[:300] or type(e).__name__
 
 
 # --------------------------------------------------------------------------- validation
@@ -338,7 +362,11 @@ def validate(cfg: Config) -> None:
     _check(m.attn_variant in VARIANTS, f"model.attn_variant={m.attn_variant!r}; choose one of {list(VARIANTS)}")
     _check(d.dataset in DATASETS, f"data.dataset={d.dataset!r} is not known; choose one of {list(DATASETS)}")
     _check(d.channels in (None, 1, 3), f"data.channels={d.channels} must be 1, 3 or null (as the data has)")
-    _check(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0")
+    _check(0 <= d.num_workers <= 256, f"data.num_workers={d.num_workers} must be between 0 and 256")
+    _check(d.root is None or (d.root.strip() != "" and "\0" not in d.root),
+           f"data.root={d.root!r} must be a non-empty path without NUL characters")
+    _check(cfg.name is None or (cfg.name.strip() not in ("", ".", "..") and not any(c in cfg.name for c in "/\\\0")),
+           f"name={cfg.name!r} must be a plain directory name (no slashes, not empty, not . or ..)")
     for key, v in (("optim.lr_g", o.lr_g), ("optim.lr_d", o.lr_d)):
         _check(0 < v < 1, f"{key}={v} must be in (0, 1)")
     for key, v in (("optim.beta1", o.beta1), ("optim.beta2", o.beta2)):
@@ -346,20 +374,27 @@ def validate(cfg: Config) -> None:
     _check(0 < o.eps < 1, f"optim.eps={o.eps} must be in (0, 1)")
     _check(lo.name in LOSSES, f"loss.name={lo.name!r} is not known; choose one of {list(LOSSES)}")
     _check(lo.gp_weight >= 0, f"loss.gp_weight={lo.gp_weight} must be >= 0")
-    _check(t.steps >= 1, f"train.steps={t.steps} must be >= 1")
+    _check(1 <= t.steps <= 10**10, f"train.steps={t.steps} must be between 1 and 10**10")
     _check(1 <= t.batch_size <= 1_000_000, f"train.batch_size={t.batch_size} must be >= 1")
-    _check(t.n_dis >= 1, f"train.n_dis={t.n_dis} must be >= 1 (D steps per G step)")
+    _check(1 <= t.n_dis <= 100, f"train.n_dis={t.n_dis} must be between 1 and 100 (D steps per G step)")
     _check(0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)")
     _check(t.ema_start >= 0, f"train.ema_start={t.ema_start} must be >= 0")
     for key in ("log_every", "sample_every", "ckpt_every", "keep_ckpts", "sample_classes"):
         v = getattr(t, key)
         _check(v >= 1, f"train.{key}={v} must be >= 1")
-    _check(t.seed >= 0, f"train.seed={t.seed} must be >= 0")
+    _check(0 <= t.seed <= MAX_SEED, f"train.seed={t.seed} must be between 0 and {MAX_SEED}")
+    _check(t.on_divergence in ON_DIVERGENCE,
+           f"train.on_divergence={t.on_divergence!r}; choose one of {list(ON_DIVERGENCE)}")
+    _check(0 < t.rollback_lr_factor <= 1,
+           f"train.rollback_lr_factor={t.rollback_lr_factor} must be in (0, 1] (1 keeps the learning rates)")
+    _check(0 <= t.max_rollbacks <= 1000, f"train.max_rollbacks={t.max_rollbacks} must be between 0 and 1000")
+    _check(t.collapse_window >= 0, f"train.collapse_window={t.collapse_window} must be >= 0 (0 turns it off)")
+    _check(t.collapse_d_loss > 0, f"train.collapse_d_loss={t.collapse_d_loss} must be > 0")
     _check(t.precision in PRECISIONS, f"train.precision={t.precision!r}; choose one of {list(PRECISIONS)}")
     _check(t.fid_every >= 0, f"train.fid_every={t.fid_every} must be >= 0 (0 turns training-time FID off)")
     _check(t.fid_samples >= 2, f"train.fid_samples={t.fid_samples} must be >= 2 (a few thousand is typical)")
     _check(t.fid_features in FID_FEATURES,
            f"train.fid_features={t.fid_features!r}; choose one of {list(FID_FEATURES)}")
     dev = t.device
-    _check(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+    _check(dev in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:[0-9]{1,4}", dev) is not None,
            f"train.device={dev!r}; choose auto, cpu, cuda, cuda:N or mps")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -14,17 +13,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sagan.config import Config
+from sagan.config import Config, ConfigError
 from sagan.data.datasets import ImageData
 from sagan.data.stream import BatchStream
 from sagan.losses import d_loss, g_loss, gradient_penalty
 from sagan.models import Discriminator, Generator
 from sagan.nn.attention import SelfAttention2d
 from sagan.train import distributed as dist_utils
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from sagan.train.checkpoint import (CheckpointError, check_compatible, list_checkpoints, load_checkpoint,
+                                    remove_stale_temp_files, save_checkpoint)
 from sagan.train.ema import EMA
+from sagan.train.guard import DivergenceGuard, log_event
 from sagan.train.logger import ScalarLogger
 from sagan.train.rundir import code_version
+from sagan.train.signals import StopRequest, TrainingInterrupted
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,7 +34,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
+        raise ConfigError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
     return dev
 
 
@@ -115,8 +117,11 @@ class Trainer:
         self.attn_d = attention_layers(self.D, "D")
         self.fixed_z, self.fixed_y, self.grid_cols = fixed_sample_inputs(cfg, self.num_classes, cfg.model.z_dim)
         self.logger = ScalarLogger(self.run_dir) if self.is_main else None
+        self.guard = DivergenceGuard(self)
         from sagan.metrics.tracking import TrainingFID  # FID every train.fid_every steps; None when off
         self.fid = TrainingFID.from_config(cfg, data, self.device, self.run_dir) if self.is_main else None
+        # Running sums of the scalars since the last log row; checkpointed so logs resume exactly.
+        self.log_acc: dict[str, float] = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0.0}
         self.autocast, self.scalers = self._precision_setup()
 
     # ------------------------------------------------------------------ precision
@@ -124,9 +129,12 @@ class Trainer:
         p = self.cfg.train.precision
         if p == "fp32":
             return contextlib.nullcontext, None
+        if self.device.type == "cpu" and p == "bf16":
+            # CPU autocast: fast only on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere it
+            # can be far slower than fp32. Measure with `sagan bench --only precision`.
+            return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
         if self.device.type != "cuda":
-            raise RuntimeError(f"train.precision={p} needs CUDA; on CPU use fp32 (bf16 on CPU is "
-                               "hundreds of times slower than fp32 on common CPUs)")
+            raise ConfigError(f"train.precision={p} needs CUDA (bf16 also runs on CPU); on this device use fp32")
         dtype = torch.bfloat16 if p == "bf16" else torch.float16
         scalers = (torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda")) if p == "fp16" else None
         return (lambda: torch.autocast("cuda", dtype=dtype)), scalers
@@ -156,7 +164,7 @@ class Trainer:
         self.G.train()
         self.D.train()
         for _ in range(cfg.train.n_dis):
-            x, y_real = next(self.stream)
+            x, y_real = self._next_batch()
             y_real = y_real if self.num_classes > 0 else None
             z, y_fake = self._latent()
             with torch.no_grad(), self.autocast():
@@ -199,6 +207,7 @@ class Trainer:
             "stream": self.stream.state_dict(), "rng": rng,
             "scalers": [s.state_dict() for s in self.scalers] if self.scalers else None,
             "config": self.cfg.to_dict(), "code_version": code_version(),
+            "guard": self.guard.state_dict(), "log_acc": dict(self.log_acc),
             "data": {"num_classes": self.num_classes, "channels": self.channels,
                      "class_names": list(self.data.class_names), "name": self.data.name},
         }
@@ -220,17 +229,50 @@ class Trainer:
         _set_np_random_state(rng["numpy"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        self.guard.load_state_dict(state.get("guard"))
+        if isinstance(state.get("log_acc"), dict):
+            self.log_acc.update({k: float(v) for k, v in state["log_acc"].items()})
         self.step = int(state["step"])
 
+    def check_compatible(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse (``CheckpointError`` naming each difference) a checkpoint of another architecture."""
+        check_compatible(path, state, self.cfg.to_dict()["model"],
+                         {"num_classes": self.num_classes, "channels": self.channels},
+                         {"G": self.G, "D": self.D, "G_ema": self.ema.shadow})
+
     def resume(self) -> int:
-        """Load the newest checkpoint of the run directory; returns its step (0 if none)."""
-        ckpts = list_checkpoints(self.run_dir / "checkpoints")
-        if not ckpts:
-            return 0
-        state = load_checkpoint(ckpts[-1], map_location=self.device)
-        self.load_state_dict(state)
+        """Load the newest readable checkpoint of the run directory; returns its step (0 if none).
+
+        A checkpoint that cannot be read (damaged after it was written) is reported and the one
+        before it is used; one from another architecture or a newer format is refused.
+        """
+        ckpt_dir = self.run_dir / "checkpoints"
+        if self.is_main:
+            for p in remove_stale_temp_files(ckpt_dir):
+                log_event(self.run_dir, f"removed {p.name}, left by a checkpoint write that was killed")
+        ckpts = list_checkpoints(ckpt_dir)
+        state, path = None, None
+        for cand in reversed(ckpts):
+            try:
+                state, path = load_checkpoint(cand, map_location=self.device), cand
+                break
+            except CheckpointError as e:
+                if "newer than this code" in str(e):
+                    raise
+                log_event(self.run_dir if self.is_main else None,
+                          f"warning: {e}\n  falling back to the previous checkpoint")
+        if ckpts and state is None:
+            raise CheckpointError(f"none of the {len(ckpts)} checkpoint(s) in {ckpt_dir} can be read; "
+                                  "see the warnings above")
+        if state is not None:
+            self.check_compatible(path, state)
+            try:
+                self.load_state_dict(state)
+            except (KeyError, RuntimeError, ValueError, TypeError) as e:
+                raise CheckpointError(f"{path} cannot be restored into this run: {type(e).__name__}: {e}") from None
         if self.logger is not None:
-            self.logger.truncate_after(self.step)
+            self.logger.truncate_after(self.step)  # rows logged after the checkpoint are replayed
+            _purge_tensorboard_after(self.logger, self.run_dir, self.step)
         return self.step
 
     def save(self) -> Path | None:
@@ -247,9 +289,14 @@ class Trainer:
         g = self.ema.shadow
         z = self.fixed_z.to(self.device)
         y = self.fixed_y.to(self.device) if self.fixed_y is not None else None
-        images = g(z, y).float().cpu()
+        with rng_isolated(self.device):  # sampling must never move the training RNG streams
+            images = g(z, y).float().cpu()
         path = self.run_dir / "samples" / (name or f"step_{self.step:08d}.png")
-        save_grid(images, path, self.grid_cols)
+        try:
+            save_grid(images, path, self.grid_cols)
+        except OSError as e:  # a sample grid is not worth stopping for; checkpoints report their own errors
+            log_event(self.run_dir, f"warning: could not write the sample grid {path}: {e}")
+            return None
         return path
 
     def gammas(self) -> dict[str, float]:
@@ -258,8 +305,11 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> None:
         t = self.cfg.train
-        acc = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
-        n_acc, t_last, img_last = 0, time.perf_counter(), 0
+        acc = self.log_acc  # running sums since the last log row, plus their count "n"
+        t_last, img_last = time.perf_counter(), 0
+        saved_at = self.step if list_checkpoints(self.run_dir / "checkpoints") else -1
+        self.guard.begin()
+        stop = StopRequest().install()
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc="train")
         if self.step == 0:
@@ -267,35 +317,88 @@ class Trainer:
         try:
             while self.step < t.steps:
                 stats = self.train_step()
-                for k in acc:
+                if self.guard.after_step(stats):  # non-finite values: rolled back to a good checkpoint
+                    bar.reset(total=t.steps)
+                    bar.update(self.step)
+                    saved_at = self.step
+                    continue
+                for k in StepStats.__dataclass_fields__:
                     acc[k] += getattr(stats, k)
-                n_acc += 1
+                acc["n"] += 1
                 img_last += t.batch_size * t.n_dis
-                if not all(math.isfinite(getattr(stats, k)) for k in acc):
-                    raise FloatingPointError(f"non-finite loss at step {self.step}: {stats}")
                 bar.update(1)
                 if self.step % t.log_every == 0 or self.step == t.steps:
                     now = time.perf_counter()
                     ips = img_last / max(now - t_last, 1e-9)
-                    scalars = {k: v / n_acc for k, v in acc.items()}
+                    scalars = {k: v / max(acc["n"], 1) for k, v in acc.items() if k != "n"}
                     scalars["images_per_s"] = ips
                     scalars.update(self.gammas())
                     if self.logger is not None:
                         self.logger.log(self.step, scalars)
                     bar.set_postfix(d=f"{scalars['loss_d']:.3f}", g=f"{scalars['loss_g']:.3f}",
                                     img_s=f"{ips:.0f}")
-                    acc = dict.fromkeys(acc, 0.0)
-                    n_acc, t_last, img_last = 0, now, 0
+                    acc.update(dict.fromkeys(acc, 0.0))
+                    t_last, img_last = now, 0
                 if self.step % t.sample_every == 0 or self.step == t.steps:
                     self.sample_grid()
                 if self.step % t.ckpt_every == 0 or self.step == t.steps:
                     self.save()
-                if self.fid is not None and self.fid.due(self.step):  # logs eval/* scalars, keeps checkpoints/best.pt
-                    t_last += self.fid.evaluate_and_keep_best(self)["eval/seconds"]
+                    saved_at = self.step
+                if self.fid is not None and self.fid.due(self.step):
+                    with rng_isolated(self.device):  # logs eval/* scalars, keeps checkpoints/best.pt
+                        t_last += self.fid.evaluate_and_keep_best(self)["eval/seconds"]
+                if _any_rank(stop.requested, self.device) and self.step < t.steps:
+                    path = self.save() if saved_at != self.step else self._newest_checkpoint()
+                    dist_utils.barrier(self.dist)
+                    raise TrainingInterrupted(stop.signum or 15, self.step, path)
         finally:
+            stop.restore()
             bar.close()
             if self.logger is not None:
                 self.logger.close()
+
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # A fresh DataLoader iterator (image folders, after every resume) draws its base seed from
+        # torch's global RNG; keep that draw from shifting the global stream, or resume is not exact.
+        with torch.random.fork_rng(devices=[]):
+            return next(self.stream)
+
+    def _newest_checkpoint(self) -> Path | None:
+        ckpts = list_checkpoints(self.run_dir / "checkpoints") if self.is_main else []
+        return ckpts[-1] if ckpts else None
+
+
+@contextlib.contextmanager
+def rng_isolated(device: torch.device | str = "cpu"):
+    """Run a block (sampling, evaluation) without moving any global RNG stream used by training.
+
+    Saves and restores torch's CPU (and CUDA) generator, Python's ``random`` and numpy's global
+    state, so exact resume holds however often the block runs.
+    """
+    dev = torch.device(device)
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    from sagan.train.guard import _any_rank as any_rank
+    return any_rank(flag, device)
+
+
+def _purge_tensorboard_after(logger: ScalarLogger, run_dir: Path, step: int) -> None:
+    """Reopen the TensorBoard writer so events after ``step`` (to be replayed) are discarded."""
+    if getattr(logger, "tb", None) is None:
+        return
+    from torch.utils.tensorboard import SummaryWriter
+    logger.tb.close()
+    logger.tb = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1)
 
 
 def _py_random_state() -> list:
