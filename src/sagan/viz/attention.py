@@ -297,7 +297,8 @@ def attention_figure(images: torch.Tensor, maps: dict[str, torch.Tensor],
         ax.imshow(disp, cmap="gray" if disp.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         for i, (x, y) in enumerate(points[r]):
             mark(ax, x, y, i)
-        ax.set_title(titles[r] if titles else "image", fontsize=8, fontweight="bold")
+        title = titles[r] if titles else "image"
+        ax.set_title(title if len(title) <= 24 else title[:23] + "\u2026", fontsize=8, fontweight="bold")
     for p in panels:
         c = 1 + layers.index(p.layer) * n_pts + p.point_index
         ax = axes[p.row, c]

@@ -36,6 +36,12 @@ EXPLORER_BUDGET_BYTES = 8 * 2 ** 20  # uint8 attention weights embedded for the 
 
 # --------------------------------------------------------------------------- small helpers
 
+def html_escape(text: str) -> str:
+    """What the template's autoescaping makes of ``text``."""
+    from markupsafe import escape
+    return str(escape(text))
+
+
 def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
