@@ -199,6 +199,7 @@ class DivergenceGuard:
     def rollback(self, problem: str) -> None:
         tr = self.trainer
         from_step, before = tr.step, self.rollbacks
+        lr_before = {"lr_g": tr.opt_g.param_groups[0]["lr"], "lr_d": tr.opt_d.param_groups[0]["lr"]}
         state, source = self._last_good_state()
         tr.load_state_dict(state)  # sets self.rollbacks to the checkpoint's count
         ckpt_rollbacks = self.rollbacks
@@ -209,9 +210,8 @@ class DivergenceGuard:
         changes = []
         for name, opt in (("lr_g", tr.opt_g), ("lr_d", tr.opt_d)):
             for group in opt.param_groups:
-                old = group["lr"]
-                group["lr"] = old * scale
-            changes.append(f"{name} {old:.3g} -> {old * scale:.3g}")
+                group["lr"] = group["lr"] * scale
+            changes.append(f"{name} {lr_before[name]:.3g} -> {opt.param_groups[0]['lr']:.3g}")
         if self.factor == 1.0:
             # Same weights, data and noise would replay the same blow-up; draw different noise.
             tr.noise.manual_seed(tr.cfg.train.seed * 7919 + 17 + 1_000_003 * total)
