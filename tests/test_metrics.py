@@ -202,3 +202,31 @@ def test_classifier_training_is_reproducible_from_its_seed(tmp_path):
     for k, v in runs[0]["model"].items():
         assert torch.equal(v, runs[1]["model"][k]), k
     assert classifier.load_classifier(tmp_path / "a.pt").head.weight.shape == (10, classifier.FEATURE_DIM)
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """A weights file with the Inception architecture but random values (the real one cannot be
+    downloaded here): exercises the whole Inception code path, not its numbers."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+    path = tmp_path_factory.mktemp("inception") / INCEPTION_FILE
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: None)
+        mp.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        torch.manual_seed(0)
+        model = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.slow  # Inception at 299x299 on a CPU: about a minute
+def test_inception_path_end_to_end(random_inception_weights, tiny_folder, cache):
+    ref = reference_for(DataConfig(dataset="image_folder", root=str(tiny_folder)), 32, 3, "train", progress=False)
+    gen = torch.Generator().manual_seed(0)
+    fake = torch.randint(0, 256, (12, 1, 32, 32), dtype=torch.uint8, generator=gen)  # grey -> RGB for Inception
+    out = compute_metrics(fake, ref, ["is", "fid", "kid", "pr"], "inception", progress=False, batch_size=8,
+                          inception_weights=random_inception_weights, isc_splits=2)
+    assert out["num_fake"] == 12 and out["num_real"] == 16 and out["kid_subset_size"] == 12
+    for key in ("is_mean", "fid", "kid_mean", "precision", "recall"):
+        assert np.isfinite(out[key]), key
+    assert out["fid"] >= 0 and out["is_mean"] >= 1 - 1e-9  # random weights: near-constant features
