@@ -101,6 +101,11 @@ def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
     assert float(rows[-1]["eval/best_fid"]) == pytest.approx(min(fids.values()))
     loaded = load_run(best)
     assert loaded.step == state["best"]["step"] and loaded.run_dir == tmp_path / "run"
+    # sagan evaluate on this Fashion-MNIST run: fmnist features by default, class accuracy reported
+    assert main(["evaluate", str(best), "-n", "50", "--metrics", "is", "--no-progress"]) == 0
+    rec = json.loads((tmp_path / "run" / "eval" / f"step_{loaded.step:08d}-fmnist-train.json").read_text())
+    assert rec["extractor"]["name"] == "fmnist" and rec["reference"] is None and rec["num_real"] is None
+    assert 0 <= rec["metrics"]["class_accuracy"] <= 1 and rec["checkpoint"].endswith("best.pt")
     # evaluating does not move the training RNG streams: the same run without FID ends identical
     cfg.train.fid_every = 0
     plain = Trainer(cfg, tmp_path / "plain", data, progress=False)
