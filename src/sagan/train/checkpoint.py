@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,17 @@ def atomic_save(obj: Any, path: Path) -> None:
             pass
         if isinstance(e, Exception):  # torch.save reports a full disk as RuntimeError, not OSError
             raise CheckpointWriteError(f"could not write checkpoint {path}: {type(e).__name__}: "
-                                       f"{_first_line(e)}") from e
+                                       f"{_first_line(e)} ({_space_left(path.parent)})") from e
         raise  # KeyboardInterrupt and friends: the temporary file is gone, the old checkpoint intact
+
+
+def _space_left(folder: Path) -> str:
+    """Free space where the checkpoint goes: the usual reason a write fails, named in the error."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 2**20:.0f} MiB free on that disk; a full disk or a file-size limit makes torch.save fail"
 
 
 def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
