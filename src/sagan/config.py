@@ -374,9 +374,11 @@ def validate(cfg: Config) -> None:
     _check(0 < o.eps < 1, f"optim.eps={o.eps} must be in (0, 1)")
     _check(lo.name in LOSSES, f"loss.name={lo.name!r} is not known; choose one of {list(LOSSES)}")
     _check(lo.gp_weight >= 0, f"loss.gp_weight={lo.gp_weight} must be >= 0")
-    _check(1 <= t.steps <= 10**10, f"train.steps={t.steps} must be between 1 and 10**10")
+    _check(t.steps >= 1, f"train.steps={t.steps} must be >= 1")
+    _check(t.steps <= 10**10, f"train.steps={t.steps} must be between 1 and 10**10")
     _check(1 <= t.batch_size <= 1_000_000, f"train.batch_size={t.batch_size} must be >= 1")
-    _check(1 <= t.n_dis <= 100, f"train.n_dis={t.n_dis} must be between 1 and 100 (D steps per G step)")
+    _check(t.n_dis >= 1, f"train.n_dis={t.n_dis} must be >= 1 (D steps per G step)")
+    _check(t.n_dis <= 100, f"train.n_dis={t.n_dis} must be between 1 and 100 (D steps per G step)")
     _check(0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)")
     _check(t.ema_start >= 0, f"train.ema_start={t.ema_start} must be >= 0")
     for key in ("log_every", "sample_every", "ckpt_every", "keep_ckpts", "sample_classes"):
