@@ -309,11 +309,11 @@ class Trainer:
         t_last, img_last = time.perf_counter(), 0
         saved_at = self.step if list_checkpoints(self.run_dir / "checkpoints") else -1
         self.guard.begin()
-        stop = StopRequest().install()
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc="train")
         if self.step == 0:
             self.sample_grid()
+        stop = StopRequest().install()  # SIGTERM/SIGINT: finish the step, checkpoint, stop
         try:
             while self.step < t.steps:
                 stats = self.train_step()
