@@ -120,6 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = None
         if args.name:
             cfg.name = args.name
+            from sagan.config import validate
+            validate(cfg)  # a plain directory name: no slashes, not empty
         if dist.is_main:
             wanted = default_run_name(cfg)
             run_dir, renamed = new_run_dir(args.out, wanted)
