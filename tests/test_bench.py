@@ -1,0 +1,71 @@
+"""`sagan bench`: each benchmark runs on tiny sizes and reports sound fields. No timing is asserted."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sagan.commands import bench
+
+
+def test_peak_memory_measurement_sees_a_large_tensor():
+    if not bench._reset_peak():
+        pytest.skip("no /proc/self/clear_refs on this system")
+    bench.pin_malloc_thresholds()
+
+    def alloc():
+        t = torch.ones(16, 2**20)  # 64 MiB, touched
+        return float(t[-1, -1])
+
+    peak = bench.measure_peak_extra(alloc, torch.device("cpu"))
+    assert peak is not None and 56 * 2**20 <= peak <= 256 * 2**20
+
+
+def test_attention_bench_rows_and_does_not_fit_prediction(monkeypatch):
+    # Pretend every call peaks at 10 MiB and 100 MiB are available: at 16x16 (4x the positions of
+    # 8x8) the explicit paths are predicted at 160 MiB (N^2) and skipped, the fused one at 40 MiB runs.
+    monkeypatch.setattr(bench, "measure_peak_extra", lambda fn, dev: (fn(), 10 * 2**20)[1])
+    monkeypatch.setattr(bench, "available_memory", lambda dev: 100 * 2**20)
+    rows = bench.attention_bench(torch.device("cpu"), sizes=(8, 16), batch=1, channels=16,
+                                 variants=("paper",), reps=1, log=lambda *a: None)
+    status = {(r["impl"], r["size"]): r["status"] for r in rows}
+    assert status == {("fused", 8): "ok", ("explicit", 8): "ok", ("naive", 8): "ok",
+                      ("fused", 16): "ok", ("explicit", 16): "does not fit", ("naive", 16): "does not fit"}
+    skipped = [r for r in rows if r["status"] != "ok"]
+    assert all(r["predicted_peak_bytes"] == 160 * 2**20 for r in skipped)
+    assert all(r["seconds"] > 0 and r["batch"] == 1 and r["channels"] == 16 for r in rows if r["status"] == "ok")
+
+
+def test_naive_attention_matches_our_layer_with_a_full_value_head():
+    """The seed notes' layer computes the same function as ours up to its wider value head."""
+    torch.manual_seed(0)
+    naive = bench.NaiveAttention(16)
+    x = torch.randn(2, 16, 4, 4)
+    q = naive.query_conv(x).flatten(2).transpose(1, 2)
+    k = naive.key_conv(x).flatten(2).transpose(1, 2)
+    v = naive.value_conv(x).flatten(2).transpose(1, 2)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=1.0).transpose(1, 2).reshape(2, 16, 4, 4)
+    torch.testing.assert_close(naive(x), 0.5 * ref + x, rtol=1e-5, atol=1e-5)
+
+
+def test_train_step_bench_counts_flops_and_samples():
+    row = bench.train_step_bench("fmnist32", 8, torch.device("cpu"), reps=1,
+                                 overrides=["model.g_ch=8", "model.d_ch=8"])
+    assert row["batch"] == 8 and row["preset_batch"] == 64
+    assert row["flops_per_step"] > 1e8  # convs of G (x2: D step and G step) and D (x3 images) fwd+bwd
+    assert row["images_per_s"] > 0 and row["gflops_per_s"] > 0
+    assert row["sampling"]["batch"] == 8 and row["sampling"]["images_per_s"] > 0
+
+
+def test_bench_command_writes_json_and_markdown(tmp_path):
+    from sagan.cli import main
+    out, md = tmp_path / "r.json", tmp_path / "b.md"
+    rc = main(["bench", "--only", "attention", "--sizes", "8", "--attn-batch", "1", "--attn-channels", "16",
+               "--reps", "1", "--json", str(out), "--markdown", str(md), "--note", "test run"])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert {r["impl"] for r in res["attention"]} == {"fused", "explicit", "naive"}
+    assert res["sdpa_backend"]["biggan_as_run"] == res["sdpa_backend"]["paper"]
+    text = md.read_text()
+    assert "## 1. Attention layer" in text and "| paper | 8x8 | fused |" in text and "test run" in text

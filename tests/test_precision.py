@@ -1,0 +1,174 @@
+"""Precision, memory-format and compile options against the plain fp32 path (CPU).
+
+Tolerances: channels_last and compile change only the order of floating-point operations, so
+fp32 results agree to ~1e-5 relative; bf16 autocast rounds every matmul/conv input to 8 bits of
+mantissa, so its outputs agree to a few 1e-2.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sagan.nn.attention import SelfAttention2d, recording_attention
+
+
+def _data():
+    from sagan.data.datasets import ImageData
+    g = torch.Generator().manual_seed(7)
+    images = torch.randint(0, 256, (16, 3, 32, 32), generator=g, dtype=torch.uint8)
+    return ImageData("tiny", "random", 4, 3, 32, [f"c{i}" for i in range(4)], images, torch.arange(16) % 4)
+
+
+def _trainer(tmp: Path, *overrides: str):
+    from sagan.config import load_config
+    from sagan.train.loop import Trainer
+    cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.device=cpu",
+                                         "train.log_every=1000", *overrides])
+    return Trainer(cfg, tmp, _data(), progress=False)
+
+
+def _run(tmp: Path, steps: int, *overrides: str):
+    tr = _trainer(tmp, *overrides)
+    stats = [tr.train_step() for _ in range(steps)]
+    if tr.logger is not None:
+        tr.logger.close()
+    return tr, stats
+
+
+def _assert_same_run(a, b, rtol: float, atol: float) -> None:
+    (tr_a, st_a), (tr_b, st_b) = a, b
+    for x, y in zip(st_a, st_b):
+        for k in ("loss_d", "loss_g", "d_real", "d_fake"):
+            assert getattr(x, k) == pytest.approx(getattr(y, k), rel=rtol, abs=atol), k
+    for name in ("G", "D"):
+        sa, sb = getattr(tr_a, name).state_dict(), getattr(tr_b, name).state_dict()
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            if name == "G" and key.endswith(".bias") and "bn" not in key:
+                # Every conv/linear bias in G feeds a batch norm, which removes it: its true gradient is 0 and
+                # what it gets is rounding noise, which Adam's first steps scale up to +-lr.
+                continue
+            # BN running means absorb those biases (momentum 0.1 x a few lr): looser there only.
+            tol = (rtol, 1e-4) if name == "G" and "running_" in key else (rtol, atol)
+            torch.testing.assert_close(sa[key].float(), sb[key].float(), rtol=tol[0], atol=tol[1], msg=f"{name}.{key}")
+
+
+@pytest.fixture(scope="module")
+def eager_run(tmp_path_factory):
+    """The plain fp32 reference: 2 steps, shared by the tests below."""
+    return _run(tmp_path_factory.mktemp("eager"), 2)
+
+
+def test_channels_last_training_matches_contiguous(tmp_path, eager_run):
+    plain = eager_run
+    cl = _run(tmp_path / "b", 2, "train.channels_last=true")
+    w = cl[0].D.blocks[0][0].conv1.parametrizations.weight.original
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    _assert_same_run(plain, cl, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_keeps_spectral_norm_and_softmax_in_fp32():
+    from sagan.models import Discriminator, Generator
+    torch.manual_seed(0)
+    g = Generator(32, 8, 16, 4, 3, [16])
+    d = Discriminator(32, 8, 4, 3, [16])
+    z, y = torch.randn(4, 16), torch.arange(4)
+    ref_g = Generator(32, 8, 16, 4, 3, [16])
+    ref_g.load_state_dict(g.state_dict())
+    with torch.no_grad():
+        expected = ref_g(z, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16), recording_attention(g) as layers:
+        out = g(z, y)
+        score = d(out, y)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(score).all()  # autocast is really on
+    for model in (g, d):
+        for m in model.modules():
+            if hasattr(m, "parametrizations"):
+                sn = m.parametrizations.weight[0]
+                assert sn._u.dtype == torch.float32 and sn._v.dtype == torch.float32
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    assert m.weight.dtype == torch.float32  # normalised weight (power iteration, sigma)
+    # the explicit path's softmax ran in fp32: fp32 map whose rows sum to 1 to fp32 accuracy
+    (attn_layer,) = layers.values()
+    amap = attn_layer.last_attention
+    assert amap is not None and amap.dtype == torch.float32
+    torch.testing.assert_close(amap.sum(-1), torch.ones_like(amap[..., 0]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=0.05)
+
+
+def test_bf16_fused_attention_matches_fp32_within_bf16_tolerance():
+    torch.manual_seed(0)
+    for variant in ("paper", "biggan"):
+        layer = SelfAttention2d(32, variant).eval()
+        with torch.no_grad():
+            layer.gamma.fill_(1.0)
+        x = torch.randn(2, 32, 8, 8)
+        ref = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = layer(x)
+        torch.testing.assert_close(got.float(), ref, rtol=0.05, atol=0.05)
+
+
+def test_bf16_training_on_cpu_runs_and_tracks_fp32(tmp_path, eager_run):
+    fp32 = eager_run
+    bf16 = _run(tmp_path / "b", 1, "train.precision=bf16")
+    for k in ("loss_d", "loss_g"):
+        a, b = getattr(fp32[1][0], k), getattr(bf16[1][0], k)
+        assert b == pytest.approx(a, rel=0.05, abs=0.05), k
+    for buf_name, buf in bf16[0].G.named_buffers():
+        assert buf.dtype in (torch.float32, torch.int64), buf_name
+
+
+def test_fp16_is_refused_on_cpu(tmp_path):
+    from sagan.config import ConfigError
+    with pytest.raises(ConfigError, match="needs CUDA"):
+        _trainer(tmp_path, "train.precision=fp16")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (none was lent to this session)")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_autocast_training_steps(tmp_path, precision):
+    from sagan.config import load_config
+    from sagan.train.loop import Trainer
+    cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.device=cuda",
+                                         f"train.precision={precision}"])
+    tr = Trainer(cfg, tmp_path, _data(), progress=False)
+    for _ in range(2):
+        s = tr.train_step()
+        assert all(torch.isfinite(torch.tensor([s.loss_d, s.loss_g])))
+    for m in tr.G.modules():
+        if hasattr(m, "parametrizations"):
+            assert m.parametrizations.weight[0]._u.dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_compile_training_matches_eager(tmp_path, eager_run):
+    """torch.compile (inductor, C++ codegen on CPU): slow because inductor compiles several graphs
+    (G in train mode with and without grad, D forward/backward) taking minutes on 2 shared cores;
+    run with ``-m slow``."""
+    compiled = _run(tmp_path / "b", 2, "train.compile=true")
+    _assert_same_run(eager_run, compiled, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_option_compiles_in_place(tmp_path, eager_run):
+    """Fast check of the wiring with the cheap 'eager' dynamo backend: the option compiles G and D
+    in place (state-dict keys unchanged, EMA copy not compiled) and training matches eager."""
+    calls = []
+    orig = torch.nn.Module.compile
+
+    def compile_eager(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return orig(self, backend="eager")
+
+    torch.nn.Module.compile = compile_eager
+    try:
+        compiled = _run(tmp_path / "b", 2, "train.compile=true")
+    finally:
+        torch.nn.Module.compile = orig
+    assert calls == ["Generator", "Discriminator"]
+    assert compiled[0].G._compiled_call_impl is not None
+    assert getattr(compiled[0].ema.shadow, "_compiled_call_impl", None) is None
+    assert not any(k.startswith("_orig_mod") for k in compiled[0].state_dict()["G"])
+    _assert_same_run(eager_run, compiled, rtol=1e-4, atol=1e-5)
