@@ -53,11 +53,15 @@ class FMNISTClassifier(nn.Module):
         self.fc = nn.Sequential(nn.Linear(4 * width * 16, FEATURE_DIM), nn.ReLU())
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(FEATURE_DIM, NUM_CLASSES)
+        # Features are divided by their RMS on the training set (set after training), so that
+        # E|f|^2 / 128 = 1 as for Inception-like features; KID's cubic kernel (f.g / d + 1)^3 is
+        # badly conditioned (huge subset variance) on features a few times larger.
+        self.register_buffer("feature_scale", torch.tensor(1.0))
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x``: float (N, 1, 32, 32) in [-1, 1] -> (penultimate features (N, 128), logits (N, 10))."""
         feats = self.fc(self.body(x))
-        return feats, self.head(self.dropout(feats))
+        return feats / self.feature_scale, self.head(self.dropout(feats))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features_and_logits(x)[1]
@@ -134,6 +138,16 @@ def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor,
     return correct / len(images_uint8)
 
 
+@torch.no_grad()
+def feature_rms(model: FMNISTClassifier, images_uint8: torch.Tensor, batch_size: int = 1000) -> float:
+    """sqrt(E |f|^2 / d) of the raw (unscaled) penultimate features over ``images_uint8``."""
+    model.eval()
+    total = 0.0
+    for idx in _batches(len(images_uint8), batch_size, None):
+        total += float(model.fc(model.body(prepare_input(images_uint8[idx]))).double().pow(2).sum())
+    return math.sqrt(total / (len(images_uint8) * FEATURE_DIM))
+
+
 def train_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
                      test_labels: torch.Tensor, out: str | Path = WEIGHTS_FILE, seed: int = 0, epochs: int = 4,
                      batch_size: int = 128, lr: float = 3e-3, log: Callable[[str], None] = print) -> TrainResult:
@@ -168,13 +182,15 @@ def train_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, tes
         acc = accuracy(model, test_images, test_labels)
         log(f"epoch {epoch + 1}/{epochs}: train loss {loss_sum / n_seen:.4f}, test accuracy {acc:.4f} "
             f"({time.perf_counter() - t0:.0f}s)")
+    model.feature_scale.fill_(feature_rms(model, train_images))
     test_acc = accuracy(model, test_images, test_labels)
     train_acc = accuracy(model, train_images[:10000], train_labels[:10000])
     seconds = time.perf_counter() - t0
     out = Path(out)
     info = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "test_accuracy": test_acc, "train_accuracy_first10k": train_acc,
-            "train_seconds": round(seconds, 1), "torch": str(torch.__version__)}
+            "train_seconds": round(seconds, 1), "feature_scale": float(model.feature_scale),
+            "torch": str(torch.__version__)}
     from sagan.train.checkpoint import atomic_save
     atomic_save({"format": FORMAT, "model": model.state_dict(), "info": info}, out)
     return TrainResult(test_acc, train_acc, epochs, seconds, out)
