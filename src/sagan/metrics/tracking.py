@@ -26,6 +26,7 @@ from sagan.metrics.extractors import (FIDELITY_NAMES, InceptionWeightsError, ext
 from sagan.metrics.reference import ImageTensorDataset, LazyImageDataset, Reference, _folder_images, to_uint8
 
 BEST_NAME = "best.pt"
+FULL_TRAIN_SIZE = {"fashion_mnist": 60_000, "cifar10": 50_000}
 FID_SEED = 4242  # latents for training-time FID: fixed, and distinct from the sample grid's
 
 
@@ -48,7 +49,9 @@ def _training_reference(data: ImageData, resolution: int) -> Reference:
         from sagan.metrics.reference import _folder_digest
         root = Path(getattr(data.folder, "root", "."))
         where = f"{data.name}-{_folder_digest(root)}"
-    name = f"{where}-train-{resolution}px-{channels}ch-n{len(data)}"  # the trainer may hold a subset
+    # The whole standard training split shares its cache entry with `sagan evaluate --split train`.
+    count = "all" if FULL_TRAIN_SIZE.get(data.name) == len(data) else f"n{len(data)}"
+    name = f"{where}-train-{resolution}px-{channels}ch-{count}"
     return Reference(data.name, "train", resolution, channels, None, name,
                      f"{data.name} training images at {resolution}x{resolution}", loader)
 
