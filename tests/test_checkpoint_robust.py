@@ -138,6 +138,7 @@ def _check_exploit_works(marker: Path) -> None:
     marker.unlink()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch notes the raw pickle's protocol
 def test_checkpoint_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     _check_exploit_works(marker)

@@ -71,11 +71,12 @@ def _env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def _start(tiny_folder: Path, out: Path) -> tuple[subprocess.Popen, Path]:
+def _start(tiny_folder: Path, out: Path, *extra: str, new_session: bool = False) -> tuple[subprocess.Popen, Path]:
     cmd = [sys.executable, "-m", "sagan", "train", *TINY_TRAIN_ARGS, "--data", str(tiny_folder),
            "--steps", "100000", "--out", str(out), "--name", "r", "--set", "train.log_every=1",
-           "--set", "train.ckpt_every=100000", "--set", "train.sample_every=100000"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           "--set", "train.ckpt_every=100000", "--set", "train.sample_every=100000", *extra]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=new_session)
     run = out / "r"
     deadline = time.monotonic() + 240
     while True:  # wait until two steps are logged
@@ -111,3 +112,18 @@ def test_second_signal_aborts_without_writing(tmp_path, tiny_folder):
     assert "aborted by a second signal" in err and "Traceback" not in err
     ckpt_dir = run / "checkpoints"
     assert not (ckpt_dir.is_dir() and any(ckpt_dir.iterdir()))  # nothing written, no temporary left
+
+
+def test_ctrl_c_to_process_group_with_loader_workers(tmp_path, tiny_folder):
+    """Ctrl-C in a terminal signals every process of the job, DataLoader workers included.
+
+    (SIGTERM to the whole group still kills the workers: PyTorch installs its own SIGTERM handler
+    in them. See docs/robustness.md for the change to data/stream.py that would cover it.)
+    """
+    proc, run = _start(tiny_folder, tmp_path, "--set", "data.num_workers=2", new_session=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.count("received SIGINT") == 1  # the workers ignore it; the main process decides
+    m = re.search(r"stopped by SIGINT at step (\d+); wrote checkpoint (\S+)", err)
+    assert m and load_checkpoint(Path(m.group(2).rstrip(";")))["step"] == int(m.group(1)), err[-2000:]

@@ -9,6 +9,7 @@ because checkpoints are written atomically. See docs/robustness.md.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -73,12 +74,18 @@ class StopRequest:
         self.announce = announce
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._pid = os.getpid()
 
     @property
     def requested(self) -> bool:
         return self.signum is not None
 
     def _handler(self, signum: int, frame) -> None:  # noqa: ARG002 - signal API
+        if os.getpid() != self._pid:
+            # A forked DataLoader worker inherited this handler. A Ctrl-C or a scheduler's SIGTERM to the
+            # whole process group must not kill it mid-step: the main process decides, and its workers
+            # exit with it.
+            return
         if self.signum is None:
             self.signum = signum
             if self.announce:
@@ -89,6 +96,7 @@ class StopRequest:
         raise TrainingAborted(signum)
 
     def install(self) -> "StopRequest":
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for s in self.signals:
                 self._previous[s] = signal.signal(s, self._handler)
