@@ -66,3 +66,17 @@ def g_attention_sizes(resolution: int) -> list[int]:
 def d_attention_sizes(resolution: int) -> list[int]:
     """Feature-map sizes after which the discriminator can place attention."""
     return sorted({s.resolution for s in D_ARCH[resolution]})
+
+
+def checked_specs(arch: dict[int, list[BlockSpec]], resolution: int, attn, who: str) -> list[BlockSpec]:
+    """The block specs for ``resolution``; raises ValueError naming the allowed values when the
+    resolution is not in the table or an attention size is never produced by ``who``."""
+    if resolution not in arch:
+        raise ValueError(f"resolution {resolution} is not supported; choose one of {sorted(arch)}")
+    specs = arch[resolution]
+    sizes = {s.resolution for s in specs}
+    bad = [a for a in attn if a not in sizes]
+    if bad:
+        raise ValueError(f"{who} attention at {bad} is never produced at resolution {resolution}; "
+                         f"choose from {sorted(sizes)}")
+    return specs

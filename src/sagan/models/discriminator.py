@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sagan.models.arch import D_ARCH
+from sagan.models.arch import D_ARCH, checked_specs
 from sagan.nn.attention import SelfAttention2d
 from sagan.nn.blocks import DBlock
 from sagan.nn.spectral import init_weights, sn_embedding, sn_linear
@@ -30,14 +30,7 @@ class Discriminator(nn.Module):
         use_sn: bool = True,
     ):
         super().__init__()
-        if resolution not in D_ARCH:
-            raise ValueError(f"resolution {resolution} is not supported; choose one of {sorted(D_ARCH)}")
-        specs = D_ARCH[resolution]
-        sizes = {s.resolution for s in specs}
-        bad = [a for a in attn if a not in sizes]
-        if bad:
-            raise ValueError(f"discriminator attention at {bad} is never produced at resolution {resolution}; "
-                             f"choose from {sorted(sizes)}")
+        specs = checked_specs(D_ARCH, resolution, attn, "discriminator")
         self.resolution, self.ch = resolution, ch
         self.num_classes, self.img_channels = num_classes, img_channels
         self.blocks = nn.ModuleList()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sagan.models.arch import BOTTOM_WIDTH, G_ARCH
+from sagan.models.arch import BOTTOM_WIDTH, G_ARCH, checked_specs
 from sagan.nn.attention import SelfAttention2d
 from sagan.nn.blocks import GBlock
 from sagan.nn.spectral import init_weights, sn_conv3x3, sn_linear
@@ -30,14 +30,7 @@ class Generator(nn.Module):
         use_sn: bool = True,
     ):
         super().__init__()
-        if resolution not in G_ARCH:
-            raise ValueError(f"resolution {resolution} is not supported; choose one of {sorted(G_ARCH)}")
-        specs = G_ARCH[resolution]
-        sizes = {s.resolution for s in specs}
-        bad = [a for a in attn if a not in sizes]
-        if bad:
-            raise ValueError(f"generator attention at {bad} is never produced at resolution {resolution}; "
-                             f"choose from {sorted(sizes)}")
+        specs = checked_specs(G_ARCH, resolution, attn, "generator")
         self.resolution, self.ch, self.z_dim = resolution, ch, z_dim
         self.num_classes, self.img_channels = num_classes, img_channels
         self.first_channels = specs[0].in_mult * ch
