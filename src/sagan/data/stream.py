@@ -71,8 +71,11 @@ class BatchStream:
             y = self.data.labels[idx] if self.data.labels is not None else torch.zeros(len(idx), dtype=torch.long)
         else:
             if self._loader_iter is None:
+                # The loader's own generator (seeded by the stream's position) gives worker seeds
+                # without drawing from torch's global RNG, so resuming does not shift it.
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 65_537 + self.position)
                 loader = DataLoader(self.data.folder, batch_sampler=_ShardBatchSampler(self),
-                                    num_workers=self.num_workers, persistent_workers=False)
+                                    num_workers=self.num_workers, persistent_workers=False, generator=gen)
                 self._loader_iter = iter(loader)
             x, y = next(self._loader_iter)
         self._advance()
