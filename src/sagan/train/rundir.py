@@ -55,8 +55,30 @@ def default_run_name(cfg: Config) -> str:
     return cfg.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def write_run_info(run_dir: Path, cfg: Config) -> None:
-    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    """Write ``config.yaml`` and ``version.json`` (atomically).
+
+    On a resume the config may differ only in train.* / data location, and ``version.json`` keeps
+    the original start (code version, command) and appends one entry per resume.
+    """
+    _atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     info = code_version()
     info["command"] = sys.argv
-    (run_dir / "version.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    info["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    path = run_dir / "version.json"
+    record: dict[str, Any] = info
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        if isinstance(previous, dict):
+            record = previous
+            record.setdefault("resumes", []).append(info)
+    _atomic_write_text(path, json.dumps(record, indent=2))
