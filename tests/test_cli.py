@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,8 @@ def test_resume_continues_where_it_stopped(tiny_run, tmp_path):
                            before["G"]["linear.parametrizations.weight.original"])
     with open(run / "metrics.csv") as f:
         assert [int(float(r["step"])) for r in csv.DictReader(f)] == [2, 4, 6]
+    version = json.loads((run / "version.json").read_text())
+    assert len(version["resumes"]) == 1 and "--resume" in version["resumes"][0]["command"]
 
 
 def test_resume_refuses_model_changes(tiny_run, tmp_path, capsys):
