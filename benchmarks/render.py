@@ -19,6 +19,12 @@ def _mib(b: float | None) -> str:
     return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
 
 
+def _speed(slowdown: float) -> str:
+    if abs(slowdown - 1) < 0.05:
+        return f"about the same ({1 / slowdown:.2f}x)"
+    return f"{1 / slowdown:.2f}x faster" if slowdown < 1 else f"{slowdown:.2f}x slower"
+
+
 def _attention_section(res: dict[str, Any]) -> list[str]:
     rows = res.get("attention") or []
     if not rows:
@@ -48,7 +54,8 @@ def _attention_section(res: dict[str, Any]) -> list[str]:
             if ref["status"] == "ok":
                 speed = f"{ref['seconds'] / r['seconds']:.2f}x"
                 if r.get("peak_extra_bytes") and ref.get("peak_extra_bytes"):
-                    mem = f"1/{ref['peak_extra_bytes'] / r['peak_extra_bytes']:.0f}"
+                    ratio = r["peak_extra_bytes"] / ref["peak_extra_bytes"]
+                    mem = f"1/{1 / ratio:.0f}" if ratio < 0.5 else f"{ratio:.2f}x"
             else:
                 speed, mem = "explicit does not fit", ""
         out.append(f"| {r['variant']} | {r['size']}x{r['size']} | {r['impl']} | {r['seconds'] * 1e3:.1f} ms | "
@@ -69,10 +76,14 @@ def _train_section(res: dict[str, Any]) -> list[str]:
            "| preset | batch (preset's) | G / D params | s / step | images / s | GFLOP / step | GFLOP/s | % of matmul | EMA sampling images / s |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['preset']} | {r['batch']} ({r['preset_batch']}) | {r['params_G'] / 1e6:.2f}M / "
+        opts = ", ".join(o for o in r.get("overrides", []) if not o.startswith("model."))
+        name = f"{r['preset']} ({opts})" if opts else r["preset"]
+        out.append(f"| {name} | {r['batch']} ({r['preset_batch']}) | {r['params_G'] / 1e6:.2f}M / "
                    f"{r['params_D'] / 1e6:.2f}M | {r['seconds_per_step']:.3f} | {r['images_per_s']:.1f} | "
                    f"{r['flops_per_step'] / 1e9:.1f} | {r['gflops_per_s']:.1f} | "
-                   f"{r['gflops_per_s'] / mm['gflops'] * 100:.0f}% | {r['sampling']['images_per_s']:.1f} |")
+                   f"{r['gflops_per_s'] / r.get('matmul_gflops_same_run', mm['gflops']) * 100:.0f}%"
+                   f"{' (vs ' + format(r['matmul_gflops_same_run'], '.1f') + ' measured with it)' if 'matmul_gflops_same_run' in r else ''}"
+                   f" | {r['sampling']['images_per_s']:.1f} |")
     out.append("")
     return out
 
@@ -82,12 +93,12 @@ def _precision_section(res: dict[str, Any]) -> list[str]:
     if not p:
         return []
     out = ["## bf16 vs fp32 on this CPU", "",
-           "| op | fp32 GFLOP/s | bf16 GFLOP/s | bf16 slower by |", "|---|---|---|---|"]
+           "| op | fp32 GFLOP/s | bf16 GFLOP/s | bf16 speed vs fp32 |", "|---|---|---|---|"]
     mm = [k for k in p if k.startswith("matmul") and k.endswith("float32")][0]
     mb = mm.replace("float32", "bfloat16")
-    out.append(f"| matmul {p[mm]['n']}^3 | {p[mm]['gflops']:.1f} | {p[mb]['gflops']:.1f} | {p['matmul_bf16_slowdown']:.2f}x |")
+    out.append(f"| matmul {p[mm]['n']}^3 | {p[mm]['gflops']:.1f} | {p[mb]['gflops']:.1f} | {_speed(p['matmul_bf16_slowdown'])} |")
     out.append(f"| conv3x3 ({p['conv3x3_float32']['shape']}) | {p['conv3x3_float32']['gflops']:.1f} | "
-               f"{p['conv3x3_bfloat16']['gflops']:.1f} | {p['conv_bf16_slowdown']:.2f}x |")
+               f"{p['conv3x3_bfloat16']['gflops']:.1f} | {_speed(p['conv_bf16_slowdown'])} |")
     out.append("")
     return out
 

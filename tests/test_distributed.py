@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -261,8 +262,8 @@ def test_torchrun_rank0_writes_and_elastic_restart_resumes(tmp_path, tiny_folder
     audit = tmp_path / "audit"
     steps = 30
     # c10d rendezvous (as --standalone uses) starts each restarted group in a fresh store round.
-    # Up to 3 restarts: on a loaded 2-core machine a restarted group's gloo connection setup has
-    # been seen to fail once (connection refused); the resume logic is the same for every attempt.
+    # Up to 3 restarts: the resume logic is the same for every attempt, and a spare restart keeps
+    # a transient start-up failure on a loaded machine from failing the test.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=3",
            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--rdzv-id=sagan-test",
            "-m", "sagan", "train", *TINY_TRAIN_ARGS,
@@ -282,13 +283,17 @@ def test_torchrun_rank0_writes_and_elastic_restart_resumes(tmp_path, tiny_folder
                         os.kill(pid, signal.SIGKILL)
                         killed = pid
             time.sleep(0.02)
-        log = proc.communicate(timeout=240)[0]
+        try:
+            log = proc.communicate(timeout=240)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("torchrun did not finish within 240 s:\n" + proc.communicate()[0][-4000:])
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert killed is not None, "the run ended before rank 1 could be killed:\n" + log[-3000:]
     assert proc.returncode == 0, log[-4000:]
-    assert "elastic restart 1: continuing" in log, log[-3000:]
+    assert re.search(r"elastic restart \d+: continuing", log), log[-3000:]
     resumed = [ln for ln in log.splitlines() if "resuming" in ln and "from step" in ln]
     assert resumed and int(resumed[-1].rsplit("step", 1)[1]) >= 2, log[-3000:]
     assert (ckpt_dir / f"ckpt_{steps:08d}.pt").exists()

@@ -372,7 +372,7 @@ def run_all(args: argparse.Namespace, log=print) -> dict[str, Any]:
             if batch is None:
                 from sagan.config import load_config
                 batch = load_config(name).train.batch_size
-            row = train_step_bench(name, batch, device, args.reps)
+            row = train_step_bench(name, batch, device, args.reps, overrides=list(args.overrides))
             result["train"].append(row)
             log(f"train step {name:14s} batch {batch:4d}: {row['images_per_s']:8.1f} img/s, "
                 f"{row['flops_per_step'] / 1e9:8.1f} GFLOP/step, {row['gflops_per_s']:7.1f} GFLOP/s "
@@ -417,6 +417,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attn-channels", type=int, default=64, help="attention benchmark channels (default 64)")
     p.add_argument("--presets", default="fmnist32,cifar32,imagefolder64,imagenet128")
     p.add_argument("--train-batch", type=int, help="batch for every preset (default: per-preset, see docs)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="config override for the training-step benchmark, e.g. --set train.channels_last=true")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions (median reported)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch.set_num_threads")

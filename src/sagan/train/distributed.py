@@ -84,7 +84,16 @@ def init_from_env(device_pref: str = "auto") -> DistInfo:
     else:
         device = torch.device("cpu")
     if not tdist.is_initialized():
-        tdist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        if "TORCHELASTIC_RESTART_COUNT" in os.environ:
+            # Keys of this attempt under their own prefix: after an elastic restart the gloo
+            # full-mesh set-up was seen reading the killed group's addresses from the store
+            # ("connection refused" or a hang), so each attempt gets a fresh namespace.
+            store, _, _ = next(tdist.rendezvous("env://"))
+            store = tdist.PrefixStore(f"sagan/attempt_{elastic_restart_count()}", store)
+            tdist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
+        else:
+            tdist.init_process_group(backend=backend)
     return DistInfo(rank, world, local_rank, device)
 
 
