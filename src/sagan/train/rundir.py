@@ -61,7 +61,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_run_info(run_dir: Path, cfg: Config) -> None:
+def write_run_info(run_dir: Path, cfg: Config, command: list[str] | None = None) -> None:
     """Write ``config.yaml`` and ``version.json`` (atomically).
 
     On a resume the config may differ only in train.* / data location, and ``version.json`` keeps
@@ -69,7 +69,7 @@ def write_run_info(run_dir: Path, cfg: Config) -> None:
     """
     _atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     info = code_version()
-    info["command"] = sys.argv
+    info["command"] = command if command is not None else sys.argv
     info["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     path = run_dir / "version.json"
     record: dict[str, Any] = info
