@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-MODULES: list[str] = ["train_evaluator", "evaluate", "attention", "report"]
+MODULES: list[str] = ["train_evaluator", "evaluate", "attention", "report", "bench"]
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:

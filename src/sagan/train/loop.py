@@ -100,9 +100,20 @@ class Trainer:
         random.seed(t.seed + self.dist.rank)
         np.random.seed(t.seed + self.dist.rank)
         self.num_classes, self.channels = data.num_classes, data.channels
+        # Identical initial weights on every rank (DDP would broadcast rank 0's to G and D, but
+        # not to the EMA copy made below), then per-rank streams again.
+        torch.manual_seed(t.seed)
         g, d = build_models(cfg, self.num_classes, self.channels)
-        self.G, self.D = g.to(self.device), d.to(self.device)
+        torch.manual_seed(t.seed + self.dist.rank)
+        if t.sync_bn and self.dist.world > 1:
+            g = dist_utils.convert_sync_batchnorm(g)  # same state-dict keys: checkpoints unchanged
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        self.G = g.to(self.device, memory_format=self.memory_format)
+        self.D = d.to(self.device, memory_format=self.memory_format)
         self.ema = EMA(self.G, t.ema_decay, t.ema_start)
+        if t.compile:  # in place (Module.compile), so state-dict keys and the EMA copy are unaffected
+            self.G.compile()
+            self.D.compile()
         o = cfg.optim
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), eps=o.eps)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), eps=o.eps)
@@ -111,7 +122,10 @@ class Trainer:
                                   self.device, cfg.data.num_workers)
         self.local_batch = t.batch_size // self.dist.world
         # Noise and fake labels come from their own generator so resume restores them exactly.
-        self.noise = torch.Generator(device="cpu").manual_seed(t.seed * 7919 + 17 + self.dist.rank)
+        # Every rank draws the whole global batch's noise from the same stream and keeps its
+        # shard (as BatchStream does for images), so the run does not depend on the number of
+        # processes and rank 0's checkpointed noise state is right for every rank on resume.
+        self.noise = torch.Generator(device="cpu").manual_seed(t.seed * 7919 + 17)
         self.step = 0
         self.attn_g = attention_layers(self.G, "G")
         self.attn_d = attention_layers(self.D, "D")
@@ -151,9 +165,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _latent(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn(self.local_batch, self.cfg.model.z_dim, generator=self.noise).to(self.device)
+        n, r, w = self.cfg.train.batch_size, self.dist.rank, self.dist.world
+        z = torch.randn(n, self.cfg.model.z_dim, generator=self.noise)[r::w].to(self.device)
         if self.num_classes > 0:
-            y = torch.randint(0, self.num_classes, (self.local_batch,), generator=self.noise).to(self.device)
+            y = torch.randint(0, self.num_classes, (n,), generator=self.noise)[r::w].to(self.device)
         else:
             y = None
         return z, y
@@ -170,7 +185,7 @@ class Trainer:
             with torch.no_grad(), self.autocast():
                 fake = self.G(z, y_fake)
             with self.autocast():
-                x_all = torch.cat([x, fake.to(x.dtype)])
+                x_all = torch.cat([x, fake.to(x.dtype)]).contiguous(memory_format=self.memory_format)
                 y_all = torch.cat([y_real, y_fake]) if y_real is not None else None
                 scores = self.D_train(x_all, y_all).float()
                 real_s, fake_s = scores[: len(x)], scores[len(x):]
@@ -192,6 +207,8 @@ class Trainer:
         finally:
             self.D.requires_grad_(True)
         self.step += 1
+        # BN running stats differ per rank (per-shard batches); SN u/v must not drift either.
+        dist_utils.sync_buffers(self.dist, self.G, self.D)
         self.ema.update(self.G, self.step)
         return StepStats(loss_d.item(), loss_g.item(), real_s.mean().item(), fake_s.mean().item())
 
