@@ -97,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _train_config(args)
     dist = dist_utils.init_from_env(cfg.train.device)
+    dist_utils.quiet_non_main(dist)
     say = print if dist.is_main else (lambda *a, **k: None)
     try:
         data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
@@ -122,14 +123,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg.name = args.name
             from sagan.config import validate
             validate(cfg)  # a plain directory name: no slashes, not empty
+        elif dist.world > 1 and dist_utils.elastic_run_name(cfg.preset):
+            cfg.name = dist_utils.elastic_run_name(cfg.preset)  # stable across torchrun restarts
         if dist.is_main:
             wanted = default_run_name(cfg)
-            run_dir, renamed = new_run_dir(args.out, wanted)
-            if renamed:
-                say(f"note: {Path(args.out) / wanted} exists and is left untouched; writing to {run_dir} instead")
-        run_dir = dist_utils.broadcast_path(run_dir, dist)
+            # A restarted torchrun worker group continues its own run directory (docs/distributed.md).
+            run_dir = dist_utils.find_elastic_run(args.out, wanted)
+            resuming = run_dir is not None
+            if resuming:
+                say(f"elastic restart {dist_utils.elastic_restart_count()}: continuing {run_dir}")
+            else:
+                run_dir, renamed = new_run_dir(args.out, wanted)
+                if renamed:
+                    say(f"note: {Path(args.out) / wanted} exists and is left untouched; writing to {run_dir} instead")
+                dist_utils.mark_elastic_run(run_dir)
+        run_dir, resuming = dist_utils.broadcast_object((run_dir, resuming), dist)
     if dist.is_main:
-        write_run_info(run_dir, cfg)
+        write_run_info(run_dir, cfg, ["sagan", *getattr(args, "argv", [])])
     trainer = Trainer(cfg, run_dir, data, dist, progress=not args.no_progress)
     if resuming:
         step = trainer.resume()
@@ -138,7 +148,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "raise it with --steps N to train longer")
         else:
             say(f"resuming {run_dir} from step {step}")
-    per_proc = f" ({trainer.local_batch} per process x {dist.world})" if dist.world > 1 else ""
+    per_proc = f" = {trainer.local_batch} per process x {dist.world} process{'es' if dist.world > 1 else ''}"
+    if dist.world > 1:
+        per_proc += f" ({dist_utils.backend_name()}, sync_bn={'on' if cfg.train.sync_bn else 'off'})"
     say(f"run directory: {run_dir}\ndevice: {trainer.device}; global batch {cfg.train.batch_size}{per_proc}; "
         f"G {sum(p.numel() for p in trainer.G.parameters()) / 1e6:.2f}M params, "
         f"D {sum(p.numel() for p in trainer.D.parameters()) / 1e6:.2f}M params")
@@ -238,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return int(args.func(args) or 0)
     except TrainingInterrupted as e:
