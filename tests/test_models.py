@@ -137,3 +137,21 @@ def test_gamma_is_one_scalar_per_layer():
         for m in model.modules():
             if isinstance(m, SelfAttention2d):
                 assert m.gamma.shape == ()
+
+
+def test_fp32_spectral_norm_matches_pytorch_and_stays_fp32_under_autocast():
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    from sagan.nn.spectral import sn
+    torch.manual_seed(0)
+    ours = sn(nn.Conv2d(4, 8, 3))
+    torch.manual_seed(0)
+    stock = spectral_norm(nn.Conv2d(4, 8, 3), eps=1e-6)
+    assert ours.state_dict().keys() == stock.state_dict().keys()  # checkpoints interchangeable
+    x = torch.randn(2, 4, 5, 5)
+    for _ in range(3):  # power iterations update u/v identically
+        torch.testing.assert_close(ours(x), stock(x), rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ours.weight.dtype == torch.float32
+        assert ours(x).dtype == torch.bfloat16
+    assert ours.parametrizations.weight[0]._u.dtype == torch.float32

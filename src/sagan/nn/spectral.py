@@ -8,16 +8,34 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 SN_EPS = 1e-6
+
+
+class FP32SpectralNorm(_SpectralNorm):
+    """PyTorch's spectral-norm parametrization with the power iteration kept in fp32.
+
+    Under CUDA autocast ``torch.mv`` runs in fp16 while ``vdot`` does not, so the stock
+    parametrization would iterate in half precision (or fail on mixed dtypes). Here autocast is
+    off inside the parametrization; the normalised weight comes out in fp32 and the conv/linear
+    that uses it is autocast as usual. Buffers and state-dict keys are those of
+    ``torch.nn.utils.parametrizations.spectral_norm``.
+    """
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(weight.device.type, enabled=False):
+            return super().forward(weight.float())
 
 
 def sn(module: nn.Module, enabled: bool = True) -> nn.Module:
     """Spectral-normalise ``module.weight`` (no-op when ``enabled`` is False)."""
     if not enabled:
         return module
-    return spectral_norm(module, eps=SN_EPS)
+    dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
+    parametrize.register_parametrization(module, "weight", FP32SpectralNorm(module.weight, 1, dim, SN_EPS))
+    return module
 
 
 def sn_conv3x3(in_ch: int, out_ch: int, enabled: bool = True) -> nn.Module:
