@@ -25,8 +25,10 @@ class FP32SpectralNorm(_SpectralNorm):
     """
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.dtype in (torch.float16, torch.bfloat16):
+            weight = weight.float()
         with torch.autocast(weight.device.type, enabled=False):
-            return super().forward(weight.float())
+            return super().forward(weight)
 
 
 def sn(module: nn.Module, enabled: bool = True) -> nn.Module:
