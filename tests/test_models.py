@@ -155,3 +155,21 @@ def test_fp32_spectral_norm_matches_pytorch_and_stays_fp32_under_autocast():
         assert ours.weight.dtype == torch.float32
         assert ours(x).dtype == torch.bfloat16
     assert ours.parametrizations.weight[0]._u.dtype == torch.float32
+
+
+def test_ema_tracks_an_exponential_average_with_warmup():
+    from sagan.train.ema import EMA
+    model = nn.Linear(2, 1, bias=False)
+    ema = EMA(model, decay=0.9, start=2)
+    assert [ema.decay_at(s) for s in (0, 1, 2, 3)] == [0.0, 0.0, 0.1, 2 / 11]
+    assert ema.decay_at(10_000) == 0.9
+    expected = model.weight.detach().clone()
+    for step in range(1, 40):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        d = ema.decay_at(step)
+        expected = d * expected + (1 - d) * model.weight.detach()
+        ema.update(model, step)
+    torch.testing.assert_close(ema.shadow.weight, expected)
+    fixed = EMA(model, decay=0.9, start=0, warmup=False)
+    assert fixed.decay_at(0) == 0.9

@@ -82,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     ema_decay: float = 0.999
     ema_start: int = 0
+    ema_warmup: bool = True  # decay ramps up as min(ema_decay, (1+n)/(10+n)) after ema_start
     log_every: int = 20
     sample_every: int = 250
     ckpt_every: int = 500
@@ -126,7 +127,7 @@ class Config:
 
 def _fmnist32() -> Config:
     """Class-conditional SAGAN on Fashion-MNIST 32x32, sized for a 2-core CPU demo."""
-    return Config(preset="fmnist32", train=TrainConfig(fid_every=1000))
+    return Config(preset="fmnist32", train=TrainConfig(fid_every=1000, channels_last=True))
 
 
 def _cifar32() -> Config:

@@ -110,7 +110,7 @@ class Trainer:
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.G = g.to(self.device, memory_format=self.memory_format)
         self.D = d.to(self.device, memory_format=self.memory_format)
-        self.ema = EMA(self.G, t.ema_decay, t.ema_start)
+        self.ema = EMA(self.G, t.ema_decay, t.ema_start, t.ema_warmup)
         if t.compile:  # in place (Module.compile), so state-dict keys and the EMA copy are unaffected
             self.G.compile()
             self.D.compile()
