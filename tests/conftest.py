@@ -35,6 +35,16 @@ def make_image_folder(root: Path, classes: int = 2, per_class: int = 8, size: in
     return root
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests that train in process on a shared 2-core machine (faster
+    overall than two oversubscribed threads); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("data") / "tiny")

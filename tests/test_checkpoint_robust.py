@@ -21,13 +21,7 @@ from sagan.train.signals import EXIT_CHECKPOINT_WRITE, EXIT_USAGE
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine is shared; one intra-op thread per test process is fastest overall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _state(value: float) -> dict:
     return {"G": {"w": torch.full((3, 3), value)}, "D": {}, "G_ema": {}, "opt_g": {}, "opt_d": {},

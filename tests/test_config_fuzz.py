@@ -13,13 +13,7 @@ from hypothesis import strategies as st
 from sagan.cli import main
 from sagan.config import Config, ConfigError, config_from_dict, load_config, parse_override, set_value, validate
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -18,12 +18,7 @@ from sagan.train.checkpoint import list_checkpoints, load_checkpoint
 from sagan.train.signals import EXIT_USAGE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rgb(seed: int, size: int = 40) -> Image.Image:

@@ -15,12 +15,7 @@ from sagan.train.loop import Trainer
 from sagan.train.signals import EXIT_DIVERGED
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inject_nan_loss(monkeypatch, at_steps: set[int]) -> dict:

@@ -20,13 +20,7 @@ from sagan.train.signals import EXIT_ABORTED, StopRequest, TrainingAborted, exit
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine is shared; one intra-op thread per test process is fastest overall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_stop_request_first_signal_flags_second_aborts():
     previous = signal.getsignal(signal.SIGTERM)
