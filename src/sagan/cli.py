@@ -90,7 +90,7 @@ def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sagan.data import BatchStream, DataError, load_data  # noqa: F401
+    from sagan.data import load_data
     from sagan.train import distributed as dist_utils
     from sagan.train.loop import Trainer
     from sagan.train.rundir import default_run_name, new_run_dir, write_run_info
@@ -99,10 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     dist = dist_utils.init_from_env(cfg.train.device)
     dist_utils.quiet_non_main(dist)
     say = print if dist.is_main else (lambda *a, **k: None)
-    try:
-        data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
-    except DataError as e:
-        raise UserError(str(e)) from None
+    data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
     say(f"data: {data.source}; {len(data)} images, "
         f"{data.num_classes or 'no'} classes, {data.channels} channel(s), {cfg.model.resolution}x{cfg.model.resolution}")
     if cfg.train.batch_size > len(data):
@@ -186,17 +183,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from sagan.runs import generate, load_run
-    from sagan.train.checkpoint import CheckpointError
     from sagan.train.loop import resolve_device
     from sagan.viz.grid import save_grid
 
     if args.num < 1:
         raise UserError(f"--num {args.num}: must be >= 1")
     device = resolve_device(args.device)
-    try:
-        run = load_run(args.run, ema=not args.no_ema, device=device)
-    except CheckpointError as e:
-        raise UserError(str(e)) from None
+    run = load_run(args.run, ema=not args.no_ema, device=device)
     classes = _parse_classes(args.classes)
     if classes is not None:
         if run.num_classes == 0:

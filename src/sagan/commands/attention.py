@@ -101,7 +101,6 @@ def real_images(run, n: int, cls: int | None, seed: int, data_root: str | None =
 def cmd_attention(args: argparse.Namespace) -> int:
     from sagan.cli import UserError
     from sagan.runs import load_run
-    from sagan.train.checkpoint import CheckpointError
     from sagan.train.loop import resolve_device
     from sagan.viz.attention import (attention_labels, discriminator_attention_figure, generator_attention_figure,
                                      has_attention, parse_points, select_layer)
@@ -111,10 +110,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     if args.num_points < 1:
         raise UserError(f"--num-points {args.num_points}: must be >= 1")
     device = resolve_device(args.device)
-    try:
-        run = load_run(args.run, ema=not args.no_ema, device=device)
-    except CheckpointError as e:
-        raise UserError(str(e)) from None
+    run = load_run(args.run, ema=not args.no_ema, device=device)
     model = run.G if args.model == "g" else run.D
     which = "G" if args.model == "g" else "D"
     if not has_attention(model):

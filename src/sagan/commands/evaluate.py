@@ -67,7 +67,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from sagan.metrics.extractors import resolve_inception_weights
     from sagan.metrics.reference import reference_for, to_uint8
     from sagan.runs import generate, load_run
-    from sagan.train.checkpoint import CheckpointError
     from sagan.train.loop import resolve_device
 
     try:
@@ -84,10 +83,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except RuntimeError as e:
         raise UserError(str(e).replace("train.device", "--device")) from None
-    try:
-        run = load_run(args.run, ema=not args.no_ema, device=device)
-    except CheckpointError as e:
-        raise UserError(str(e)) from None
+    run = load_run(args.run, ema=not args.no_ema, device=device)
     features = args.features or ("fmnist" if run.dataset == "fashion_mnist" else "inception")
 
     # Everything that can fail without compute fails here, before sampling.
