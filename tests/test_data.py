@@ -68,3 +68,49 @@ def test_stream_rejects_bad_batches():
         BatchStream(_tensor_data(4), 8)
     with pytest.raises(ValueError, match="divisible by the number of processes"):
         BatchStream(_tensor_data(10), 3, world=2)
+
+
+def test_stream_survives_workers_killed_during_a_stop(tiny_folder):
+    """A scheduler's SIGTERM to the process group also kills the DataLoader workers.
+
+    Once a stop is under way (StopRequest has seen the signal), their death is no error: the stream
+    loads the remaining batches in this process, and they are the batches the workers would have made.
+    """
+    import os
+    import signal
+    import time
+
+    from sagan.train.signals import StopRequest
+
+    cfg = DataConfig(dataset="image_folder", root=str(tiny_folder), num_workers=2)
+    data = load_data(cfg, 32)
+    reference = [b for b, _ in zip(BatchStream(data, 4, seed=5), range(6))]
+    stream = BatchStream(data, 4, seed=5, num_workers=2)
+    got = [next(stream)]
+    workers = [w.pid for w in stream._loader_iter._workers]
+    with StopRequest(announce=False, on_stop=lambda: setattr(stream, "workers_may_exit", True)) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)  # the stop request arrives first ...
+        for pid in workers:  # ... then the same signal kills the workers
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)  # mid-step: PyTorch's SIGCHLD handler would raise here
+        got += [next(stream) for _ in range(5)]
+        assert stop.requested and stream.num_workers == 0  # finished in-process
+        stream.close()
+    for (x, y), (xr, yr) in zip(got, reference):
+        assert torch.equal(x, xr) and torch.equal(y, yr)
+
+
+def test_stream_worker_death_is_an_error_without_a_stop(tiny_folder):
+    import os
+    import signal
+
+    data = load_data(DataConfig(dataset="image_folder", root=str(tiny_folder)), 32)
+    stream = BatchStream(data, 4, seed=5, num_workers=1)
+    next(stream)
+    worker = stream._loader_iter._workers[0]
+    with pytest.raises(RuntimeError, match="DataLoader worker"):
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join(10)
+        for _ in range(20):  # PyTorch reports it from its SIGCHLD handler or the next fetch
+            next(stream)
+    stream.close()

@@ -50,6 +50,9 @@ class BatchStream:
         self.epoch, self.position = 0, 0
         self._perm_epoch, self._perm = -1, None
         self._loader_iter = None
+        # Set when the run is stopping on a signal: a DataLoader worker that died of the same signal
+        # is then no error, and the remaining batches are loaded in this process.
+        self.workers_may_exit = False
 
     def _indices(self, epoch: int, pos: int) -> torch.Tensor:
         if self._perm_epoch != epoch:
@@ -77,7 +80,17 @@ class BatchStream:
                 loader = DataLoader(self.data.folder, batch_sampler=_ShardBatchSampler(self),
                                     num_workers=self.num_workers, persistent_workers=False, generator=gen)
                 self._loader_iter = iter(loader)
-            x, y = next(self._loader_iter)
+            try:
+                x, y = next(self._loader_iter)
+            except RuntimeError as e:
+                if not (self.num_workers and self.workers_may_exit and "DataLoader worker" in str(e)):
+                    raise
+                # The stop signal reached the workers too (a scheduler signals the whole process
+                # group). Finish the step with this process loading the batch itself: same indices,
+                # same (deterministic) transforms, so the batch is the one the workers would have made.
+                self.close()
+                self.num_workers = 0
+                return next(self)
         self._advance()
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -87,3 +100,9 @@ class BatchStream:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._loader_iter = None  # the sampler restarts from the restored position
+
+    def close(self) -> None:
+        """Shut down the DataLoader workers, if any; the next batch starts a new loader."""
+        it, self._loader_iter = self._loader_iter, None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()

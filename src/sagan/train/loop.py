@@ -330,7 +330,8 @@ class Trainer:
                    dynamic_ncols=True, desc="train")
         if self.step == 0:
             self.sample_grid()
-        stop = StopRequest().install()  # SIGTERM/SIGINT: finish the step, checkpoint, stop
+        # SIGTERM/SIGINT: finish the step, checkpoint, stop. Loader workers may die of the same signal.
+        stop = StopRequest(on_stop=lambda: setattr(self.stream, "workers_may_exit", True)).install()
         try:
             while self.step < t.steps:
                 stats = self.train_step()
@@ -369,6 +370,8 @@ class Trainer:
                     dist_utils.barrier(self.dist)
                     raise TrainingInterrupted(stop.signum or 15, self.step, path)
         finally:
+            if stop.requested:
+                self.stream.close()  # before PyTorch's SIGCHLD handler is back
             stop.restore()
             bar.close()
             if self.logger is not None:

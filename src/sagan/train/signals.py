@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad config, arguments, data or checkpoint; nothing was trained
@@ -69,9 +69,11 @@ class StopRequest:
     the main thread (Python delivers signals there); elsewhere this is a no-op that never stops.
     """
 
-    def __init__(self, signals: Iterable[int] = HANDLED_SIGNALS, announce: bool = True):
+    def __init__(self, signals: Iterable[int] = HANDLED_SIGNALS, announce: bool = True,
+                 on_stop: Callable[[], None] | None = None):
         self.signals = tuple(signals)
         self.announce = announce
+        self.on_stop = on_stop  # called (in the main thread) on the first signal
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
         self._pid = os.getpid()
@@ -88,12 +90,28 @@ class StopRequest:
             return
         if self.signum is None:
             self.signum = signum
+            self._quiet_worker_exits()
             if self.announce:
                 print(f"\nreceived {signal_name(signum)}: finishing the current step and writing a checkpoint "
                       "(send another signal to abort at once without one)", file=sys.stderr, flush=True)
+            if self.on_stop is not None:
+                self.on_stop()
             return
         self.restore()  # a third signal gets the default behaviour
         raise TrainingAborted(signum)
+
+    def _quiet_worker_exits(self) -> None:
+        """Stop PyTorch's SIGCHLD handler from turning a DataLoader worker's exit into an exception.
+
+        A scheduler's SIGTERM reaches the whole process group, and PyTorch's workers die of it. Their
+        exit would be raised as a RuntimeError wherever the main process happens to be, mid-step,
+        instead of letting it finish the step and checkpoint. The signal that asks us to stop is
+        handled before the SIGCHLD it causes (lower number, and pending first), so this is in place
+        in time; ``restore`` puts PyTorch's handler back.
+        """
+        sigchld = getattr(signal, "SIGCHLD", None)
+        if sigchld is not None and sigchld not in self._previous and self._previous:
+            self._previous[sigchld] = signal.signal(sigchld, signal.SIG_DFL)
 
     def install(self) -> "StopRequest":
         self._pid = os.getpid()
