@@ -32,11 +32,17 @@ GLOBAL_BATCH = 8
 STEPS = 3
 
 
-def _tiny_config(sync_bn: bool):
+# The configurations the 2-process worker runs: plain BN, SyncBN, and SyncBN with a WGAN-GP
+# penalty (its second forward through the DDP-wrapped D, with a double backward, before D's backward).
+CONFIGS = {"plain": (False, False), "sync": (True, False), "gp": (True, True)}
+
+
+def _tiny_config(sync_bn: bool, gp: bool = False):
     from sagan.config import load_config
+    extra = ["loss.name=wasserstein", "loss.gp_weight=10"] if gp else []
     return load_config("fmnist32", None, [
         "model.g_ch=8", "model.d_ch=8", f"train.batch_size={GLOBAL_BATCH}", "train.device=cpu",
-        f"train.sync_bn={str(sync_bn).lower()}", "train.log_every=1000",
+        f"train.sync_bn={str(sync_bn).lower()}", "train.log_every=1000", *extra,
     ])
 
 
@@ -59,10 +65,10 @@ def _snapshot(trainer) -> dict:
     }
 
 
-def _run_steps(dist, sync_bn: bool, run_dir: Path, steps: int) -> dict:
+def _run_steps(dist, config: str, run_dir: Path, steps: int) -> dict:
     from sagan.train.loop import Trainer
     torch.set_num_threads(1)
-    trainer = Trainer(_tiny_config(sync_bn), run_dir, _tiny_data(), dist, progress=False)
+    trainer = Trainer(_tiny_config(*CONFIGS[config]), run_dir, _tiny_data(), dist, progress=False)
     stats, first = [], None
     for i in range(steps):
         s = trainer.train_step()
@@ -79,7 +85,7 @@ def _worker_main(out: str) -> None:
     from sagan.train import distributed as dist_utils
     dist = dist_utils.init_from_env("cpu")
     rank_dir = Path(out).parent / f"run_rank{dist.rank}"
-    results = {sync: _run_steps(dist, sync, rank_dir / str(sync), STEPS) for sync in (False, True)}
+    results = {c: _run_steps(dist, c, rank_dir / c, STEPS) for c in CONFIGS}
     torch.save(results, f"{out}.rank{dist.rank}")
     dist_utils.shutdown()
 
@@ -118,14 +124,14 @@ def two_rank_results(tmp_path_factory) -> dict:
     return {r: torch.load(f"{out}.rank{r}", weights_only=False) for r in range(2)}
 
 
-@pytest.mark.parametrize("sync_bn", [False, True])
-def test_parameters_and_buffers_identical_on_both_ranks(two_rank_results, sync_bn):
-    a, b = two_rank_results[0][sync_bn]["final"], two_rank_results[1][sync_bn]["final"]
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_parameters_and_buffers_identical_on_both_ranks(two_rank_results, config):
+    a, b = two_rank_results[0][config]["final"], two_rank_results[1][config]["final"]
     for part in ("G", "D", "G_ema"):
         assert a[part].keys() == b[part].keys()
         kinds = {"running_mean": 0, "_u": 0, "num_batches_tracked": 0}
         for key in a[part]:
-            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs between ranks (sync_bn={sync_bn})"
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs between ranks ({config})"
             for k in kinds:
                 kinds[k] += key.endswith(k)
         if part != "D":  # make sure the buffers we claim to check are really there
@@ -135,35 +141,46 @@ def test_parameters_and_buffers_identical_on_both_ranks(two_rank_results, sync_b
     assert any(v.abs().sum() > 0 for k, v in a["G"].items() if k.endswith("running_mean"))
 
 
-def _mean_stats(two_rank_results, sync_bn: bool) -> dict:
-    s0, s1 = two_rank_results[0][sync_bn]["stats"][0], two_rank_results[1][sync_bn]["stats"][0]
+def _mean_stats(two_rank_results, config: str) -> dict:
+    s0, s1 = two_rank_results[0][config]["stats"][0], two_rank_results[1][config]["stats"][0]
     return {k: (s0[k] + s1[k]) / 2 for k in s0}  # equal shards: mean of per-rank means = global mean
 
 
 @pytest.fixture(scope="module")
 def one_rank_results(tmp_path_factory) -> dict:
     from sagan.train.distributed import DistInfo
-    return _run_steps(DistInfo(), False, tmp_path_factory.mktemp("one") / "run", 1)
+    return {c: _run_steps(DistInfo(), c, tmp_path_factory.mktemp("one") / c, 1) for c in ("plain", "gp")}
 
 
-def test_sync_bn_two_processes_match_one_process_first_step(two_rank_results, one_rank_results):
-    """SyncBN: first-step losses, D's scores and DDP-averaged gradients equal the 1-process run's."""
-    two, one = _mean_stats(two_rank_results, True), one_rank_results["stats"][0]
+@pytest.mark.parametrize("config", ["sync", "gp"])
+def test_sync_bn_two_processes_match_one_process_first_step(two_rank_results, one_rank_results, config):
+    """SyncBN: first-step losses, D's scores and DDP-averaged gradients equal the 1-process run's.
+
+    With ``gp`` the D loss includes the gradient penalty (its interpolation weights come from the
+    run's noise stream for the global batch, so they match too): the losses and D's gradients,
+    which went through two forwards of the DDP-wrapped D and a double backward, are compared. G's
+    gradients are not, in that configuration: its latents put one pre-ReLU activation of G at
+    -7e-7 in the 1-process run and +3e-7 with 2 processes (BN statistics summed in another
+    order), so that element's gradient is switched on in one run only, and the difference spreads
+    to every earlier layer. G's gradients are compared in the ``sync`` configuration.
+    """
+    one_run = one_rank_results["plain" if config == "sync" else "gp"]  # 1 process: SyncBN is plain BN
+    two, one = _mean_stats(two_rank_results, config), one_run["stats"][0]
     for k in ("loss_d", "loss_g", "d_real", "d_fake"):
         assert two[k] == pytest.approx(one[k], rel=1e-5, abs=1e-6), k
-    for part in ("grad_G", "grad_D"):
-        ref, got = one_rank_results["first"][part], two_rank_results[0][True]["first"][part]
+    for part in ("grad_G", "grad_D") if config == "sync" else ("grad_D",):
+        ref, got = one_run["first"][part], two_rank_results[0][config]["first"][part]
         assert ref.keys() == got.keys() and len(ref) > 0
         # Biases right before a BN have a true gradient of 0 (BN removes a constant shift); what
         # they get is rounding noise (~1e-6), so the absolute tolerance follows the gradients' scale.
         scale = max(float(g.abs().max()) for g in ref.values())
         for name in ref:
-            torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=2e-5 * scale, msg=f"{part} {name}")
+            torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=2e-5 * scale, msg=lambda m: f"{part} {name}: {m}")
 
 
 def test_plain_bn_two_processes_match_where_bn_is_not_involved(two_rank_results, one_rank_results):
     """Plain BN: per-process statistics change G's output (see module docstring); D's real scores agree."""
-    two, one = _mean_stats(two_rank_results, False), one_rank_results["stats"][0]
+    two, one = _mean_stats(two_rank_results, "plain"), one_rank_results["plain"]["stats"][0]
     assert two["d_real"] == pytest.approx(one["d_real"], rel=1e-5, abs=1e-6)
     assert two["loss_d"] != pytest.approx(one["loss_d"], rel=1e-5, abs=1e-6)  # the documented difference
 

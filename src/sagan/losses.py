@@ -32,12 +32,16 @@ def g_loss(name: str, fake: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(d_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
-                     fake: torch.Tensor) -> torch.Tensor:
+                     fake: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
     """WGAN-GP penalty E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates.
 
-    Needs a double backward, so D runs its attention layers on the explicit path here.
+    ``alpha`` (one value in [0, 1] per image) places the interpolates; drawn from torch's global
+    RNG when not given. Needs a double backward, so D runs its attention layers on the explicit
+    path here.
     """
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], device=real.device)
+    alpha = alpha.to(device=real.device, dtype=real.dtype).view(-1, 1, 1, 1)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     with double_backward_mode():
         out = d_fn(x_hat)

@@ -191,7 +191,11 @@ class Trainer:
                 real_s, fake_s = scores[: len(x)], scores[len(x):]
                 loss_d = d_loss(loss_name, real_s, fake_s)
             if cfg.loss.gp_weight > 0:
-                gp = gradient_penalty(lambda im: self.D_train(im, y_real), x, fake)
+                # Interpolation weights from the run's noise stream, drawn for the global batch and
+                # sharded like the latents: resume is exact and N processes match one.
+                n, r, w = cfg.train.batch_size, self.dist.rank, self.dist.world
+                alpha = torch.rand(n, generator=self.noise)[r::w]
+                gp = gradient_penalty(lambda im: self.D_train(im, y_real), x, fake, alpha)
                 loss_d = loss_d + cfg.loss.gp_weight * gp
             self.opt_d.zero_grad(set_to_none=True)
             self._backward_step(loss_d, self.opt_d, 1)
