@@ -30,6 +30,7 @@ import torch
 HERE = Path(__file__).resolve()
 GLOBAL_BATCH = 8
 STEPS = 3
+FID_SAMPLES = 600  # 3 sampling batches of 256: rank 0 generates 512 of them, rank 1 the other 88
 
 
 # The configurations the 2-process worker runs: plain BN, SyncBN, and SyncBN with a WGAN-GP
@@ -75,9 +76,13 @@ def _run_steps(dist, config: str, run_dir: Path, steps: int) -> dict:
         stats.append({"loss_d": s.loss_d, "loss_g": s.loss_g, "d_real": s.d_real, "d_fake": s.d_fake})
         if i == 0:
             first = _snapshot(trainer)
+    out = {"stats": stats, "first": first, "final": _snapshot(trainer)}
+    if config == "sync":  # training-time FID of the EMA generator, sampled in shards
+        trainer.fid.num_samples = FID_SAMPLES
+        out["fid"] = trainer.fid(trainer.ema.shadow)
     if trainer.logger is not None:
         trainer.logger.close()
-    return {"stats": stats, "first": first, "final": _snapshot(trainer)}
+    return out
 
 
 def _worker_main(out: str) -> None:
@@ -183,6 +188,27 @@ def test_plain_bn_two_processes_match_where_bn_is_not_involved(two_rank_results,
     two, one = _mean_stats(two_rank_results, "plain"), one_rank_results["plain"]["stats"][0]
     assert two["d_real"] == pytest.approx(one["d_real"], rel=1e-5, abs=1e-6)
     assert two["loss_d"] != pytest.approx(one["loss_d"], rel=1e-5, abs=1e-6)  # the documented difference
+
+
+def test_training_fid_sampled_in_shards_equals_one_process(two_rank_results):
+    """Both ranks generate and extract their share of the FID samples; rank 0 gathers the features.
+
+    The scores equal those of one process evaluating the same EMA generator on all the samples.
+    """
+    from sagan.metrics.tracking import TrainingFID
+    from sagan.runs import shard_range
+    from sagan.train.loop import build_models
+    assert [shard_range(FID_SAMPLES, 256, r, 2) for r in range(2)] == [(0, 512), (512, 600)]
+    on_rank0, on_rank1 = two_rank_results[0]["sync"]["fid"], two_rank_results[1]["sync"]["fid"]
+    assert set(on_rank1) == {"eval/seconds"}  # rank 1 delivered its features and computed nothing
+    cfg = _tiny_config(True)
+    g, _ = build_models(cfg, 4, 3)
+    g.load_state_dict(two_rank_results[0]["sync"]["final"]["G_ema"])
+    fid = TrainingFID(cfg, _tiny_data(), torch.device("cpu"))
+    fid.num_samples = FID_SAMPLES
+    one = fid(g)
+    assert on_rank0["eval/fid"] == pytest.approx(one["eval/fid"], rel=1e-5)
+    assert on_rank0["eval/is"] == pytest.approx(one["eval/is"], rel=1e-5)
 
 
 def test_sync_batchnorm_single_process_is_batchnorm():

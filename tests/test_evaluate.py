@@ -133,3 +133,29 @@ def test_training_fid_off_when_it_would_never_run_or_inception_is_not_local(tiny
         TrainingFID.from_config(cfg, data, torch.device("cpu"))
     cfg.train.fid_every = 0
     assert TrainingFID.from_config(cfg, data, torch.device("cpu")) is None
+
+
+@needs_weights
+def test_evaluate_under_torchrun_shards_sampling_and_matches_one_process(tiny_run, tmp_path, cache):
+    """`torchrun --nproc_per_node=2 -m sagan evaluate`: each process samples and extracts its share
+    (600 samples in batches of 256: 512 and 88), rank 0 gathers the features and alone writes the
+    result, and the metrics equal a 1-process evaluation's."""
+    import os
+    import subprocess
+    import sys
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    args = [str(run), "--features", "fmnist", "-n", "600", "--metrics", "is,fid,kid,pr", "--no-progress"]
+    assert main(["evaluate", *args, "--out", str(tmp_path / "one.json")]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", SAGAN_CACHE=str(cache))
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "sagan", "evaluate", *args], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert proc.stdout.count("evaluating ") == 1 and "in 2 processes" in proc.stdout  # rank 0 speaks
+    files = list((run / "eval").glob("*.json"))
+    assert len(files) == 1, files  # written once, by rank 0
+    two, one = json.loads(files[0].read_text()), json.loads((tmp_path / "one.json").read_text())
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["num_generated"] == one["num_generated"] == 600
+    for k, v in one["metrics"].items():
+        assert two["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-7), k

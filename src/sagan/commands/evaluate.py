@@ -63,10 +63,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from sagan.cli import UserError
     from sagan.data.datasets import DataError
     from sagan.metrics.classifier import WEIGHTS_FILE, WeightsError, classifier_info, load_classifier, weights_digest
-    from sagan.metrics.evaluation import MetricsError, compute_metrics, parse_metrics
+    from sagan.metrics.evaluation import (MetricsError, extract_features, fake_feature_layers, gather_features,
+                                         metrics_from_features, parse_metrics)
     from sagan.metrics.extractors import resolve_inception_weights
     from sagan.metrics.reference import reference_for, to_uint8
     from sagan.runs import generate, load_run
+    from sagan.train import distributed as dist_utils
     from sagan.train.loop import resolve_device
 
     try:
@@ -79,8 +81,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--num-real {args.num_real}: must be >= 2")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    # Under torchrun every process samples and extracts its share; rank 0 gathers the features,
+    # computes the metrics and writes the result.
+    dist = dist_utils.init_from_env(args.device)
+    dist_utils.quiet_non_main(dist)
+    say = print if dist.is_main else (lambda *a, **k: None)
+    progress = not args.no_progress and dist.is_main
     try:
-        device = resolve_device(args.device)
+        device = dist.device if dist.world > 1 else resolve_device(args.device)
     except RuntimeError as e:
         raise UserError(str(e).replace("train.device", "--device")) from None
     run = load_run(args.run, ema=not args.no_ema, device=device)
@@ -102,23 +110,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          weights_sha256_10=weights_digest(), classifier_test_accuracy=info.get("test_accuracy"))
     binary = [m for m in metrics if m != "is"]
     data_cfg = dataclasses.replace(run.cfg.data, root=args.data) if args.data else run.cfg.data
-    reference = None
-    if binary:
-        reference = reference_for(data_cfg, run.cfg.model.resolution, run.channels, args.split, args.num_real,
-                                  progress=not args.no_progress)
+    reference, problem = None, None
+    if binary and dist.is_main:  # the real side is rank 0's alone; the others learn whether it is usable
+        try:
+            reference = reference_for(data_cfg, run.cfg.model.resolution, run.channels, args.split, args.num_real,
+                                      progress=progress)
+        except DataError as e:
+            problem = e
+    problem = dist_utils.broadcast_object(None if problem is None else str(problem), dist)
+    if problem is not None:
+        raise DataError(problem)
     if "kid" in metrics and args.num_samples < 100:
-        print(f"note: KID on {args.num_samples} samples is very noisy")
+        say(f"note: KID on {args.num_samples} samples is very noisy")
     class_acc = features == "fmnist" and run.dataset == "fashion_mnist" and run.num_classes == 10
 
     t0 = time.perf_counter()
-    print(f"evaluating {run.checkpoint} (step {run.step}, {'raw' if args.no_ema else 'EMA'} generator) with "
-          f"{features} features: {args.num_samples} samples" + (f" against {reference.description}" if reference else ""))
+    shards = f" in {dist.world} processes" if dist.world > 1 else ""
+    say(f"evaluating {run.checkpoint} (step {run.step}, {'raw' if args.no_ema else 'EMA'} generator) with "
+        f"{features} features: {args.num_samples} samples{shards}"
+        + (f" against {reference.description}" if reference else ""))
     images, labels = generate(run.G, args.num_samples, None, args.seed, args.batch_size, device,
-                              progress=not args.no_progress)
+                              progress=progress, shard=(dist.rank, dist.world))
+    common = dict(device=device, batch_size=args.batch_size, progress=progress, inception_weights=weights)
     try:
-        results = compute_metrics(to_uint8(images), reference, metrics, features,
-                                  fake_labels=labels if class_acc else None, device=device,
-                                  batch_size=args.batch_size, progress=not args.no_progress, inception_weights=weights)
+        layers = fake_feature_layers(metrics, features, class_acc)
+        f1 = extract_features(to_uint8(images), layers, features, **common) if len(images) else {}
+        if class_acc and labels is not None:
+            f1["labels"] = labels
+        f1 = gather_features(f1, dist)
+        if not dist.is_main:
+            dist_utils.shutdown()
+            return 0
+        fake_labels = f1.pop("labels", None)
+        results = metrics_from_features(f1, reference, metrics, features, fake_labels=fake_labels, **common)
     except (MetricsError, DataError) as e:
         raise UserError(str(e)) from None
     seconds = time.perf_counter() - t0
@@ -132,7 +156,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "dataset": reference.dataset, "split": reference.split, "resolution": reference.resolution,
             "channels": reference.channels, "num_images": results.get("num_real"), "description": reference.description},
         "step": run.step, "checkpoint": str(run.checkpoint), "generator": "raw" if args.no_ema else "ema",
-        "seed": args.seed, "seconds": round(seconds, 1), "device": str(device),
+        "seed": args.seed, "seconds": round(seconds, 1), "device": str(device), "processes": dist.world,
         "versions": {"sagan": sagan.__version__, "torch_fidelity": torch_fidelity.__version__, "torch": torch.__version__},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -144,4 +168,5 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     tmp.replace(out)
     ref = f" vs {results['num_real']} real ({args.split})" if "num_real" in results else ""
     print(f"{results['num_fake']} generated{ref}, {features} features, {seconds:.0f}s:\n{_table(results)}\nwrote {out}")
+    dist_utils.shutdown()
     return 0

@@ -51,52 +51,70 @@ def _fidelity_kwargs(device: torch.device, batch_size: int, features: str, weigh
     )
 
 
-def compute_metrics(fake: torch.Tensor, reference: Reference | None, metrics: Iterable[str], features: str = "fmnist",
-                    *, fake_labels: torch.Tensor | None = None, device: str | torch.device = "cpu",
-                    batch_size: int = 256, progress: bool = True, inception_weights: str | Path | None = None,
-                    seed: int = 2020, kid_subset_size: int = 1000, isc_splits: int = 10) -> dict:
-    """Metrics of ``fake`` (uint8 images (N, C, H, W)) against ``reference`` (real images).
-
-    Returns a flat dict: ``is_mean``/``is_std``, ``fid``, ``kid_mean``/``kid_std``,
-    ``precision``/``recall``/``f_score``, ``class_accuracy`` (fmnist features with ``fake_labels``),
-    plus ``num_fake``, ``num_real`` and ``kid_subset_size`` where they apply.
-    """
-    metrics = parse_metrics(metrics)
+def _check_request(metrics: list[str], features: str, reference: Reference | None) -> None:
     if features not in FEATURES:
         raise MetricsError(f"features {features!r}: choose one of {list(FEATURES)}")
-    if fake.dtype != torch.uint8:
-        raise MetricsError("compute_metrics takes uint8 images; convert [-1, 1] floats with reference.to_uint8")
     binary = [m for m in metrics if m in BINARY]
     if binary and reference is None:
         raise MetricsError(f"{', '.join(binary)} compare with real images; give a reference")
-    if len(fake) < 2:
-        raise MetricsError(f"need at least 2 generated images, got {len(fake)}")
+
+
+def fake_feature_layers(metrics: Iterable[str], features: str, class_accuracy: bool = False) -> list[str]:
+    """The extractor layers the generated images are needed at for ``metrics``."""
+    metrics = parse_metrics(metrics)
+    layers = extractor_layers(features)
+    return sorted({layers["isc"] for m in metrics if m == "is"}
+                  | {layers["fid"] for m in metrics if m in BINARY}
+                  | ({"logits"} if class_accuracy else set()))
+
+
+def extract_features(images: torch.Tensor, layers: list[str], features: str = "fmnist", *,
+                     device: str | torch.device = "cpu", batch_size: int = 256, progress: bool = True,
+                     inception_weights: str | Path | None = None, seed: int = 2020) -> dict[str, torch.Tensor]:
+    """torch-fidelity features of uint8 ``images`` (N, C, H, W) at ``layers``, as a dict of (N, D) tensors."""
+    if images.dtype != torch.uint8:
+        raise MetricsError("features are taken from uint8 images; convert [-1, 1] floats with reference.to_uint8")
     device = torch.device(device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     register_extractors()
     weights = resolve_inception_weights(inception_weights) if features == "inception" else None
-    layers = extractor_layers(features)
-    class_acc = features == "fmnist" and fake_labels is not None
-    channels = extractor_input_channels(features)
-
     kw = _fidelity_kwargs(device, batch_size, features, weights, progress, seed)
-    kw["input1"] = ImageTensorDataset(fake, channels)
+    kw["input1"] = ImageTensorDataset(images, extractor_input_channels(features))
+    extractor = create_feature_extractor(FIDELITY_NAMES[features], layers, **kw)
+    return {k: v.cpu() for k, v in extract_featuresdict_from_input_id_cached(1, extractor, **kw).items()}
+
+
+def metrics_from_features(f1: dict[str, torch.Tensor], reference: Reference | None, metrics: Iterable[str],
+                          features: str = "fmnist", *, fake_labels: torch.Tensor | None = None,
+                          device: str | torch.device = "cpu", batch_size: int = 256, progress: bool = True,
+                          inception_weights: str | Path | None = None, seed: int = 2020,
+                          kid_subset_size: int = 1000, isc_splits: int = 10) -> dict:
+    """Metrics from the generated images' features ``f1`` (see :func:`compute_metrics` for the result).
+
+    The real side (``reference``) is extracted here, through torch-fidelity's cache. Used directly
+    when the features were extracted in shards by several processes and gathered.
+    """
+    metrics = parse_metrics(metrics)
+    _check_request(metrics, features, reference)
+    num_fake = len(next(iter(f1.values())))
+    if num_fake < 2:
+        raise MetricsError(f"need at least 2 generated images, got {num_fake}")
+    device = torch.device(device)
+    weights = resolve_inception_weights(inception_weights) if features == "inception" else None
+    layers = extractor_layers(features)
+    channels = extractor_input_channels(features)
+    kw = _fidelity_kwargs(device, batch_size, features, weights, progress, seed)
     quiet = dict(kw, verbose=False)
-    fake_layers = sorted({layers["isc"] for m in metrics if m == "is"} | {layers["fid"] for _ in binary}
-                         | ({"logits"} if class_acc else set()))
-    fe_fake = create_feature_extractor(FIDELITY_NAMES[features], fake_layers, **kw)
-    f1 = extract_featuresdict_from_input_id_cached(1, fe_fake, **kw)
-    out: dict = {"num_fake": len(fake)}
+    out: dict = {"num_fake": num_fake}
 
     if "is" in metrics:
         r = isc_featuresdict_to_metric(f1, layers["isc"], **dict(quiet, isc_splits=isc_splits))
         out["is_mean"], out["is_std"] = r[KEY_METRIC_ISC_MEAN], r[KEY_METRIC_ISC_STD]
-    if class_acc:
+    if fake_labels is not None and "logits" in f1:
         pred = f1["logits"].argmax(1)
-        labels = fake_labels.to(pred.device)
-        out["class_accuracy"] = float((pred == labels).float().mean())
-    if binary:
+        out["class_accuracy"] = float((pred == fake_labels.to(pred.device)).float().mean())
+    if any(m in BINARY for m in metrics):
         layer = layers["fid"]
         assert layers["kid"] == layer and layers["prc"] == layer
         kw["input2"] = reference.dataset_for(channels)
@@ -120,6 +138,44 @@ def compute_metrics(fake: torch.Tensor, reference: Reference | None, metrics: It
             out["precision"], out["recall"], out["f_score"] = (r[KEY_METRIC_PRECISION], r[KEY_METRIC_RECALL],
                                                                r[KEY_METRIC_F_SCORE])
     return out
+
+
+def compute_metrics(fake: torch.Tensor, reference: Reference | None, metrics: Iterable[str], features: str = "fmnist",
+                    *, fake_labels: torch.Tensor | None = None, device: str | torch.device = "cpu",
+                    batch_size: int = 256, progress: bool = True, inception_weights: str | Path | None = None,
+                    seed: int = 2020, kid_subset_size: int = 1000, isc_splits: int = 10) -> dict:
+    """Metrics of ``fake`` (uint8 images (N, C, H, W)) against ``reference`` (real images).
+
+    Returns a flat dict: ``is_mean``/``is_std``, ``fid``, ``kid_mean``/``kid_std``,
+    ``precision``/``recall``/``f_score``, ``class_accuracy`` (fmnist features with ``fake_labels``),
+    plus ``num_fake``, ``num_real`` and ``kid_subset_size`` where they apply.
+    """
+    metrics = parse_metrics(metrics)
+    _check_request(metrics, features, reference)
+    if fake.dtype != torch.uint8:
+        raise MetricsError("compute_metrics takes uint8 images; convert [-1, 1] floats with reference.to_uint8")
+    if len(fake) < 2:
+        raise MetricsError(f"need at least 2 generated images, got {len(fake)}")
+    class_acc = features == "fmnist" and fake_labels is not None
+    common = dict(device=device, batch_size=batch_size, progress=progress, inception_weights=inception_weights, seed=seed)
+    f1 = extract_features(fake, fake_feature_layers(metrics, features, class_acc), features, **common)
+    return metrics_from_features(f1, reference, metrics, features, fake_labels=fake_labels if class_acc else None,
+                                 kid_subset_size=kid_subset_size, isc_splits=isc_splits, **common)
+
+
+def gather_features(f1: dict[str, torch.Tensor], dist) -> dict[str, torch.Tensor] | None:
+    """Concatenate every process's features in rank order; the whole set on rank 0, None elsewhere.
+
+    Each value may also be a label tensor; an empty dict stands for an empty shard.
+    """
+    from sagan.train.distributed import all_gather_objects
+    if dist.world <= 1:
+        return f1
+    parts = all_gather_objects({k: v.cpu() for k, v in f1.items()}, dist)
+    if not dist.is_main:
+        return None
+    keys = next((p.keys() for p in parts if p), f1.keys())
+    return {k: torch.cat([p[k] for p in parts if p]) for k in keys}
 
 
 def real_split_metrics(reference: Reference, other: Reference, metrics: Iterable[str] = METRICS,

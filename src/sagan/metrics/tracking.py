@@ -5,6 +5,10 @@
 Fashion-MNIST, Inception otherwise - only when its weights are already on disk, else tracking is
 switched off with a note). The reference is the run's own training images (all of them); their
 features and statistics are cached under the same directory as ``sagan evaluate``'s.
+
+In a distributed run every process generates and extracts its share of the samples (the same
+fixed latents as one process would use); rank 0 gathers the features, computes the scores, logs
+them and keeps ``best.pt``.
 """
 from __future__ import annotations
 
@@ -63,8 +67,10 @@ class TrainingFID:
     """
 
     def __init__(self, cfg: Config, data: ImageData, device: torch.device, run_dir: Path | None = None,
-                 features: str | None = None, inception_weights: Path | None = None):
+                 features: str | None = None, inception_weights: Path | None = None, dist=None):
+        from sagan.train.distributed import DistInfo
         self.cfg, self.device = cfg, torch.device(device)
+        self.dist = dist or DistInfo()
         self.every, self.num_samples = cfg.train.fid_every, cfg.train.fid_samples
         self.features = features or resolve_training_features(cfg)
         register_extractors()
@@ -77,7 +83,7 @@ class TrainingFID:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.best_fid, self.best_step = float("inf"), -1
         best = self.best_path
-        if best is not None and best.is_file():
+        if best is not None and self.dist.is_main and best.is_file():
             try:  # mmap: only the small "best" record is actually read
                 state = torch.load(best, map_location="cpu", weights_only=True, mmap=True)
                 self.best_fid, self.best_step = float(state["best"]["fid"]), int(state["best"]["step"])
@@ -89,7 +95,7 @@ class TrainingFID:
 
     @classmethod
     def from_config(cls, cfg: Config, data: ImageData, device: torch.device, run_dir: Path | None = None,
-                    say=print) -> "TrainingFID | None":
+                    say=print, dist=None) -> "TrainingFID | None":
         t = cfg.train
         if t.fid_every <= 0 or t.fid_every > t.steps:
             return None
@@ -104,7 +110,7 @@ class TrainingFID:
                 say(f"note: training-time FID is off (train.fid_features=auto picked Inception for "
                     f"{cfg.data.dataset}, and {str(e).splitlines()[0]})")
                 return None
-        return cls(cfg, data, device, run_dir, features, weights)
+        return cls(cfg, data, device, run_dir, features, weights, dist)
 
     @property
     def best_path(self) -> Path | None:
@@ -119,29 +125,39 @@ class TrainingFID:
         name = FIDELITY_NAMES[self.features]
         layer = self.layers["fid"]
         channels = extractor_input_channels(self.features)
-        cache_name = f"{self.reference.cache_name}-{extractor_id(self.features)}"
-        kw = dict(self._kw, input2=LazyImageDataset(lambda: self.reference.load()[0], channels),
-                  input2_cache_name=cache_name)
-        fe_real = create_feature_extractor(name, [layer], **kw)
-        f2 = extract_featuresdict_from_input_id_cached(2, fe_real, **kw)
-        self._real_stats = fid_featuresdict_to_statistics_cached(f2, cache_name, fe_real, layer, **kw)
+        if self.dist.is_main:  # the real side is needed where the scores are computed
+            cache_name = f"{self.reference.cache_name}-{extractor_id(self.features)}"
+            kw = dict(self._kw, input2=LazyImageDataset(lambda: self.reference.load()[0], channels),
+                      input2_cache_name=cache_name)
+            fe_real = create_feature_extractor(name, [layer], **kw)
+            f2 = extract_featuresdict_from_input_id_cached(2, fe_real, **kw)
+            self._real_stats = fid_featuresdict_to_statistics_cached(f2, cache_name, fe_real, layer, **kw)
         wanted = sorted({layer, self.layers["isc"]} if self.features == "fmnist" else {layer})
         self._extractor = create_feature_extractor(name, wanted, **self._kw)
 
     @torch.no_grad()
     def __call__(self, g: torch.nn.Module) -> dict[str, float]:
+        from sagan.metrics.evaluation import gather_features
         from sagan.runs import generate
         t0 = time.perf_counter()
         self._prepare()
         was_training = g.training
         g.eval()
         try:
-            images, labels = generate(g, self.num_samples, None, FID_SEED, 256, self.device)
+            images, labels = generate(g, self.num_samples, None, FID_SEED, 256, self.device,
+                                      shard=(self.dist.rank, self.dist.world))
         finally:
             g.train(was_training)
         channels = extractor_input_channels(self.features)
         kw = dict(self._kw, input1=ImageTensorDataset(to_uint8(images), channels))
-        f1 = extract_featuresdict_from_input_id_cached(1, self._extractor, **kw)
+        f1 = extract_featuresdict_from_input_id_cached(1, self._extractor, **kw) if len(images) else {}
+        f1 = {k: v.cpu() for k, v in f1.items()}
+        if labels is not None:
+            f1["labels"] = labels
+        f1 = gather_features(f1, self.dist)
+        if f1 is None:  # not rank 0: its share is delivered
+            return {"eval/seconds": time.perf_counter() - t0}
+        labels = f1.pop("labels", None)
         layer = self.layers["fid"]
         fid = fid_statistics_to_metric(fid_featuresdict_to_statistics(f1, layer), self._real_stats, False)[KEY_METRIC_FID]
         out = {"eval/fid": float(fid)}
@@ -156,6 +172,8 @@ class TrainingFID:
         """Evaluate ``trainer``'s EMA generator, log the scalars, and write best.pt when FID improved."""
         from sagan.train.checkpoint import FORMAT_VERSION, atomic_save
         scalars = self(trainer.ema.shadow)
+        if "eval/fid" not in scalars:  # not rank 0
+            return scalars
         fid = scalars["eval/fid"]
         if fid < self.best_fid and self.best_path is not None:
             self.best_fid, self.best_step = fid, trainer.step

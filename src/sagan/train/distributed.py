@@ -265,6 +265,15 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+def all_gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's picklable ``obj``, in rank order, on every rank."""
+    if info.world <= 1:
+        return [obj]
+    out = [None] * info.world
+    tdist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_path(path, info: DistInfo):
     """Rank 0's value of ``path`` on every rank."""
     if info.world <= 1:

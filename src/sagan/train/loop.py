@@ -133,7 +133,8 @@ class Trainer:
         self.logger = ScalarLogger(self.run_dir) if self.is_main else None
         self.guard = DivergenceGuard(self)
         from sagan.metrics.tracking import TrainingFID  # FID every train.fid_every steps; None when off
-        self.fid = TrainingFID.from_config(cfg, data, self.device, self.run_dir) if self.is_main else None
+        self.fid = TrainingFID.from_config(cfg, data, self.device, self.run_dir, dist=self.dist,
+                                           say=print if self.is_main else (lambda *a, **k: None))
         # Running sums of the scalars since the last log row; checkpointed so logs resume exactly.
         self.log_acc: dict[str, float] = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0.0}
         self.autocast, self.scalers = self._precision_setup()
