@@ -30,7 +30,9 @@ import torch
 HERE = Path(__file__).resolve()
 GLOBAL_BATCH = 8
 STEPS = 3
-FID_SAMPLES = 600  # 3 sampling batches of 256: rank 0 generates 512 of them, rank 1 the other 88
+# 600: 3 sampling batches of 256, rank 0 generates 512 samples, rank 1 the other 88;
+# 200: one batch, so rank 1 has nothing to generate and sends an empty share.
+FID_SAMPLES = (600, 200)
 
 
 # The configurations the 2-process worker runs: plain BN, SyncBN, and SyncBN with a WGAN-GP
@@ -78,8 +80,9 @@ def _run_steps(dist, config: str, run_dir: Path, steps: int) -> dict:
             first = _snapshot(trainer)
     out = {"stats": stats, "first": first, "final": _snapshot(trainer)}
     if config == "sync":  # training-time FID of the EMA generator, sampled in shards
-        trainer.fid.num_samples = FID_SAMPLES
-        out["fid"] = trainer.fid(trainer.ema.shadow)
+        for n in FID_SAMPLES:
+            trainer.fid.num_samples = n
+            out[f"fid{n}"] = trainer.fid(trainer.ema.shadow)
     if trainer.logger is not None:
         trainer.logger.close()
     return out
@@ -198,17 +201,19 @@ def test_training_fid_sampled_in_shards_equals_one_process(two_rank_results):
     from sagan.metrics.tracking import TrainingFID
     from sagan.runs import shard_range
     from sagan.train.loop import build_models
-    assert [shard_range(FID_SAMPLES, 256, r, 2) for r in range(2)] == [(0, 512), (512, 600)]
-    on_rank0, on_rank1 = two_rank_results[0]["sync"]["fid"], two_rank_results[1]["sync"]["fid"]
-    assert set(on_rank1) == {"eval/seconds"}  # rank 1 delivered its features and computed nothing
+    assert [shard_range(600, 256, r, 2) for r in range(2)] == [(0, 512), (512, 600)]
+    assert [shard_range(200, 256, r, 2) for r in range(2)] == [(0, 200), (200, 200)]
     cfg = _tiny_config(True)
     g, _ = build_models(cfg, 4, 3)
     g.load_state_dict(two_rank_results[0]["sync"]["final"]["G_ema"])
     fid = TrainingFID(cfg, _tiny_data(), torch.device("cpu"))
-    fid.num_samples = FID_SAMPLES
-    one = fid(g)
-    assert on_rank0["eval/fid"] == pytest.approx(one["eval/fid"], rel=1e-5)
-    assert on_rank0["eval/is"] == pytest.approx(one["eval/is"], rel=1e-5)
+    for n in FID_SAMPLES:
+        on_rank0, on_rank1 = two_rank_results[0]["sync"][f"fid{n}"], two_rank_results[1]["sync"][f"fid{n}"]
+        assert set(on_rank1) == {"eval/seconds"}  # rank 1 delivered its features and computed nothing
+        fid.num_samples = n
+        one = fid(g)
+        assert on_rank0["eval/fid"] == pytest.approx(one["eval/fid"], rel=1e-5), n
+        assert on_rank0["eval/is"] == pytest.approx(one["eval/is"], rel=1e-5), n
 
 
 def test_sync_batchnorm_single_process_is_batchnorm():

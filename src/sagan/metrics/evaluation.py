@@ -166,7 +166,8 @@ def compute_metrics(fake: torch.Tensor, reference: Reference | None, metrics: It
 def gather_features(f1: dict[str, torch.Tensor], dist) -> dict[str, torch.Tensor] | None:
     """Concatenate every process's features in rank order; the whole set on rank 0, None elsewhere.
 
-    Each value may also be a label tensor; an empty dict stands for an empty shard.
+    Values may also be label tensors. A process with no samples (more processes than sampling
+    batches) sends what it has: an empty dict, or empty tensors.
     """
     from sagan.train.distributed import all_gather_objects
     if dist.world <= 1:
@@ -174,8 +175,8 @@ def gather_features(f1: dict[str, torch.Tensor], dist) -> dict[str, torch.Tensor
     parts = all_gather_objects({k: v.cpu() for k, v in f1.items()}, dist)
     if not dist.is_main:
         return None
-    keys = next((p.keys() for p in parts if p), f1.keys())
-    return {k: torch.cat([p[k] for p in parts if p]) for k in keys}
+    keys = list(parts[0])  # rank 0 always has samples: the first batch is its
+    return {k: torch.cat([p[k] for p in parts if k in p]) for k in keys}
 
 
 def real_split_metrics(reference: Reference, other: Reference, metrics: Iterable[str] = METRICS,
