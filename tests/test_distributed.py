@@ -357,5 +357,53 @@ def test_torchrun_rank0_writes_and_elastic_restart_resumes(tmp_path, tiny_folder
     assert any("ckpt_" in line for lines in written.values() for line in lines)
 
 
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find torchrun's worker processes")
+def test_torchrun_sigterm_to_every_process_checkpoints(tmp_path, tiny_folder):
+    """SLURM's scancel signals every process of the job step: torchrun's agent, which forwards the
+    SIGTERM to its workers' process groups, and the workers and their DataLoader workers directly.
+    Each worker thus sees SIGTERM twice within milliseconds; that is one stop request (not the
+    "second signal aborts" case): the ranks agree on a step, rank 0 writes its checkpoint."""
+    from conftest import TINY_TRAIN_ARGS
+    from sagan.train.checkpoint import load_checkpoint
+    out = (tmp_path / "runs").resolve()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "sagan", "train", *TINY_TRAIN_ARGS, "--set", "train.sample_every=100000",
+           "--set", "train.ckpt_every=100000", "--set", "train.log_every=1", "--set", "data.num_workers=1",
+           "--data", str(tiny_folder), "--steps", "100000", "--out", str(out), "--name", "stop"]
+    proc = subprocess.Popen(cmd, env=_env(OMP_NUM_THREADS=1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    metrics = out / "stop" / "metrics.csv"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        every = [proc.pid]
+        for pid in _children(proc.pid):  # the ranks, then their DataLoader workers
+            every += [pid, *_children(pid)]
+        assert len(every) >= 5, every  # agent, 2 ranks, 2 loader workers
+        for pid in every:  # as slurmstepd does it: one SIGTERM to each process
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            log = proc.communicate(timeout=120)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("torchrun did not stop within 120 s:\n" + proc.communicate()[0][-4000:])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "aborted by a second signal" not in log, log[-3000:]
+    m = re.search(r"stopped by SIGTERM at step (\d+); wrote checkpoint (\S+)", log)
+    assert m, log[-3000:]
+    state = load_checkpoint(Path(m.group(2).rstrip(";")))
+    assert state["step"] == int(m.group(1)) >= 2
+
+
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "worker":
     _worker_main(sys.argv[2])

@@ -39,6 +39,31 @@ def test_stop_request_first_signal_flags_second_aborts():
     assert exit_code_for_signal(signal.SIGTERM) == 143 and exit_code_for_signal(signal.SIGINT) == 130
 
 
+def test_same_signal_twice_within_the_duplicate_window_is_one_request():
+    """Under torchrun, SLURM's SIGTERM and the agent's forwarded copy arrive milliseconds apart."""
+    stop = StopRequest(announce=False, duplicate_window=5.0).install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)  # the duplicate: ignored
+        time.sleep(0.01)
+        assert stop.requested and stop.signum == signal.SIGTERM
+        with pytest.raises(TrainingAborted):  # another signal still aborts
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+    finally:
+        stop.restore()
+    stop = StopRequest(announce=False, duplicate_window=0.05).install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # past the window: the same signal again is a second request
+        with pytest.raises(TrainingAborted):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+    finally:
+        stop.restore()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_run_writes_checkpoint_and_exit_code(tmp_path, tiny_folder, monkeypatch, capsys, sig):
     real_step = Trainer.train_step

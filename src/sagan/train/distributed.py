@@ -53,6 +53,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def under_torchrun() -> bool:
+    """Started by torchrun's agent (any number of processes, one included)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or "TORCHELASTIC_RESTART_COUNT" in os.environ
+
+
 def elastic_restart_count() -> int:
     """How many times torchrun has restarted this worker group (0 on the first attempt)."""
     try:

@@ -28,6 +28,10 @@ from sagan.train.logger import ScalarLogger
 from sagan.train.rundir import code_version
 from sagan.train.signals import StopRequest, TrainingInterrupted
 
+# Under torchrun the same SIGTERM/SIGINT can reach a worker twice within milliseconds (scheduler and
+# agent); within this many seconds a repeat is the same stop request (docs/robustness.md).
+DUPLICATE_SIGNAL_WINDOW = 2.0
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -336,7 +340,8 @@ class Trainer:
         if self.step == 0:
             self.sample_grid()
         # SIGTERM/SIGINT: finish the step, checkpoint, stop. Loader workers may die of the same signal.
-        stop = StopRequest(on_stop=lambda: setattr(self.stream, "workers_may_exit", True)).install()
+        stop = StopRequest(on_stop=lambda: setattr(self.stream, "workers_may_exit", True),
+                           duplicate_window=DUPLICATE_SIGNAL_WINDOW if dist_utils.under_torchrun() else 0.0).install()
         try:
             while self.step < t.steps:
                 stats = self.train_step()

@@ -6,6 +6,11 @@ a checkpoint and raises ``TrainingInterrupted``; the command exits with 128 + th
 signal. A second signal while the first is being handled aborts at once (``TrainingAborted``,
 exit code ``EXIT_ABORTED``) without writing anything; the previous checkpoint stays intact
 because checkpoints are written atomically. See docs/robustness.md.
+
+Under torchrun one stop request often arrives twice: SLURM signals every process of the job step,
+and torchrun's agent, signalled too, forwards the same signal to its workers a few milliseconds
+later. So the trainer gives StopRequest a ``duplicate_window`` there: the same signal again within
+that many seconds is the same request, not a second one.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -70,10 +76,12 @@ class StopRequest:
     """
 
     def __init__(self, signals: Iterable[int] = HANDLED_SIGNALS, announce: bool = True,
-                 on_stop: Callable[[], None] | None = None):
+                 on_stop: Callable[[], None] | None = None, duplicate_window: float = 0.0):
         self.signals = tuple(signals)
         self.announce = announce
         self.on_stop = on_stop  # called (in the main thread) on the first signal
+        self.duplicate_window = duplicate_window  # seconds in which the same signal again is ignored
+        self._first_at = 0.0
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
         self._pid = os.getpid()
@@ -89,7 +97,7 @@ class StopRequest:
             # exit with it.
             return
         if self.signum is None:
-            self.signum = signum
+            self.signum, self._first_at = signum, time.monotonic()
             self._quiet_worker_exits()
             if self.announce:
                 print(f"\nreceived {signal_name(signum)}: finishing the current step and writing a checkpoint "
@@ -97,6 +105,8 @@ class StopRequest:
             if self.on_stop is not None:
                 self.on_stop()
             return
+        if signum == self.signum and time.monotonic() - self._first_at < self.duplicate_window:
+            return  # the same request delivered twice (scheduler and launcher), not a second one
         self.restore()  # a third signal gets the default behaviour
         raise TrainingAborted(signum)
 
