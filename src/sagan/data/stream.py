@@ -8,12 +8,43 @@ the uninterrupted run would have seen, and a 2-process run sees the same global 
 """
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from sagan.data.datasets import ImageData, to_model_range
+
+
+def _report_worker_deaths_at_fetch() -> None:
+    """Make a DataLoader worker's death an error of the next fetch, not of an arbitrary moment.
+
+    PyTorch's SIGCHLD handler raises the death of a worker as a RuntimeError wherever the main
+    process happens to be, mid-step. A scheduler's SIGTERM to the whole process group kills the
+    workers (PyTorch's own SIGTERM handler in them) at the same moment it asks the run to stop,
+    and nothing orders the two: in a multi-threaded process the SIGTERM may be taken by another
+    thread and reach Python after the SIGCHLD. So the handler is wrapped to drop that one error;
+    the loader raises it itself when a batch is fetched (within its 5 s status-check interval),
+    where :class:`BatchStream` decides: an error, or, when the run is stopping, the batch loaded in
+    this process. Installed once, in the main thread, after PyTorch's own handler.
+    """
+    if not hasattr(signal, "SIGCHLD") or threading.current_thread() is not threading.main_thread():
+        return
+    torch_handler = signal.getsignal(signal.SIGCHLD)
+    if not callable(torch_handler) or getattr(torch_handler, "_sagan_deferred", False):
+        return
+
+    def handler(signum, frame):
+        try:
+            torch_handler(signum, frame)
+        except RuntimeError as e:
+            if "DataLoader worker" not in str(e):
+                raise
+
+    handler._sagan_deferred = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGCHLD, handler)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -80,6 +111,8 @@ class BatchStream:
                 loader = DataLoader(self.data.folder, batch_sampler=_ShardBatchSampler(self),
                                     num_workers=self.num_workers, persistent_workers=False, generator=gen)
                 self._loader_iter = iter(loader)
+                if self.num_workers:
+                    _report_worker_deaths_at_fetch()
             try:
                 x, y = next(self._loader_iter)
             except RuntimeError as e:

@@ -381,7 +381,7 @@ class Trainer:
                     raise TrainingInterrupted(stop.signum or 15, self.step, path)
         finally:
             if stop.requested:
-                self.stream.close()  # before PyTorch's SIGCHLD handler is back
+                self.stream.close()  # shut down the loader workers that survived the signal
             stop.restore()
             bar.close()
             if self.logger is not None:

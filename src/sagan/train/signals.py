@@ -98,7 +98,6 @@ class StopRequest:
             return
         if self.signum is None:
             self.signum, self._first_at = signum, time.monotonic()
-            self._quiet_worker_exits()
             if self.announce:
                 print(f"\nreceived {signal_name(signum)}: finishing the current step and writing a checkpoint "
                       "(send another signal to abort at once without one)", file=sys.stderr, flush=True)
@@ -109,19 +108,6 @@ class StopRequest:
             return  # the same request delivered twice (scheduler and launcher), not a second one
         self.restore()  # a third signal gets the default behaviour
         raise TrainingAborted(signum)
-
-    def _quiet_worker_exits(self) -> None:
-        """Stop PyTorch's SIGCHLD handler from turning a DataLoader worker's exit into an exception.
-
-        A scheduler's SIGTERM reaches the whole process group, and PyTorch's workers die of it. Their
-        exit would be raised as a RuntimeError wherever the main process happens to be, mid-step,
-        instead of letting it finish the step and checkpoint. The signal that asks us to stop is
-        handled before the SIGCHLD it causes (lower number, and pending first), so this is in place
-        in time; ``restore`` puts PyTorch's handler back.
-        """
-        sigchld = getattr(signal, "SIGCHLD", None)
-        if sigchld is not None and sigchld not in self._previous and self._previous:
-            self._previous[sigchld] = signal.signal(sigchld, signal.SIG_DFL)
 
     def install(self) -> "StopRequest":
         self._pid = os.getpid()
