@@ -299,6 +299,15 @@ def _rank_of(pid: int) -> tuple[str | None, str | None]:
     return env.get("RANK"), env.get("TORCHELASTIC_RESTART_COUNT")
 
 
+def _output_or_fail(proc: subprocess.Popen, timeout: float) -> str:
+    """torchrun's output once it exits; on a timeout its whole process group is killed and the test fails."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"torchrun did not finish within {timeout} s:\n" + proc.communicate()[0][-4000:])
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find torchrun's worker processes")
 def test_torchrun_rank0_writes_and_elastic_restart_resumes(tmp_path, tiny_folder):
     """`torchrun -m sagan train`: kill rank 1 after the first checkpoint; the restarted group
@@ -331,11 +340,7 @@ def test_torchrun_rank0_writes_and_elastic_restart_resumes(tmp_path, tiny_folder
                         os.kill(pid, signal.SIGKILL)
                         killed = pid
             time.sleep(0.02)
-        try:
-            log = proc.communicate(timeout=240)[0]
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("torchrun did not finish within 240 s:\n" + proc.communicate()[0][-4000:])
+        log = _output_or_fail(proc, 240)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -390,11 +395,7 @@ def test_torchrun_sigterm_to_every_process_checkpoints(tmp_path, tiny_folder):
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        try:
-            log = proc.communicate(timeout=120)[0]
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("torchrun did not stop within 120 s:\n" + proc.communicate()[0][-4000:])
+        log = _output_or_fail(proc, 120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -18,6 +18,10 @@ from torch.utils.data import DataLoader, Sampler
 from sagan.data.datasets import ImageData, to_model_range
 
 
+# How PyTorch's errors about a dead DataLoader worker begin (from its SIGCHLD handler and from a fetch).
+WORKER_ERROR = "DataLoader worker"
+
+
 def _report_worker_deaths_at_fetch() -> None:
     """Make a DataLoader worker's death an error of the next fetch, not of an arbitrary moment.
 
@@ -40,7 +44,7 @@ def _report_worker_deaths_at_fetch() -> None:
         try:
             torch_handler(signum, frame)
         except RuntimeError as e:
-            if "DataLoader worker" not in str(e):
+            if WORKER_ERROR not in str(e):
                 raise
 
     handler._sagan_deferred = True  # type: ignore[attr-defined]
@@ -116,7 +120,7 @@ class BatchStream:
             try:
                 x, y = next(self._loader_iter)
             except RuntimeError as e:
-                if not (self.num_workers and self.workers_may_exit and "DataLoader worker" in str(e)):
+                if not (self.num_workers and self.workers_may_exit and WORKER_ERROR in str(e)):
                     raise
                 # The stop signal reached the workers too (a scheduler signals the whole process
                 # group). Finish the step with this process loading the batch itself: same indices,
