@@ -62,8 +62,8 @@ def cache_dir() -> Path:
 
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images_uint8.float().div_(127.5).sub_(1.0)
+    """uint8 [0, 255] -> [-1, 1] in torch's default floating dtype (float32 unless changed)."""
+    return images_uint8.to(torch.get_default_dtype()).div_(127.5).sub_(1.0)
 
 
 def _resize_uint8(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:

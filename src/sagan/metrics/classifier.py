@@ -101,7 +101,8 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device =
                            "re-create it with `sagan train-evaluator`")
     model = FMNISTClassifier()
     model.load_state_dict(state["model"])
-    return model.to(device).eval().requires_grad_(False)
+    # float32 as trained and as prepare_input feeds it, whatever torch's default dtype is
+    return model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
 
 
 def classifier_info(path: str | Path | None = None) -> dict:

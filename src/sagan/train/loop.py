@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -30,7 +31,26 @@ from sagan.train.signals import StopRequest, TrainingInterrupted
 
 # Under torchrun the same SIGTERM/SIGINT can reach a worker twice within milliseconds (scheduler and
 # agent); within this many seconds a repeat is the same stop request (docs/robustness.md).
+# $SAGAN_DUPLICATE_SIGNAL_WINDOW overrides it (e.g. on heavily loaded nodes).
 DUPLICATE_SIGNAL_WINDOW = 2.0
+WINDOW_ENV = "SAGAN_DUPLICATE_SIGNAL_WINDOW"
+
+
+def duplicate_signal_window() -> float:
+    """The duplicate-signal window in seconds: 0 outside torchrun, else the default or $SAGAN_DUPLICATE_SIGNAL_WINDOW."""
+    if not dist_utils.under_torchrun():
+        return 0.0
+    raw = os.environ.get(WINDOW_ENV, "")
+    if not raw:
+        return DUPLICATE_SIGNAL_WINDOW
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise ConfigError(f"{WINDOW_ENV}={raw!r} is not a number of seconds >= 0; unset it for the default "
+                          f"({DUPLICATE_SIGNAL_WINDOW} s)")
+    return value
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,6 +97,11 @@ def fixed_sample_inputs(cfg: Config, num_classes: int, z_dim: int, cols: int = 8
         return z, y, cols
     z = torch.randn(64, z_dim, generator=g)
     return z, None, 8
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """Scores from an autocast region in fp32 for the loss; fp32 and fp64 stay as they are."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 @dataclass
@@ -192,7 +217,7 @@ class Trainer:
             with self.autocast():
                 x_all = torch.cat([x, fake.to(x.dtype)]).contiguous(memory_format=self.memory_format)
                 y_all = torch.cat([y_real, y_fake]) if y_real is not None else None
-                scores = self.D_train(x_all, y_all).float()
+                scores = at_least_fp32(self.D_train(x_all, y_all))
                 real_s, fake_s = scores[: len(x)], scores[len(x):]
                 loss_d = d_loss(loss_name, real_s, fake_s)
             if cfg.loss.gp_weight > 0:
@@ -210,7 +235,7 @@ class Trainer:
         try:
             with self.autocast():
                 fake = self.G_train(z, y_fake)
-                loss_g = g_loss(loss_name, self.D(fake, y_fake).float())
+                loss_g = g_loss(loss_name, at_least_fp32(self.D(fake, y_fake)))
             self.opt_g.zero_grad(set_to_none=True)
             self._backward_step(loss_g, self.opt_g, 0)
         finally:
@@ -341,7 +366,7 @@ class Trainer:
             self.sample_grid()
         # SIGTERM/SIGINT: finish the step, checkpoint, stop. Loader workers may die of the same signal.
         stop = StopRequest(on_stop=lambda: setattr(self.stream, "workers_may_exit", True),
-                           duplicate_window=DUPLICATE_SIGNAL_WINDOW if dist_utils.under_torchrun() else 0.0).install()
+                           duplicate_window=duplicate_signal_window()).install()
         try:
             while self.step < t.steps:
                 stats = self.train_step()
