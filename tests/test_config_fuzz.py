@@ -135,7 +135,7 @@ def test_cli_train_fuzz_returns_usage_error(tmp_path, capsys, tokens):
     (["train", "--set", "bogus.key=1"], "unknown config key 'bogus'"),
     (["train", "--config", "/nonexistent/x.yaml"], "does not exist"),
     (["train", "--resume", "/nonexistent/run"], "no such run directory"),
-    (["train", "--name", "a/b", "--steps", "1"], None),  # checked before data: see below
+    (["train", "--name", "a/b", "--steps", "1"], "must be a plain directory name"),  # before the (missing) data
     (["frobnicate"], "invalid choice"),
     ([], None),
 ])

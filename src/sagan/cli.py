@@ -96,6 +96,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sagan.train.rundir import default_run_name, new_run_dir, write_run_info
 
     cfg = _train_config(args)
+    if args.name and not args.resume:
+        from sagan.config import validate
+        cfg.name = args.name
+        validate(cfg)  # a plain directory name (no slashes, not empty), checked before any data is read
     dist = dist_utils.init_from_env(cfg.train.device)
     dist_utils.quiet_non_main(dist)
     say = print if dist.is_main else (lambda *a, **k: None)
@@ -116,11 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
     else:
         run_dir = None
-        if args.name:
-            cfg.name = args.name
-            from sagan.config import validate
-            validate(cfg)  # a plain directory name: no slashes, not empty
-        elif dist.world > 1 and dist_utils.elastic_run_name(cfg.preset):
+        if not args.name and dist.world > 1 and dist_utils.elastic_run_name(cfg.preset):
             cfg.name = dist_utils.elastic_run_name(cfg.preset)  # stable across torchrun restarts
         if dist.is_main:
             wanted = default_run_name(cfg)
