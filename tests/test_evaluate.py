@@ -9,11 +9,7 @@ import pytest
 import torch
 
 from sagan.cli import main
-from sagan.metrics import classifier
 from sagan.metrics.extractors import INCEPTION_ENV, INCEPTION_FILE
-
-needs_weights = pytest.mark.skipif(not classifier.WEIGHTS_FILE.is_file(),
-                                   reason="classifier weights not built; run `sagan train-evaluator`")
 
 
 @pytest.fixture
@@ -22,7 +18,6 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-@needs_weights
 def test_evaluate_tiny_run_with_fmnist_features(tiny_run, tmp_path, cache, capsys):
     run = shutil.copytree(tiny_run, tmp_path / "run")
     args = ["evaluate", str(run), "--features", "fmnist", "-n", "40", "--no-progress", "--batch-size", "16"]
@@ -71,7 +66,6 @@ def test_evaluate_user_errors(tiny_run, capsys):
     assert "--num-samples 1" in capsys.readouterr().err
 
 
-@needs_weights
 def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
     """Train a few steps on a Fashion-MNIST subset with FID every 2 steps."""
     from sagan.config import load_config
@@ -135,7 +129,6 @@ def test_training_fid_off_when_it_would_never_run_or_inception_is_not_local(tiny
     assert TrainingFID.from_config(cfg, data, torch.device("cpu")) is None
 
 
-@needs_weights
 def test_evaluate_under_torchrun_shards_sampling_and_matches_one_process(tiny_run, tmp_path, cache):
     """`torchrun --nproc_per_node=2 -m sagan evaluate`: each process samples and extracts its share
     (600 samples in batches of 256: 512 and 88), rank 0 gathers the features and alone writes the

@@ -13,9 +13,6 @@ from sagan.metrics.extractors import (INCEPTION_ENV, INCEPTION_FILE, InceptionWe
                                       resolve_inception_weights)
 from sagan.metrics.reference import reference_for, to_uint8
 
-needs_weights = pytest.mark.skipif(not classifier.WEIGHTS_FILE.is_file(),
-                                reason="classifier weights not built; run `sagan train-evaluator`")
-
 FMNIST = DataConfig(dataset="fashion_mnist")
 
 
@@ -62,7 +59,6 @@ def _kid_numpy(a: np.ndarray, b: np.ndarray) -> float:
                  - 2 * kxy.mean())
 
 
-@needs_weights
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # dead ReLU units: singular covariances
 def test_fid_kid_equal_independent_computation(cache, test_split):
     fake = test_split[0][:600]
@@ -78,7 +74,6 @@ def test_fid_kid_equal_independent_computation(cache, test_split):
     assert ours["kid_std"] < 1e-3 * abs(ours["kid_mean"])  # only float32 summation order differs
 
 
-@needs_weights
 def test_classifier_is_matches_independent_computation(test_split):
     fake = test_split[0][:1000]
     ours = compute_metrics(fake, None, ["is"], "fmnist", progress=False)
@@ -94,7 +89,6 @@ def test_classifier_is_matches_independent_computation(test_split):
     assert ours["is_mean"] == pytest.approx(float(np.mean(scores)), rel=1e-3)
 
 
-@needs_weights
 def test_real_splits_give_small_fid_noise_and_one_image_large(train_ref, test_split):
     images = test_split[0][:1000]
     real = compute_metrics(images, train_ref, ["fid", "kid", "pr"], "fmnist", progress=False)
@@ -110,7 +104,6 @@ def test_real_splits_give_small_fid_noise_and_one_image_large(train_ref, test_sp
     assert one["recall"] < 0.1  # one image covers almost none of the real data
 
 
-@needs_weights
 def test_real_test_split_is_near_ten_and_class_accuracy_is_the_classifier_accuracy(test_split):
     images, labels = test_split
     out = compute_metrics(images, None, ["is"], "fmnist", fake_labels=labels, progress=False)
@@ -120,7 +113,6 @@ def test_real_test_split_is_near_ten_and_class_accuracy_is_the_classifier_accura
     assert 8.0 < out["is_mean"] <= 10.0
 
 
-@needs_weights
 def test_rgb_and_other_sizes_are_converted(test_split):
     grey = test_split[0][:300]
     rgb = grey.expand(-1, 3, -1, -1).contiguous()
@@ -132,7 +124,6 @@ def test_rgb_and_other_sizes_are_converted(test_split):
     assert c["is_mean"] == pytest.approx(a["is_mean"], rel=0.05)
 
 
-@needs_weights
 def test_reference_statistics_are_cached(train_ref, test_split, monkeypatch):
     compute_metrics(test_split[0][:200], train_ref, ["fid"], "fmnist", progress=False)
     ref = reference_for(FMNIST, 32, 1, "train", num_images=2000, progress=False)
