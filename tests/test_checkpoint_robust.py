@@ -51,7 +51,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 def test_failed_rename_and_torch_runtime_error_are_write_errors(tmp_path, monkeypatch):
     d = tmp_path / "checkpoints"
     good = save_checkpoint(_state(1.0), d, 2, keep=3)
-    monkeypatch.setattr(ckpt_mod.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EACCES, "Permission denied")))
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EACCES, "Permission denied")))
     with pytest.raises(CheckpointWriteError, match="Permission denied"):
         save_checkpoint(_state(2.0), d, 4, keep=3)
     monkeypatch.undo()

@@ -10,27 +10,19 @@ Rotation only ever deletes files named ``ckpt_<8 digits>.pt``; anything else in 
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sagan.errors import CheckpointError, CheckpointWriteError
+from sagan.fileio import atomic_write, stale_temp_files
+
 FORMAT_VERSION = 1
 CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
-TMP_RE = re.compile(r"^\..+\.pt\..+\.tmp$")  # temporary files of atomic_save
 REQUIRED_KEYS = ("G", "D", "G_ema", "opt_g", "opt_d", "stream", "rng", "config", "data", "step")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written or is not one this code can load."""
-
-
-class CheckpointWriteError(CheckpointError):
-    """Writing a checkpoint failed (disk full, permissions...); the previous checkpoint is intact."""
 
 
 def checkpoint_path(ckpt_dir: Path, step: int) -> Path:
@@ -46,32 +38,19 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through :func:`sagan.fileio.atomic_path`; a failed write is a ``CheckpointWriteError``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        try:  # make the rename itself durable
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, Exception):  # torch.save reports a full disk as RuntimeError, not OSError
-            raise CheckpointWriteError(f"could not write checkpoint {path}: {type(e).__name__}: "
-                                       f"{_first_line(e)} ({_space_left(path.parent)})") from e
-        raise  # KeyboardInterrupt and friends: the temporary file is gone, the old checkpoint intact
+        atomic_write(path, lambda tmp: _torch_save(obj, tmp))
+    except Exception as e:  # torch.save reports a full disk as RuntimeError, not OSError
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {type(e).__name__}: "
+                                   f"{_first_line(e)} ({_space_left(path.parent)})") from e
+    # KeyboardInterrupt and friends propagate: the temporary file is gone, the old checkpoint intact
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _space_left(folder: Path) -> str:
@@ -102,14 +81,12 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int)
 def remove_stale_temp_files(ckpt_dir: Path) -> list[Path]:
     """Delete temporary files left by a write that was killed (SIGKILL, power loss); returns them."""
     removed = []
-    if Path(ckpt_dir).is_dir():
-        for p in Path(ckpt_dir).iterdir():
-            if TMP_RE.match(p.name) and p.is_file():
-                try:
-                    p.unlink()
-                    removed.append(p)
-                except OSError:
-                    pass
+    for p in stale_temp_files(ckpt_dir, r".+\.pt"):
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
     return removed
 
 

@@ -1,0 +1,77 @@
+"""Atomic file writes: the one way this package writes a file a user keeps.
+
+The content goes to a temporary file in the same directory (named ``.NAME.<random>.tmp``), is
+flushed and fsynced, then renamed over ``NAME``, and the directory entry is fsynced: a crash, a
+full disk or Ctrl-C never leaves a half-written file where a good one was. On failure the
+temporary file is removed and the exception propagates. Imports nothing from the package.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+TEMP_RE = re.compile(r"^\..+\.[^.]+\.tmp$")  # names of atomic_path's temporary files (left by a kill)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; after the block it replaces ``path``, durably.
+
+    Writers that pick a format from the file name (PIL, matplotlib) must be told the format,
+    since the temporary name ends in ``.tmp``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp_path)`` then rename over ``path``; returns ``path``."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def stale_temp_files(folder: str | Path, name_pattern: str = ".*") -> list[Path]:
+    """Temporary files of atomic writes in ``folder`` whose final name matches ``name_pattern``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pat = re.compile(rf"^\.({name_pattern})\.[^.]+\.tmp$")
+    return sorted(p for p in folder.iterdir() if pat.match(p.name))
