@@ -241,11 +241,11 @@ def test_training_fid_sampled_in_shards_equals_one_process(two_rank_results, flo
     """
     from sagan.metrics.tracking import TrainingFID
     from sagan.runs import shard_range
-    from sagan.train.loop import build_models
+    from sagan.models import build_models
     assert [shard_range(600, 256, r, 2) for r in range(2)] == [(0, 512), (512, 600)]
     assert [shard_range(200, 256, r, 2) for r in range(2)] == [(0, 200), (200, 200)]
     cfg = _tiny_config(True)
-    g, _ = build_models(cfg, 4, 3)
+    g, _ = build_models(cfg.model, 4, 3)
     g.load_state_dict(two_rank_results[0]["sync"]["final"]["G_ema"])
     fid = TrainingFID(cfg, _tiny_data(), torch.device("cpu"))
     for n in FID_SAMPLES:

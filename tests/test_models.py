@@ -10,7 +10,7 @@ from sagan.models import D_ARCH, G_ARCH, Discriminator, Generator
 from sagan.nn.attention import SelfAttention2d
 from sagan.nn.norm import ConditionalBatchNorm2d
 from sagan.nn.spectral import spectral_norm_of
-from sagan.train.loop import attention_layers, build_models
+from sagan.models import attention_layers, build_models
 
 # Channels each preset's dataset has by default (the model is built for the data).
 PRESET_CHANNELS = {"fmnist32": 1, "cifar32": 3, "imagefolder64": 3, "imagenet128": 3}
@@ -25,7 +25,7 @@ def n_params(m: nn.Module) -> int:
 def test_every_preset_builds_with_defaults_and_runs(name, num_classes):
     cfg = preset(name)
     channels = PRESET_CHANNELS[name]
-    g, d = build_models(cfg, num_classes, channels)
+    g, d = build_models(cfg.model, num_classes, channels)
     res = cfg.model.resolution
     z = torch.randn(2, cfg.model.z_dim)
     y = torch.tensor([0, 1]) if num_classes else None
@@ -55,7 +55,7 @@ def test_imagenet128_parameter_counts_match_the_public_reimplementation():
     buffers, not parameters, in both.
     """
     cfg = preset("imagenet128")
-    g, d = build_models(cfg, 1000, 3)
+    g, d = build_models(cfg.model, 1000, 3)
     assert abs(n_params(g) / 42.02e6 - 1) < 0.02, n_params(g)
     assert abs(n_params(d) / 39.45e6 - 1) < 0.02, n_params(d)
     gb = Generator(128, 64, 128, 1000, 3, [64], "biggan")
@@ -84,7 +84,7 @@ def test_attention_placement_is_validated():
 
 
 def test_spectral_norm_everywhere_except_cbn_embeddings():
-    g, d = build_models(preset("fmnist32"), 10, 1)
+    g, d = build_models(preset("fmnist32").model, 10, 1)
     for model in (g, d):
         for name, m in model.named_modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -96,7 +96,7 @@ def test_spectral_norm_everywhere_except_cbn_embeddings():
 
 def test_spectral_norm_bounds_largest_singular_value():
     torch.manual_seed(0)
-    g, d = build_models(preset("fmnist32"), 10, 1)
+    g, d = build_models(preset("fmnist32").model, 10, 1)
     d.train()
     x = torch.randn(8, 1, 32, 32)
     y = torch.randint(0, 10, (8,))
@@ -132,7 +132,7 @@ def test_conditional_model_requires_labels():
 
 
 def test_gamma_is_one_scalar_per_layer():
-    g, d = build_models(preset("imagenet128"), 10, 3)
+    g, d = build_models(preset("imagenet128").model, 10, 3)
     for model in (g, d):
         for m in model.modules():
             if isinstance(m, SelfAttention2d):

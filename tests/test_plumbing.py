@@ -106,7 +106,7 @@ def test_sample_no_ema_uses_the_raw_generator(tiny_run, tmp_path, one_thread):
 
     from sagan.config import config_from_dict
     from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
-    from sagan.train.loop import build_models
+    from sagan.models import build_models
 
     # After 4 steps of lr 1e-4 the raw and EMA generators differ by ~2 uint8 levels: too close to
     # tell apart reliably. In a copy of the run, the raw G is replaced by a freshly initialised one
@@ -117,7 +117,7 @@ def test_sample_no_ema_uses_the_raw_generator(tiny_run, tmp_path, one_thread):
     cfg, meta = config_from_dict(state["config"]), state["data"]
     assert meta["num_classes"] > 0  # conditional: labels cycle through the classes
     torch.manual_seed(1234)
-    fresh_g, _ = build_models(cfg, meta["num_classes"], meta["channels"])
+    fresh_g, _ = build_models(cfg.model, meta["num_classes"], meta["channels"])
     state["G"] = fresh_g.state_dict()
     torch.save(state, ckpt)
 
@@ -132,7 +132,7 @@ def test_sample_no_ema_uses_the_raw_generator(tiny_run, tmp_path, one_thread):
     y = torch.arange(n) % meta["num_classes"]
 
     def direct(key: str) -> np.ndarray:
-        g, _ = build_models(cfg, meta["num_classes"], meta["channels"])
+        g, _ = build_models(cfg.model, meta["num_classes"], meta["channels"])
         g.load_state_dict(state[key])
         with torch.no_grad():
             x = g.eval()(z, y)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sagan.config import PRESETS, ConfigError
 from sagan.data.datasets import DataError
+from sagan.models import count_parameters
 from sagan.train.guard import TrainingDiverged
 from sagan.train.checkpoint import CheckpointError, CheckpointWriteError
 from sagan.train.signals import (EXIT_ABORTED, EXIT_CHECKPOINT_WRITE, EXIT_DIVERGED, EXIT_USAGE,  # noqa: F401
@@ -149,8 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if dist.world > 1:
         per_proc += f" ({dist_utils.backend_name()}, sync_bn={'on' if cfg.train.sync_bn else 'off'})"
     say(f"run directory: {run_dir}\ndevice: {trainer.device}; global batch {cfg.train.batch_size}{per_proc}; "
-        f"G {sum(p.numel() for p in trainer.G.parameters()) / 1e6:.2f}M params, "
-        f"D {sum(p.numel() for p in trainer.D.parameters()) / 1e6:.2f}M params")
+        f"G {count_parameters(trainer.G) / 1e6:.2f}M params, D {count_parameters(trainer.D) / 1e6:.2f}M params")
     trainer.fit()
     if dist.is_main:
         final = trainer.sample_grid("final.png")

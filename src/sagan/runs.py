@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from sagan.config import Config, config_from_dict
-from sagan.models import Discriminator, Generator
+from sagan.models import Discriminator, Generator, build_models
 from sagan.train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 
 
@@ -27,12 +27,11 @@ class LoadedRun:
 
 def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> LoadedRun:
     """Build G (EMA weights by default) and D from a run directory or checkpoint, in eval mode."""
-    from sagan.train.loop import build_models
     ckpt = resolve_checkpoint(path)
     state = load_checkpoint(ckpt, map_location="cpu")
     cfg = config_from_dict(state["config"])
     meta = state["data"]
-    g, d = build_models(cfg, meta["num_classes"], meta["channels"])
+    g, d = build_models(cfg.model, meta["num_classes"], meta["channels"])
     try:
         g.load_state_dict(state["G_ema" if ema else "G"])
         d.load_state_dict(state["D"])

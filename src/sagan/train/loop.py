@@ -18,8 +18,7 @@ from sagan.config import Config, ConfigError
 from sagan.data.datasets import ImageData
 from sagan.data.stream import BatchStream
 from sagan.losses import d_loss, g_loss, gradient_penalty
-from sagan.models import Discriminator, Generator
-from sagan.nn.attention import SelfAttention2d
+from sagan.models import attention_layers, build_models
 from sagan.train import distributed as dist_utils
 from sagan.train.checkpoint import (CheckpointError, check_compatible, list_checkpoints, load_checkpoint,
                                     remove_stale_temp_files, save_checkpoint)
@@ -60,30 +59,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
     return dev
-
-
-def build_models(cfg: Config, num_classes: int, channels: int) -> tuple[Generator, Discriminator]:
-    m = cfg.model
-    g = Generator(m.resolution, m.g_ch, m.z_dim, num_classes, channels, m.g_attn, m.attn_variant, m.g_sn)
-    d = Discriminator(m.resolution, m.d_ch, num_classes, channels, m.d_attn, m.attn_variant, m.d_sn)
-    return g, d
-
-
-def attention_layers(model: nn.Module, prefix: str) -> dict[str, SelfAttention2d]:
-    """Attention layers labelled by model and feature-map size, e.g. ``G.attn16``."""
-    out = {}
-    for stage_idx, stage in enumerate(model.blocks):  # type: ignore[union-attr]
-        for layer in stage:
-            if isinstance(layer, SelfAttention2d):
-                res = _stage_resolution(model, stage_idx)
-                out[f"{prefix}.attn{res}"] = layer
-    return out
-
-
-def _stage_resolution(model: nn.Module, stage_idx: int) -> int:
-    from sagan.models.arch import D_ARCH, G_ARCH
-    arch = G_ARCH if isinstance(model, Generator) else D_ARCH
-    return arch[model.resolution][stage_idx].resolution  # type: ignore[index]
 
 
 def fixed_sample_inputs(cfg: Config, num_classes: int, z_dim: int, cols: int = 8) -> tuple[torch.Tensor, torch.Tensor | None, int]:
@@ -132,7 +107,7 @@ class Trainer:
         # Identical initial weights on every rank (DDP would broadcast rank 0's to G and D, but
         # not to the EMA copy made below), then per-rank streams again.
         torch.manual_seed(t.seed)
-        g, d = build_models(cfg, self.num_classes, self.channels)
+        g, d = build_models(cfg.model, self.num_classes, self.channels)
         torch.manual_seed(t.seed + self.dist.rank)
         if t.sync_bn and self.dist.world > 1:
             g = dist_utils.convert_sync_batchnorm(g)  # same state-dict keys: checkpoints unchanged

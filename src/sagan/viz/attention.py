@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sagan.models import attention_layers
 from sagan.nn.attention import SelfAttention2d, recording_attention
 
 HEAT_CMAP = "turbo"
@@ -184,7 +185,6 @@ def has_attention(model: nn.Module) -> bool:
 
 def attention_labels(model: nn.Module, prefix: str) -> dict[int, str]:
     """id(layer) -> label like ``G.attn16`` (falls back to module names for custom models)."""
-    from sagan.train.loop import attention_layers
     try:
         return {id(m): name for name, m in attention_layers(model, prefix).items()}
     except (AttributeError, KeyError, TypeError, IndexError):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sagan.models import count_parameters
 from sagan.viz import attention as A
 
 SAMPLE_STEP_RE = re.compile(r"^step_(\d+)\.png$")
@@ -332,8 +333,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int =
         return names[c] if c < len(names) else f"class {c}"
 
     # overview and config
-    n_g = sum(p.numel() for p in run.G.parameters())
-    n_d = sum(p.numel() for p in run.D.parameters())
+    n_g, n_d = count_parameters(run.G), count_parameters(run.D)
     overview = [
         ("run", run_dir.name), ("directory", str(run_dir.resolve())), ("step", str(run.step)),
         ("checkpoint", str(run.checkpoint.name)),
