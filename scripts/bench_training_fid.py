@@ -17,8 +17,9 @@ import torch
 from sagan.config import load_config
 from sagan.data import load_data
 from sagan.metrics.tracking import TrainingFID
-from sagan.runs import load_run
-from sagan.train.loop import build_models, resolve_device
+from sagan.models import build_models
+from sagan.train.distributed import resolve_device
+from sagan.train.runs import load_run
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     if args.checkpoint:
         g = load_run(args.checkpoint, device=device).G
     else:
-        g, _ = build_models(cfg, data.num_classes, data.channels)
+        g, _ = build_models(cfg.model, data.num_classes, data.channels)
         g = g.to(device).eval()
     t0 = time.perf_counter()
     fid = TrainingFID(cfg, data, device)

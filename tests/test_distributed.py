@@ -82,9 +82,12 @@ def _snapshot(trainer) -> dict:
 
 def _run_steps(dist, config: str, run_dir: Path, steps: int) -> dict:
     """``steps`` training steps in float64 (the caller sets the default dtype and one thread)."""
-    from sagan.train.loop import Trainer
+    from sagan.metrics.tracking import TrainingFID
+    from sagan.train.run import Trainer
     assert torch.get_default_dtype() == torch.float64 and torch.get_num_threads() == 1
-    trainer = Trainer(_tiny_config(*CONFIGS[config]), run_dir, _tiny_data(), dist, progress=False)
+    cfg, data = _tiny_config(*CONFIGS[config]), _tiny_data()
+    fid = TrainingFID(cfg, data, torch.device("cpu"), dist=dist)  # what `sagan train` passes in
+    trainer = Trainer(cfg, run_dir, data, dist, progress=False, fid=fid)
     stats, first = [], None
     for i in range(steps):
         s = trainer.train_step()
@@ -240,7 +243,7 @@ def test_training_fid_sampled_in_shards_equals_one_process(two_rank_results, flo
     so its float32 features are the same and the float64 statistics too, to REL64.
     """
     from sagan.metrics.tracking import TrainingFID
-    from sagan.runs import shard_range
+    from sagan.train.runs import shard_range
     from sagan.models import build_models
     assert [shard_range(600, 256, r, 2) for r in range(2)] == [(0, 512), (512, 600)]
     assert [shard_range(200, 256, r, 2) for r in range(2)] == [(0, 200), (200, 200)]
@@ -292,7 +295,7 @@ def test_elastic_run_lookup(tmp_path, monkeypatch):
 
 def test_duplicate_signal_window_only_under_torchrun_and_overridable(monkeypatch):
     from sagan.config import ConfigError
-    from sagan.train.loop import DUPLICATE_SIGNAL_WINDOW, WINDOW_ENV, duplicate_signal_window
+    from sagan.train.run import DUPLICATE_SIGNAL_WINDOW, WINDOW_ENV, duplicate_signal_window
     for k in [k for k in os.environ if k.startswith("TORCHELASTIC_")]:
         monkeypatch.delenv(k)
     monkeypatch.setenv(WINDOW_ENV, "30")

@@ -352,19 +352,19 @@ def _tiny_data():
 
 def _count_one_step(tmp_path, n_dis: int):
     from sagan.config import load_config
-    from sagan.train.loop import Trainer
+    from sagan.train.run import Trainer
     cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=4", "train.device=cpu",
                                          "train.log_every=1000", "train.fid_every=0", f"train.n_dis={n_dis}"])
     tr = Trainer(cfg, tmp_path, _tiny_data(), progress=False)
     batches = []
-    inner = tr._next_batch
+    inner = tr.maths.next_batch  # the real-batch source the training step draws from
 
     def counting_next_batch():
         x, y = inner()
         batches.append((x.clone(), y.clone()))
         return x, y
 
-    tr._next_batch = counting_next_batch
+    tr.maths.next_batch = counting_next_batch
     try:
         tr.train_step()
     finally:

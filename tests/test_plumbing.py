@@ -44,7 +44,7 @@ def _tiny_data():
 
 def _tiny_trainer(run_dir: Path):
     from sagan.config import load_config
-    from sagan.train.loop import Trainer
+    from sagan.train.run import Trainer
     cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.device=cpu",
                                          "train.log_every=1000", "train.fid_every=0", "train.keep_ckpts=5"])
     return Trainer(cfg, run_dir, _tiny_data(), progress=False)

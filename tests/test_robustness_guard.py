@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-import sagan.train.loop as loop_mod
+import sagan.train.step as step_mod
 from conftest import TINY_TRAIN_ARGS
 from sagan.cli import main
 from sagan.train.checkpoint import list_checkpoints, load_checkpoint
 from sagan.train.guard import CollapseDetector
-from sagan.train.loop import Trainer
+from sagan.train.run import Trainer
 from sagan.train.signals import EXIT_DIVERGED
 
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _inject_nan_loss(monkeypatch, at_steps: set[int]) -> dict:
     """Make the D loss NaN during the given (1-based) steps; NaN gradients then poison D's weights."""
     seen = {"calls": 0, "injected": 0}
-    real = loop_mod.d_loss
+    real = step_mod.d_loss
 
     def d_loss(name, real_s, fake_s):
         seen["calls"] += 1
@@ -32,7 +32,7 @@ def _inject_nan_loss(monkeypatch, at_steps: set[int]) -> dict:
             return (loss + real_s.mean() + fake_s.mean()) * float("nan")
         return loss
 
-    monkeypatch.setattr(loop_mod, "d_loss", d_loss)
+    monkeypatch.setattr(step_mod, "d_loss", d_loss)
     return seen
 
 

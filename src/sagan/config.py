@@ -18,11 +18,12 @@ from typing import Any
 
 import yaml
 
+from sagan.data.datasets import DATASETS
+from sagan.errors import ConfigError
 from sagan.losses import LOSSES
 from sagan.models.arch import D_ARCH, G_ARCH, RESOLUTIONS, d_attention_sizes, g_attention_sizes
 from sagan.nn.attention import VARIANTS
 
-DATASETS = ("fashion_mnist", "cifar10", "image_folder")
 ON_DIVERGENCE = ("rollback", "stop")
 MAX_SEED = 2**31 - 1  # numpy's global seed must stay below 2**32 even with the rank added
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -30,10 +31,6 @@ FID_FEATURES = ("auto", "fmnist", "inception")
 
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is invalid; the message says which and what is allowed."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Subcommands beyond train/sample, one module each, registered into the ``sagan`` parser.
+"""The subcommands of ``sagan``, one module each, registered into the parser in this order.
 
 Each module defines ``add_parser(subparsers)`` which registers its subcommand and sets
 ``func`` to a callable taking the parsed args and returning an exit code.
@@ -6,11 +6,12 @@ Each module defines ``add_parser(subparsers)`` which registers its subcommand an
 from __future__ import annotations
 
 import argparse
-import importlib
 
-MODULES: list[str] = ["train_evaluator", "evaluate", "attention", "report", "bench"]
+from sagan.commands import attention, bench, evaluate, report, sample, train, train_evaluator
+
+COMMANDS = (train, sample, train_evaluator, evaluate, attention, report, bench)  # in the order of `sagan --help`
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:
-    for name in MODULES:
-        importlib.import_module(f"sagan.commands.{name}").add_parser(sub)
+    for module in COMMANDS:
+        module.add_parser(sub)

@@ -14,6 +14,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,7 +23,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from sagan.config import ConfigError, DataConfig
+from sagan.errors import ConfigError, DataError
+from sagan.fileio import atomic_path
+
+# The data layer sits below sagan.config: a data config is anything with DataConfig's fields.
+DataConfig = Any
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -32,10 +37,6 @@ FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SCAN_PROGRESS_MIN = 1000  # show a progress bar when scanning at least this many files
 log = logging.getLogger("sagan.data")
-
-
-class DataError(RuntimeError):
-    """The data cannot be found or read; the message says where we looked and how to fix it."""
 
 
 @dataclass
@@ -61,9 +62,14 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> [-1, 1] in torch's default floating dtype (float32 unless changed)."""
-    return images_uint8.to(torch.get_default_dtype()).div_(127.5).sub_(1.0)
+def to_model_range(images_uint8: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """uint8 [0, 255] -> [-1, 1] in ``dtype`` (torch's default floating dtype, float32 unless changed)."""
+    return images_uint8.to(dtype or torch.get_default_dtype()).div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] (any float dtype) -> uint8 [0, 255], rounded to nearest; the inverse of to_model_range."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def _resize_uint8(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:
@@ -106,11 +112,9 @@ def _fmnist_root(cfg: DataConfig) -> tuple[Path, str]:
             dst = raw / name
             if dst.is_file() and dst.stat().st_size > 0:
                 continue
-            tmp = dst.with_suffix(".tmp")
             opener = gzip.open if src.suffix == ".gz" else open
-            with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+            with atomic_path(dst) as tmp, opener(src, "rb") as fin, open(tmp, "wb") as fout:
                 shutil.copyfileobj(fin, fout)
-            os.replace(tmp, dst)
         return True
 
     if cfg.root is not None:
@@ -364,16 +368,50 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
                      classes if num_classes else [], folder=ds)
 
 
+# --------------------------------------------------------------------------- the registry
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a dataset is; adding a dataset is one entry here plus its loader."""
+    name: str  # the value of data.dataset
+    title: str
+    load: Callable[..., ImageData]  # (data config, resolution, conditional, train) -> ImageData
+    channels: int | None  # native channels; None: chosen by data.channels (3 by default)
+    num_classes: int | None  # None: the folder's class sub-folders
+    train_size: int | None  # images in the standard training split; None for folders
+    splits: tuple[str, ...]  # splits a reference can be drawn from
+    features: str  # the default feature extractor for its metrics: "fmnist" or "inception"
+
+    @property
+    def in_memory(self) -> bool:
+        """Held in memory as uint8 tensors (a standard dataset), rather than streamed from a folder."""
+        return self.train_size is not None
+
+
+DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
+    DatasetSpec("fashion_mnist", "Fashion-MNIST",
+                lambda cfg, res, cond, train: load_fashion_mnist(cfg, res, train),
+                channels=1, num_classes=10, train_size=60_000, splits=("train", "test"), features="fmnist"),
+    DatasetSpec("cifar10", "CIFAR-10",
+                lambda cfg, res, cond, train: load_cifar10(cfg, res, train),
+                channels=3, num_classes=10, train_size=50_000, splits=("train", "test"), features="inception"),
+    DatasetSpec("image_folder", "an image folder",
+                lambda cfg, res, cond, train: load_image_folder(cfg, res, cond),
+                channels=None, num_classes=None, train_size=None, splits=("train",), features="inception"),
+)}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registry entry of ``name``; ``ConfigError`` listing the known ones otherwise."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ConfigError(f"data.dataset={name!r} is not known; choose one of {sorted(DATASETS)}") from None
+
+
 def load_data(cfg: DataConfig, resolution: int, conditional: bool = True, train: bool = True) -> ImageData:
     """Load the configured dataset; raises ``DataError`` with a fix when it cannot."""
-    if cfg.dataset == "fashion_mnist":
-        data = load_fashion_mnist(cfg, resolution, train)
-    elif cfg.dataset == "cifar10":
-        data = load_cifar10(cfg, resolution, train)
-    elif cfg.dataset == "image_folder":
-        data = load_image_folder(cfg, resolution, conditional)
-    else:  # validated earlier; kept for direct library use
-        raise ConfigError(f"data.dataset={cfg.dataset!r} is not known")
+    data = dataset_spec(cfg.dataset).load(cfg, resolution, conditional, train)
     if not conditional:
         data.num_classes = 0
         data.class_names = []

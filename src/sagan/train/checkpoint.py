@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -155,6 +155,45 @@ def check_compatible(path: Path, state: dict[str, Any], model_cfg: dict[str, Any
         shown = "\n  ".join(diffs[:12]) + (f"\n  ... and {len(diffs) - 12} more" if len(diffs) > 12 else "")
         raise CheckpointError(f"{path} was made for another architecture and is refused:\n  {shown}\n"
                               "Resume it with the config it was trained with, or start a new run.")
+
+
+def newest_loadable_checkpoint(ckpt_dir: Path, map_location: str | torch.device = "cpu",
+                               on_skip: Callable[[CheckpointError], None] | None = None
+                               ) -> tuple[dict[str, Any] | None, Path | None]:
+    """The newest checkpoint of ``ckpt_dir`` that loads, and its path; (None, None) when there is none.
+
+    A damaged one is reported through ``on_skip`` and the one before it tried; one of a newer
+    format is refused (``CheckpointError``), as is a directory whose checkpoints all fail.
+    """
+    ckpts = list_checkpoints(ckpt_dir)
+    for cand in reversed(ckpts):
+        try:
+            return load_checkpoint(cand, map_location=map_location), cand
+        except CheckpointError as e:
+            if "newer than this code" in str(e):
+                raise
+            if on_skip is not None:
+                on_skip(e)
+    if ckpts:
+        raise CheckpointError(f"none of the {len(ckpts)} checkpoint(s) in {ckpt_dir} can be read; "
+                              "see the warnings above")
+    return None, None
+
+
+def save_best(state: dict[str, Any], path: Path, step: int, best: dict[str, Any]) -> None:
+    """Write the best-so-far checkpoint (``best.pt``: a full checkpoint plus its ``best`` record)."""
+    atomic_save(dict(state, format_version=FORMAT_VERSION, step=step, best=best), path)
+
+
+def read_best(path: Path) -> tuple[float, int]:
+    """(FID, step) recorded in ``best.pt``; (inf, -1) when there is none or it cannot be read."""
+    if not Path(path).is_file():
+        return float("inf"), -1
+    try:  # mmap: only the small "best" record is actually read
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return float(state["best"]["fid"]), int(state["best"]["step"])
+    except Exception:  # noqa: BLE001 - an unreadable best.pt is simply replaced by the next best
+        return float("inf"), -1
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -36,6 +36,8 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from sagan.errors import ConfigError
+
 
 @dataclass
 class DistInfo:
@@ -100,6 +102,23 @@ def init_from_env(device_pref: str = "auto") -> DistInfo:
         else:
             tdist.init_process_group(backend=backend)
     return DistInfo(rank, world, local_rank, device)
+
+
+def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
+    """The device to run on: a torchrun process's own (``info.device``), else ``name`` ("auto": CUDA when available)."""
+    if info is not None and info.world > 1:
+        return info.device
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available; use cpu")
+    return dev
+
+
+def rank0_print(info: DistInfo):
+    """``print`` on rank 0, a function that prints nothing on the other ranks."""
+    return print if info.is_main else (lambda *a, **k: None)
 
 
 def backend_name() -> str:

@@ -13,39 +13,30 @@ G loss keeps rising) and warns in the log; it never changes training.
 """
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+import torch.distributed as tdist
 from torch import nn
+from tqdm import tqdm
 
-from sagan.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sagan.train.loop import StepStats, Trainer
+from sagan.errors import TrainingDiverged
+from sagan.train.step import StepStats
 
 LOSS_LABELS = {"loss_d": "discriminator loss", "loss_g": "generator loss",
                "d_real": "D score on real images", "d_fake": "D score on generated images"}
-
-
-class TrainingDiverged(RuntimeError):
-    """Training produced non-finite values and the guard stopped it."""
-
-    def __init__(self, message: str, step: int):
-        self.step = step
-        super().__init__(message)
 
 
 def log_event(run_dir: Path | None, message: str, echo: bool = True) -> None:
     """Append a timestamped line to ``RUN_DIR/events.log`` (and echo it to stderr)."""
     if echo:
         try:
-            from tqdm import tqdm
             tqdm.write(message, file=sys.stderr)
         except Exception:  # noqa: BLE001 - logging must never break training
             print(message, file=sys.stderr)
@@ -75,7 +66,7 @@ def nonfinite_tensors(module: nn.Module, prefix: str) -> list[str]:
     return [f"{prefix}.{n}" for (n, _), good in zip(named, ok.tolist()) if not good]
 
 
-def describe_problem(stats: "StepStats", modules: dict[str, nn.Module]) -> str | None:
+def describe_problem(stats: StepStats, modules: dict[str, nn.Module]) -> str | None:
     """A sentence naming the non-finite losses and tensors, or None when all is finite."""
     bad_losses = [f"{k}={getattr(stats, k)} ({LOSS_LABELS[k]})" for k in LOSS_LABELS
                   if not math.isfinite(getattr(stats, k))]
@@ -90,9 +81,8 @@ def describe_problem(stats: "StepStats", modules: dict[str, nn.Module]) -> str |
     return "; ".join(parts) if parts else None
 
 
-def _any_rank(flag: bool, device: torch.device) -> bool:
+def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every process when ``flag`` is true on any (a no-op outside distributed runs)."""
-    import torch.distributed as tdist
     if not (tdist.is_available() and tdist.is_initialized()) or tdist.get_world_size() <= 1:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)
@@ -132,92 +122,58 @@ class CollapseDetector:
         return None
 
 
-class DivergenceGuard:
-    """Checks each step for non-finite values; rolls back or stops as configured."""
+@dataclass
+class RollbackPlan:
+    """What the run must change after restoring the last good state."""
+    total: int  # rollbacks so far, this one included
+    lr_scale: float  # multiply both learning rates by this
+    reseed_noise: bool  # draw a different noise stream (the learning rates did not change)
 
-    def __init__(self, trainer: "Trainer"):
-        t = trainer.cfg.train
-        self.trainer = trainer
+
+class DivergenceGuard:
+    """Decides what a step with non-finite values means: stop (``TrainingDiverged``) or roll back.
+
+    The run acts on the decision (:meth:`sagan.train.run.Trainer._check_step`): it restores the
+    last good state and applies the :class:`RollbackPlan`. The guard's own state (the rollback
+    count) is saved in checkpoints, so a resumed run knows how many rollbacks happened.
+    """
+
+    def __init__(self, train_cfg: Any, loss_name: str = "hinge"):
+        t = train_cfg
         self.mode, self.factor, self.max_rollbacks = t.on_divergence, t.rollback_lr_factor, t.max_rollbacks
         self.rollbacks = 0  # in this run, including those before the checkpoint we resumed from
-        self.collapse = CollapseDetector(t.collapse_window, t.collapse_d_loss, trainer.cfg.loss.name)
-        self._initial_state: dict[str, Any] | None = None
+        self.collapse = CollapseDetector(t.collapse_window, t.collapse_d_loss, loss_name)
 
-    # -- state saved in checkpoints (so a resumed run knows how many rollbacks happened)
     def state_dict(self) -> dict[str, Any]:
         return {"rollbacks": self.rollbacks}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         self.rollbacks = int((state or {}).get("rollbacks", 0))
 
-    def begin(self) -> None:
-        """Called when training starts: without a checkpoint, keep the initial state to roll back to."""
-        tr = self.trainer
-        if self.mode == "rollback" and not list_checkpoints(tr.run_dir / "checkpoints"):
-            self._initial_state = copy.deepcopy(tr.state_dict())
-            self._initial_state["step"] = tr.step
+    def collapse_warning(self, step: int, loss_d: float, loss_g: float) -> str | None:
+        return self.collapse.update(step, loss_d, loss_g)
 
-    def after_step(self, stats: "StepStats") -> bool:
-        """Check the step just taken. Returns True when it rolled back; raises ``TrainingDiverged`` to stop."""
-        tr = self.trainer
-        problem = describe_problem(stats, {"G": tr.G, "D": tr.D})
-        if not _any_rank(problem is not None, tr.device):
-            if tr.is_main:
-                warning = self.collapse.update(tr.step, stats.loss_d, stats.loss_g)
-                if warning:
-                    log_event(tr.run_dir, f"warning: {warning}")
-            return False
-        problem = problem or "another process reported non-finite values"
-        where = f"at step {tr.step}"
+    def decide(self, problem: str, step: int, last_checkpoint_note: str) -> None:
+        """Return when the run should roll back; raise ``TrainingDiverged`` when it must stop."""
+        where = f"at step {step}"
         if self.mode == "stop":
-            raise TrainingDiverged(self._stop_message(f"training diverged {where}: {problem}"), tr.step)
+            raise TrainingDiverged(self.stop_message(f"training diverged {where}: {problem}", last_checkpoint_note), step)
         if self.rollbacks >= self.max_rollbacks:
-            raise TrainingDiverged(self._stop_message(
+            raise TrainingDiverged(self.stop_message(
                 f"training diverged {where} again after {self.rollbacks} rollback(s) "
-                f"(train.max_rollbacks={self.max_rollbacks}): {problem}"), tr.step)
-        self.rollback(problem)
-        return True
+                f"(train.max_rollbacks={self.max_rollbacks}): {problem}", last_checkpoint_note), step)
 
-    def _stop_message(self, text: str) -> str:
-        ckpts = list_checkpoints(self.trainer.run_dir / "checkpoints")
-        last = f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
-        return (f"{text}.\nStopped; {last} (nothing after it was saved). Lower optim.lr_g/optim.lr_d, or use "
-                "train.on_divergence=rollback, then resume with sagan train --resume RUN_DIR")
-
-    def _last_good_state(self) -> tuple[dict[str, Any], str]:
-        tr = self.trainer
-        for path in reversed(list_checkpoints(tr.run_dir / "checkpoints")):
-            try:
-                return load_checkpoint(path, map_location=tr.device), str(path)
-            except CheckpointError as e:
-                log_event(tr.run_dir if tr.is_main else None, f"warning: skipping unreadable checkpoint: {e}")
-        if self._initial_state is not None:
-            return copy.deepcopy(self._initial_state), "the initial state (no checkpoint yet)"
-        raise TrainingDiverged(self._stop_message(
-            f"training diverged at step {tr.step} and there is no checkpoint to roll back to"), tr.step)
-
-    def rollback(self, problem: str) -> None:
-        tr = self.trainer
-        from_step, before = tr.step, self.rollbacks
-        lr_before = {"lr_g": tr.opt_g.param_groups[0]["lr"], "lr_d": tr.opt_d.param_groups[0]["lr"]}
-        state, source = self._last_good_state()
-        tr.load_state_dict(state)  # sets self.rollbacks to the checkpoint's count
+    def plan_rollback(self, rollbacks_before: int) -> RollbackPlan:
+        """After the state was restored (``self.rollbacks`` is now the checkpoint's count)."""
         ckpt_rollbacks = self.rollbacks
-        total = max(before, ckpt_rollbacks) + 1
+        total = max(rollbacks_before, ckpt_rollbacks) + 1
         self.rollbacks = total
-        # The checkpoint's learning rates already include its own rollbacks; lower them for the rest.
-        scale = self.factor ** (total - ckpt_rollbacks)
-        changes = []
-        for name, opt in (("lr_g", tr.opt_g), ("lr_d", tr.opt_d)):
-            for group in opt.param_groups:
-                group["lr"] = group["lr"] * scale
-            changes.append(f"{name} {lr_before[name]:.3g} -> {opt.param_groups[0]['lr']:.3g}")
-        if self.factor == 1.0:
-            # Same weights, data and noise would replay the same blow-up; draw different noise.
-            tr.noise.manual_seed(tr.cfg.train.seed * 7919 + 17 + 1_000_003 * total)
         self.collapse.reset()
-        if tr.logger is not None:
-            tr.logger.truncate_after(tr.step)
-        log_event(tr.run_dir if tr.is_main else None,
-                  f"divergence at step {from_step}: {problem}. Rolled back to step {tr.step} ({source}); "
-                  f"rollback {total} of at most {self.max_rollbacks}; {', '.join(changes)}")
+        # The checkpoint's learning rates already include its own rollbacks; lower them for the rest.
+        # Same weights, data and noise would replay the same blow-up: without an LR change, new noise.
+        return RollbackPlan(total, self.factor ** (total - ckpt_rollbacks), self.factor == 1.0)
+
+    @staticmethod
+    def stop_message(text: str, last_checkpoint_note: str) -> str:
+        return (f"{text}.\nStopped; {last_checkpoint_note} (nothing after it was saved). Lower optim.lr_g/optim.lr_d, "
+                "or use train.on_divergence=rollback, then resume with sagan train --resume RUN_DIR")

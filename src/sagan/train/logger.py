@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from sagan.fileio import atomic_path
+
 
 class ScalarLogger:
     """Appends rows of scalars to ``metrics.csv`` and TensorBoard events in ``tb/``.
@@ -13,7 +15,8 @@ class ScalarLogger:
     """
 
     def __init__(self, run_dir: Path, tensorboard: bool = True):
-        self.path = run_dir / "metrics.csv"
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.csv"
         self.rows: list[dict[str, float]] = []
         self.keys: list[str] = []
         if self.path.is_file():
@@ -33,14 +36,22 @@ class ScalarLogger:
             self.rows = keep
             self._rewrite()
 
+    def rewind(self, step: int) -> None:
+        """Forget everything logged after ``step`` (resume and rollback replay those steps):
+        CSV rows are dropped, and the TensorBoard writer is reopened with ``purge_step`` so its
+        events after ``step`` are discarded."""
+        self.truncate_after(step)
+        if self.tb is not None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb.close()
+            self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=step + 1)
+
     def _rewrite(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.keys)
             w.writeheader()
             for r in self.rows:
                 w.writerow(r)
-        tmp.replace(self.path)
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         row = {"step": float(step), **{k: float(v) for k, v in scalars.items()}}

@@ -14,6 +14,32 @@ import torchvision
 
 import sagan
 from sagan.config import Config
+from sagan.fileio import atomic_write_text
+
+
+class RunDir:
+    """Where everything of one run lives (README: "What lands in a run directory")."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    config = property(lambda self: self.path / "config.yaml")
+    version = property(lambda self: self.path / "version.json")
+    metrics = property(lambda self: self.path / "metrics.csv")
+    tensorboard = property(lambda self: self.path / "tb")
+    samples = property(lambda self: self.path / "samples")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    best = property(lambda self: self.path / "checkpoints" / "best.pt")
+    attention = property(lambda self: self.path / "attention")
+    eval = property(lambda self: self.path / "eval")
+    events = property(lambda self: self.path / "events.log")
+    report = property(lambda self: self.path / "report.html")
 
 
 def code_version() -> dict[str, Any]:
@@ -55,19 +81,13 @@ def default_run_name(cfg: Config) -> str:
     return cfg.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_run_info(run_dir: Path, cfg: Config, command: list[str] | None = None) -> None:
     """Write ``config.yaml`` and ``version.json`` (atomically).
 
     On a resume the config may differ only in train.* / data location, and ``version.json`` keeps
     the original start (code version, command) and appends one entry per resume.
     """
-    _atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     info = code_version()
     info["command"] = command if command is not None else sys.argv
     info["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -81,4 +101,4 @@ def write_run_info(run_dir: Path, cfg: Config, command: list[str] | None = None)
         if isinstance(previous, dict):
             record = previous
             record.setdefault("resumes", []).append(info)
-    _atomic_write_text(path, json.dumps(record, indent=2))
+    atomic_write_text(path, json.dumps(record, indent=2))

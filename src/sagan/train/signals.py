@@ -22,50 +22,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-EXIT_OK = 0
-EXIT_USAGE = 2  # bad config, arguments, data or checkpoint; nothing was trained
-EXIT_DIVERGED = 3  # the divergence guard stopped the run; the last good checkpoint is intact
-EXIT_CHECKPOINT_WRITE = 4  # a checkpoint could not be written; the previous one is intact
-EXIT_ABORTED = 5  # a second signal aborted at once; resume from the last checkpoint
-EXIT_SIGNAL_BASE = 128  # 128 + signum: stopped by a signal after writing a checkpoint
+from sagan.errors import (EXIT_ABORTED, EXIT_CHECKPOINT_WRITE, EXIT_DIVERGED, EXIT_OK, EXIT_SIGNAL_BASE,  # noqa: F401
+                          EXIT_USAGE, TrainingAborted, TrainingInterrupted, exit_code_for_signal, signal_name)
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-def exit_code_for_signal(signum: int) -> int:
-    return EXIT_SIGNAL_BASE + int(signum)
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped on a signal after writing a checkpoint at ``step``."""
-
-    def __init__(self, signum: int, step: int, checkpoint: Path | None):
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        self.exit_code = exit_code_for_signal(signum)
-        where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint (not the main process)"
-        super().__init__(f"stopped by {signal_name(signum)} at step {step}; wrote {where}; "
-                         f"continue with: sagan train --resume {checkpoint.parent.parent if checkpoint else 'RUN_DIR'}")
-
-
-class TrainingAborted(BaseException):
-    """A second signal arrived while stopping: abort at once, write nothing.
-
-    A ``BaseException`` (like ``KeyboardInterrupt``) so ordinary ``except Exception`` blocks do
-    not swallow it.
-    """
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        self.exit_code = EXIT_ABORTED
-        super().__init__(f"aborted by a second signal ({signal_name(signum)}) without writing a checkpoint; "
-                         "the previous checkpoint is intact: continue with sagan train --resume RUN_DIR")
 
 
 class StopRequest:

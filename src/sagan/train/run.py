@@ -1,32 +1,41 @@
-"""The SAGAN training loop: hinge loss, TTUR, EMA, sample grids, logs and checkpoints."""
+"""The run around the training step: schedule, logs, sample grids, checkpoints, FID tracking,
+the divergence guard and stop signals.
+
+:class:`Trainer` owns one process's part of a run. The maths of a step is
+:class:`sagan.train.step.SAGANStep`; the guard (:mod:`sagan.train.guard`) decides what a bad step
+means and the run acts on it; resume and rollback share :meth:`Trainer.restore`, which also
+rewinds ``metrics.csv`` and the TensorBoard events. Training-time FID is computed by an evaluator
+the caller passes in (the command layer builds it from :mod:`sagan.metrics`); the run keeps
+``checkpoints/best.pt`` by it.
+"""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from sagan.config import Config, ConfigError
+from sagan.config import Config
 from sagan.data.datasets import ImageData
 from sagan.data.stream import BatchStream
-from sagan.losses import d_loss, g_loss, gradient_penalty
+from sagan.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from sagan.models import attention_layers, build_models
 from sagan.train import distributed as dist_utils
-from sagan.train.checkpoint import (CheckpointError, check_compatible, list_checkpoints, load_checkpoint,
-                                    remove_stale_temp_files, save_checkpoint)
-from sagan.train.ema import EMA
-from sagan.train.guard import DivergenceGuard, log_event
+from sagan.train.checkpoint import (check_compatible, list_checkpoints, newest_loadable_checkpoint, read_best,
+                                    remove_stale_temp_files, save_best, save_checkpoint)
+from sagan.train.guard import DivergenceGuard, any_rank, describe_problem, log_event
 from sagan.train.logger import ScalarLogger
-from sagan.train.rundir import code_version
-from sagan.train.signals import StopRequest, TrainingInterrupted
+from sagan.train.rundir import RunDir, code_version
+from sagan.train.signals import StopRequest
+from sagan.train.step import SAGANStep, StepStats, noise_seed
+from sagan.data.grid import save_grid
 
 # Under torchrun the same SIGTERM/SIGINT can reach a worker twice within milliseconds (scheduler and
 # agent); within this many seconds a repeat is the same stop request (docs/robustness.md).
@@ -52,13 +61,13 @@ def duplicate_signal_window() -> float:
     return value
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
-    return dev
+class Evaluator(Protocol):
+    """Training-time FID (``sagan.metrics.tracking.TrainingFID``): scores of the EMA generator."""
+    features: str
+    num_samples: int
+
+    def due(self, step: int) -> bool: ...
+    def __call__(self, g: torch.nn.Module) -> dict[str, float]: ...
 
 
 def fixed_sample_inputs(cfg: Config, num_classes: int, z_dim: int, cols: int = 8) -> tuple[torch.Tensor, torch.Tensor | None, int]:
@@ -74,152 +83,60 @@ def fixed_sample_inputs(cfg: Config, num_classes: int, z_dim: int, cols: int = 8
     return z, None, 8
 
 
-def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
-    """Scores from an autocast region in fp32 for the loss; fp32 and fp64 stay as they are."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-@dataclass
-class StepStats:
-    loss_d: float
-    loss_g: float
-    d_real: float
-    d_fake: float
-
-
 class Trainer:
-    """Owns models, optimisers, data stream and schedule of one run (one process of it)."""
+    """Owns the models' training step, data stream and schedule of one run (one process of it)."""
 
     def __init__(self, cfg: Config, run_dir: Path, data: ImageData, dist: dist_utils.DistInfo | None = None,
-                 progress: bool = True):
-        self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
+                 progress: bool = True, fid: Evaluator | None = None):
+        self.cfg, self.run = cfg, RunDir(run_dir)
+        self.run_dir, self.data = self.run.path, data
         self.dist = dist or dist_utils.DistInfo()
         self.is_main = self.dist.rank == 0
         self.progress = progress and self.is_main
         t = cfg.train
-        self.device = self.dist.device if self.dist.world > 1 else resolve_device(t.device)
+        self.device = dist_utils.resolve_device(t.device, self.dist)
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
-        torch.manual_seed(t.seed + self.dist.rank)
-        random.seed(t.seed + self.dist.rank)
-        np.random.seed(t.seed + self.dist.rank)
         self.num_classes, self.channels = data.num_classes, data.channels
         # Identical initial weights on every rank (DDP would broadcast rank 0's to G and D, but
-        # not to the EMA copy made below), then per-rank streams again.
+        # not to the EMA copy), then per-rank global streams.
         torch.manual_seed(t.seed)
         g, d = build_models(cfg.model, self.num_classes, self.channels)
-        torch.manual_seed(t.seed + self.dist.rank)
+        _seed_globals(t.seed + self.dist.rank)
         if t.sync_bn and self.dist.world > 1:
             g = dist_utils.convert_sync_batchnorm(g)  # same state-dict keys: checkpoints unchanged
-        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
-        self.G = g.to(self.device, memory_format=self.memory_format)
-        self.D = d.to(self.device, memory_format=self.memory_format)
-        self.ema = EMA(self.G, t.ema_decay, t.ema_start, t.ema_warmup)
-        if t.compile:  # in place (Module.compile), so state-dict keys and the EMA copy are unaffected
-            self.G.compile()
-            self.D.compile()
-        o = cfg.optim
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), eps=o.eps)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), eps=o.eps)
-        self.G_train, self.D_train = dist_utils.wrap(self.G, self.dist), dist_utils.wrap(self.D, self.dist)
+        memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.stream = BatchStream(data, t.batch_size, t.seed, self.dist.rank, self.dist.world,
                                   self.device, cfg.data.num_workers)
+        self.maths = SAGANStep(cfg, g.to(self.device, memory_format=memory_format),
+                               d.to(self.device, memory_format=memory_format), self.device, self.dist,
+                               self._next_batch, self.num_classes)
         self.local_batch = t.batch_size // self.dist.world
-        # Noise and fake labels come from their own generator so resume restores them exactly.
-        # Every rank draws the whole global batch's noise from the same stream and keeps its
-        # shard (as BatchStream does for images), so the run does not depend on the number of
-        # processes and rank 0's checkpointed noise state is right for every rank on resume.
-        self.noise = torch.Generator(device="cpu").manual_seed(t.seed * 7919 + 17)
-        self.step = 0
         self.attn_g = attention_layers(self.G, "G")
         self.attn_d = attention_layers(self.D, "D")
         self.fixed_z, self.fixed_y, self.grid_cols = fixed_sample_inputs(cfg, self.num_classes, cfg.model.z_dim)
         self.logger = ScalarLogger(self.run_dir) if self.is_main else None
-        self.guard = DivergenceGuard(self)
-        from sagan.metrics.tracking import TrainingFID  # FID every train.fid_every steps; None when off
-        self.fid = TrainingFID.from_config(cfg, data, self.device, self.run_dir, dist=self.dist,
-                                           say=print if self.is_main else (lambda *a, **k: None))
+        self.guard = DivergenceGuard(t, cfg.loss.name)
+        self.fid = fid
+        self.best_fid, self.best_step = read_best(self.run.best) if self.is_main else (float("inf"), -1)
         # Running sums of the scalars since the last log row; checkpointed so logs resume exactly.
         self.log_acc: dict[str, float] = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0.0}
-        self.autocast, self.scalers = self._precision_setup()
+        self._initial_state: dict[str, Any] | None = None
 
-    # ------------------------------------------------------------------ precision
-    def _precision_setup(self):
-        p = self.cfg.train.precision
-        if p == "fp32":
-            return contextlib.nullcontext, None
-        if self.device.type == "cpu" and p == "bf16":
-            # CPU autocast: fast only on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere it
-            # can be far slower than fp32. Measure with `sagan bench --only precision`.
-            return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
-        if self.device.type != "cuda":
-            raise ConfigError(f"train.precision={p} needs CUDA (bf16 also runs on CPU); on this device use fp32")
-        dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        scalers = (torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda")) if p == "fp16" else None
-        return (lambda: torch.autocast("cuda", dtype=dtype)), scalers
-
-    def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, which: int) -> None:
-        if self.scalers is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler = self.scalers[which]
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-
-    # ------------------------------------------------------------------ one step
-    def _latent(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        n, r, w = self.cfg.train.batch_size, self.dist.rank, self.dist.world
-        z = torch.randn(n, self.cfg.model.z_dim, generator=self.noise)[r::w].to(self.device)
-        if self.num_classes > 0:
-            y = torch.randint(0, self.num_classes, (n,), generator=self.noise)[r::w].to(self.device)
-        else:
-            y = None
-        return z, y
+    # The step's models and state, under the names the rest of the package uses.
+    G = property(lambda self: self.maths.G)
+    D = property(lambda self: self.maths.D)
+    G_train = property(lambda self: self.maths.G_train)
+    D_train = property(lambda self: self.maths.D_train)
+    ema = property(lambda self: self.maths.ema)
+    opt_g = property(lambda self: self.maths.opt_g)
+    opt_d = property(lambda self: self.maths.opt_d)
+    noise = property(lambda self: self.maths.noise)
+    step = property(lambda self: self.maths.step, lambda self, v: setattr(self.maths, "step", int(v)))
+    scalers = property(lambda self: self.maths.scalers, lambda self, v: setattr(self.maths, "scalers", v))
 
     def train_step(self) -> StepStats:
-        cfg = self.cfg
-        loss_name = cfg.loss.name
-        self.G.train()
-        self.D.train()
-        for _ in range(cfg.train.n_dis):
-            x, y_real = self._next_batch()
-            y_real = y_real if self.num_classes > 0 else None
-            z, y_fake = self._latent()
-            with torch.no_grad(), self.autocast():
-                fake = self.G(z, y_fake)
-            with self.autocast():
-                x_all = torch.cat([x, fake.to(x.dtype)]).contiguous(memory_format=self.memory_format)
-                y_all = torch.cat([y_real, y_fake]) if y_real is not None else None
-                scores = at_least_fp32(self.D_train(x_all, y_all))
-                real_s, fake_s = scores[: len(x)], scores[len(x):]
-                loss_d = d_loss(loss_name, real_s, fake_s)
-            if cfg.loss.gp_weight > 0:
-                # Interpolation weights from the run's noise stream, drawn for the global batch and
-                # sharded like the latents: resume is exact and N processes match one.
-                n, r, w = cfg.train.batch_size, self.dist.rank, self.dist.world
-                alpha = torch.rand(n, generator=self.noise)[r::w]
-                gp = gradient_penalty(lambda im: self.D_train(im, y_real), x, fake, alpha)
-                loss_d = loss_d + cfg.loss.gp_weight * gp
-            self.opt_d.zero_grad(set_to_none=True)
-            self._backward_step(loss_d, self.opt_d, 1)
-        # Generator step. D's weights are not updated here, so its gradients are not computed.
-        z, y_fake = self._latent()
-        self.D.requires_grad_(False)
-        try:
-            with self.autocast():
-                fake = self.G_train(z, y_fake)
-                loss_g = g_loss(loss_name, at_least_fp32(self.D(fake, y_fake)))
-            self.opt_g.zero_grad(set_to_none=True)
-            self._backward_step(loss_g, self.opt_g, 0)
-        finally:
-            self.D.requires_grad_(True)
-        self.step += 1
-        # BN running stats differ per rank (per-shard batches); SN u/v must not drift either.
-        dist_utils.sync_buffers(self.dist, self.G, self.D)
-        self.ema.update(self.G, self.step)
-        return StepStats(loss_d.item(), loss_g.item(), real_s.mean().item(), fake_s.mean().item())
+        return self.maths()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -228,10 +145,8 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
-            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            **self.maths.state_dict(),
             "stream": self.stream.state_dict(), "rng": rng,
-            "scalers": [s.state_dict() for s in self.scalers] if self.scalers else None,
             "config": self.cfg.to_dict(), "code_version": code_version(),
             "guard": self.guard.state_dict(), "log_acc": dict(self.log_acc),
             "data": {"num_classes": self.num_classes, "channels": self.channels,
@@ -239,15 +154,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.ema.load_state_dict(state["G_ema"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        self.maths.load_state_dict(state)
         self.stream.load_state_dict(state["stream"])
-        if self.scalers and state.get("scalers"):
-            for s, st in zip(self.scalers, state["scalers"]):
-                s.load_state_dict(st)
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         self.noise.set_state(rng["noise"])
@@ -260,11 +168,23 @@ class Trainer:
             self.log_acc.update({k: float(v) for k, v in state["log_acc"].items()})
         self.step = int(state["step"])
 
+    def restore(self, state: dict[str, Any], path: Path | str) -> None:
+        """Load a saved state (resume and rollback alike) and rewind the logs to its step."""
+        try:
+            self.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path} cannot be restored into this run: {type(e).__name__}: {e}") from None
+        if self.logger is not None:
+            self.logger.rewind(self.step)  # rows and events logged after the state are replayed
+
     def check_compatible(self, path: Path, state: dict[str, Any]) -> None:
         """Refuse (``CheckpointError`` naming each difference) a checkpoint of another architecture."""
         check_compatible(path, state, self.cfg.to_dict()["model"],
                          {"num_classes": self.num_classes, "channels": self.channels},
                          {"G": self.G, "D": self.D, "G_ema": self.ema.shadow})
+
+    def _warn(self, message: str) -> None:
+        log_event(self.run_dir if self.is_main else None, message)
 
     def resume(self) -> int:
         """Load the newest readable checkpoint of the run directory; returns its step (0 if none).
@@ -272,52 +192,34 @@ class Trainer:
         A checkpoint that cannot be read (damaged after it was written) is reported and the one
         before it is used; one from another architecture or a newer format is refused.
         """
-        ckpt_dir = self.run_dir / "checkpoints"
         if self.is_main:
-            for p in remove_stale_temp_files(ckpt_dir):
+            for p in remove_stale_temp_files(self.run.checkpoints):
                 log_event(self.run_dir, f"removed {p.name}, left by a checkpoint write that was killed")
-        ckpts = list_checkpoints(ckpt_dir)
-        state, path = None, None
-        for cand in reversed(ckpts):
-            try:
-                state, path = load_checkpoint(cand, map_location=self.device), cand
-                break
-            except CheckpointError as e:
-                if "newer than this code" in str(e):
-                    raise
-                log_event(self.run_dir if self.is_main else None,
-                          f"warning: {e}\n  falling back to the previous checkpoint")
-        if ckpts and state is None:
-            raise CheckpointError(f"none of the {len(ckpts)} checkpoint(s) in {ckpt_dir} can be read; "
-                                  "see the warnings above")
+        state, path = newest_loadable_checkpoint(self.run.checkpoints, self.device,
+                                                 lambda e: self._warn(f"warning: {e}\n  falling back to the previous checkpoint"))
         if state is not None:
             self.check_compatible(path, state)
-            try:
-                self.load_state_dict(state)
-            except (KeyError, RuntimeError, ValueError, TypeError) as e:
-                raise CheckpointError(f"{path} cannot be restored into this run: {type(e).__name__}: {e}") from None
-        if self.logger is not None:
-            self.logger.truncate_after(self.step)  # rows logged after the checkpoint are replayed
-            _purge_tensorboard_after(self.logger, self.run_dir, self.step)
+            self.restore(state, path)
+        elif self.logger is not None:
+            self.logger.rewind(self.step)
         return self.step
 
     def save(self) -> Path | None:
         if not self.is_main:
             return None
-        return save_checkpoint(self.state_dict(), self.run_dir / "checkpoints", self.step, self.cfg.train.keep_ckpts)
+        return save_checkpoint(self.state_dict(), self.run.checkpoints, self.step, self.cfg.train.keep_ckpts)
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()
     def sample_grid(self, name: str | None = None) -> Path | None:
         if not self.is_main:
             return None
-        from sagan.viz.grid import save_grid
         g = self.ema.shadow
         z = self.fixed_z.to(self.device)
         y = self.fixed_y.to(self.device) if self.fixed_y is not None else None
         with rng_isolated(self.device):  # sampling must never move the training RNG streams
             images = g(z, y).float().cpu()
-        path = self.run_dir / "samples" / (name or f"step_{self.step:08d}.png")
+        path = self.run.samples / (name or f"step_{self.step:08d}.png")
         try:
             save_grid(images, path, self.grid_cols)
         except OSError as e:  # a sample grid is not worth stopping for; checkpoints report their own errors
@@ -328,13 +230,72 @@ class Trainer:
     def gammas(self) -> dict[str, float]:
         return {f"gamma/{k}": float(v.gamma.detach()) for k, v in {**self.attn_g, **self.attn_d}.items()}
 
+    def track_fid(self) -> dict[str, float]:
+        """Evaluate the EMA generator, log the scores, and keep ``best.pt`` when FID improved."""
+        with rng_isolated(self.device):
+            scalars = self.fid(self.ema.shadow)
+        if "eval/fid" not in scalars:  # not rank 0: its share of the samples is delivered
+            return scalars
+        fid = scalars["eval/fid"]
+        if fid < self.best_fid:
+            self.best_fid, self.best_step = fid, self.step
+            save_best(self.state_dict(), self.run.best, self.step, {
+                "fid": fid, "step": self.step, "features": self.fid.features, "num_samples": self.fid.num_samples})
+        scalars["eval/best_fid"] = self.best_fid
+        if self.logger is not None:
+            self.logger.log(self.step, scalars)
+        return scalars
+
+    # ------------------------------------------------------------------ divergence
+    def _check_step(self, stats: StepStats) -> bool:
+        """The guard's verdict on the step just taken, acted on: True when the run rolled back."""
+        problem = describe_problem(stats, {"G": self.G, "D": self.D})
+        if not any_rank(problem is not None, self.device):
+            warning = self.guard.collapse_warning(self.step, stats.loss_d, stats.loss_g) if self.is_main else None
+            if warning:
+                log_event(self.run_dir, f"warning: {warning}")
+            return False
+        problem = problem or "another process reported non-finite values"
+        self.guard.decide(problem, self.step, self._last_checkpoint_note())  # raises TrainingDiverged to stop
+        from_step, before = self.step, self.guard.rollbacks
+        lr_before = {"lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+        state, source = self._last_good_state(problem)
+        self.restore(state, source)  # sets guard.rollbacks to the checkpoint's count
+        plan = self.guard.plan_rollback(before)
+        changes = []
+        for name, opt in (("lr_g", self.opt_g), ("lr_d", self.opt_d)):
+            for group in opt.param_groups:
+                group["lr"] = group["lr"] * plan.lr_scale
+            changes.append(f"{name} {lr_before[name]:.3g} -> {opt.param_groups[0]['lr']:.3g}")
+        if plan.reseed_noise:
+            self.noise.manual_seed(noise_seed(self.cfg.train.seed, plan.total))
+        self._warn(f"divergence at step {from_step}: {problem}. Rolled back to step {self.step} ({source}); "
+                   f"rollback {plan.total} of at most {self.guard.max_rollbacks}; {', '.join(changes)}")
+        return True
+
+    def _last_checkpoint_note(self) -> str:
+        ckpts = list_checkpoints(self.run.checkpoints)
+        return f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
+
+    def _last_good_state(self, problem: str) -> tuple[dict[str, Any], str]:
+        state, path = newest_loadable_checkpoint(self.run.checkpoints, self.device,
+                                                 lambda e: self._warn(f"warning: skipping unreadable checkpoint: {e}"))
+        if state is not None:
+            return state, str(path)
+        if self._initial_state is not None:
+            return copy.deepcopy(self._initial_state), "the initial state (no checkpoint yet)"
+        raise TrainingDiverged(self.guard.stop_message(
+            f"training diverged at step {self.step} and there is no checkpoint to roll back to",
+            self._last_checkpoint_note()), self.step)
+
     # ------------------------------------------------------------------ the loop
     def fit(self) -> None:
         t = self.cfg.train
         acc = self.log_acc  # running sums since the last log row, plus their count "n"
         t_last, img_last = time.perf_counter(), 0
-        saved_at = self.step if list_checkpoints(self.run_dir / "checkpoints") else -1
-        self.guard.begin()
+        saved_at = self.step if list_checkpoints(self.run.checkpoints) else -1
+        if self.guard.mode == "rollback" and saved_at < 0:  # no checkpoint yet: the initial state is the fallback
+            self._initial_state = copy.deepcopy(dict(self.state_dict(), step=self.step))
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc="train")
         if self.step == 0:
@@ -345,7 +306,7 @@ class Trainer:
         try:
             while self.step < t.steps:
                 stats = self.train_step()
-                if self.guard.after_step(stats):  # non-finite values: rolled back to a good checkpoint
+                if self._check_step(stats):  # non-finite values: rolled back to a good checkpoint
                     bar.reset(total=t.steps)
                     bar.update(self.step)
                     saved_at = self.step
@@ -373,9 +334,8 @@ class Trainer:
                     self.save()
                     saved_at = self.step
                 if self.fid is not None and self.fid.due(self.step):
-                    with rng_isolated(self.device):  # logs eval/* scalars, keeps checkpoints/best.pt
-                        t_last += self.fid.evaluate_and_keep_best(self)["eval/seconds"]
-                if _any_rank(stop.requested, self.device) and self.step < t.steps:
+                    t_last += self.track_fid()["eval/seconds"]
+                if any_rank(stop.requested, self.device) and self.step < t.steps:
                     path = self.save() if saved_at != self.step else self._newest_checkpoint()
                     dist_utils.barrier(self.dist)
                     raise TrainingInterrupted(stop.signum or 15, self.step, path)
@@ -387,7 +347,6 @@ class Trainer:
             if self.logger is not None:
                 self.logger.close()
 
-
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         # A fresh DataLoader iterator (image folders, after every resume) draws its base seed from
         # torch's global RNG; keep that draw from shifting the global stream, or resume is not exact.
@@ -395,7 +354,7 @@ class Trainer:
             return next(self.stream)
 
     def _newest_checkpoint(self) -> Path | None:
-        ckpts = list_checkpoints(self.run_dir / "checkpoints") if self.is_main else []
+        ckpts = list_checkpoints(self.run.checkpoints) if self.is_main else []
         return ckpts[-1] if ckpts else None
 
 
@@ -417,18 +376,10 @@ def rng_isolated(device: torch.device | str = "cpu"):
             np.random.set_state(npy)
 
 
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    from sagan.train.guard import _any_rank as any_rank
-    return any_rank(flag, device)
-
-
-def _purge_tensorboard_after(logger: ScalarLogger, run_dir: Path, step: int) -> None:
-    """Reopen the TensorBoard writer so events after ``step`` (to be replayed) are discarded."""
-    if getattr(logger, "tb", None) is None:
-        return
-    from torch.utils.tensorboard import SummaryWriter
-    logger.tb.close()
-    logger.tb = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1)
+def _seed_globals(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def _py_random_state() -> list:

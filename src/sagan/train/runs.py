@@ -8,7 +8,8 @@ import torch
 
 from sagan.config import Config, config_from_dict
 from sagan.models import Discriminator, Generator, build_models
-from sagan.train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from sagan.errors import CheckpointError
+from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
 
 
 @dataclass

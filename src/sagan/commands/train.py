@@ -1,0 +1,143 @@
+"""``sagan train``: start a run (preset, config file, overrides) or continue one (``--resume``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from sagan.config import PRESETS, Config, config_from_dict, load_config, parse_override, set_value, validate
+from sagan.data import load_data
+from sagan.errors import CheckpointError, UsageError
+from sagan.metrics.tracking import TrainingFID
+from sagan.models import count_parameters
+from sagan.train import distributed as dist_utils
+from sagan.train.checkpoint import newest_loadable_checkpoint
+from sagan.train.run import Trainer
+from sagan.train.rundir import RunDir, default_run_name, new_run_dir, write_run_info
+from sagan.viz.attention import generator_attention_figure
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a SAGAN (default: class-conditional Fashion-MNIST 32x32)",
+                       description="Train a SAGAN. Config = preset, then --config FILE, then --set overrides.")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="preset to start from (default fmnist32)")
+    p.add_argument("--config", metavar="FILE", help="YAML file with sections model/data/optim/loss/train")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override one value, e.g. --set optim.lr_d=2e-4 (repeatable)")
+    p.add_argument("--data", metavar="PATH", help="dataset location (same as --set data.root=PATH)")
+    p.add_argument("--steps", type=int, help="number of generator steps (same as --set train.steps=N)")
+    p.add_argument("--out", default="runs", metavar="DIR", help="parent folder of run directories (default runs/)")
+    p.add_argument("--name", help="run directory name (default PRESET-DATE-TIME; never overwritten)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _train_config(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides)
+    if args.data is not None:
+        overrides.append(f"data.root={args.data}")
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg_file = run_dir / "config.yaml"
+        if not run_dir.is_dir():
+            raise UsageError(f"--resume {run_dir}: no such run directory")
+        if args.preset or args.config:
+            raise UsageError("--resume takes its config from the run directory; drop --preset/--config")
+        try:
+            resolved = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+        except Exception as e:  # noqa: BLE001 - missing, damaged or not YAML: fall back to the checkpoint
+            resolved = _config_from_newest_checkpoint(run_dir, f"{cfg_file} cannot be read ({type(e).__name__})")
+        cfg = config_from_dict(resolved)
+        for text in overrides:
+            key, value = parse_override(text)
+            if not (key.startswith("train.") or key in ("data.root", "data.num_workers", "data.download")):
+                raise UsageError(f"--set {key}: on resume only train.* and data.root/num_workers/download may "
+                                "change (the checkpoint was made for the rest)")
+            set_value(cfg, key, value)
+        validate(cfg)
+        return cfg
+    return load_config(args.preset, args.config, overrides)
+
+
+def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
+    """The resolved config stored inside the run's newest readable checkpoint."""
+    try:
+        state, path = newest_loadable_checkpoint(RunDir(run_dir).checkpoints)
+    except CheckpointError:
+        state = None
+    if state is not None:
+        print(f"note: {why}; using the config stored in {path}", file=sys.stderr)
+        return state["config"]
+    raise UsageError(f"--resume {run_dir}: {why} and no readable checkpoint holds a config; "
+                    "is it a run directory?")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _train_config(args)
+    if args.name and not args.resume:
+        cfg.name = args.name
+        validate(cfg)  # a plain directory name (no slashes, not empty), checked before any data is read
+    dist = dist_utils.init_from_env(cfg.train.device)
+    dist_utils.quiet_non_main(dist)
+    say = dist_utils.rank0_print(dist)
+    data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
+    say(f"data: {data.source}; {len(data)} images, "
+        f"{data.num_classes or 'no'} classes, {data.channels} channel(s), {cfg.model.resolution}x{cfg.model.resolution}")
+    if cfg.train.batch_size > len(data):
+        raise UsageError(f"train.batch_size={cfg.train.batch_size} is larger than the dataset ({len(data)} images); "
+                        f"use at most {len(data)}")
+    if cfg.train.batch_size % dist.world:
+        raise UsageError(f"train.batch_size={cfg.train.batch_size} (the global batch) must be divisible by the "
+                        f"number of processes ({dist.world})")
+    if cfg.model.conditional and data.num_classes == 0:
+        say("note: the data has a single class folder, so the model is unconditional")
+
+    resuming = bool(args.resume)
+    if args.resume:
+        run_dir = Path(args.resume)
+    else:
+        run_dir = None
+        if not args.name and dist.world > 1 and dist_utils.elastic_run_name(cfg.preset):
+            cfg.name = dist_utils.elastic_run_name(cfg.preset)  # stable across torchrun restarts
+        if dist.is_main:
+            wanted = default_run_name(cfg)
+            # A restarted torchrun worker group continues its own run directory (docs/distributed.md).
+            run_dir = dist_utils.find_elastic_run(args.out, wanted)
+            resuming = run_dir is not None
+            if resuming:
+                say(f"elastic restart {dist_utils.elastic_restart_count()}: continuing {run_dir}")
+            else:
+                run_dir, renamed = new_run_dir(args.out, wanted)
+                if renamed:
+                    say(f"note: {Path(args.out) / wanted} exists and is left untouched; writing to {run_dir} instead")
+                dist_utils.mark_elastic_run(run_dir)
+        run_dir, resuming = dist_utils.broadcast_object((run_dir, resuming), dist)
+    if dist.is_main:
+        write_run_info(run_dir, cfg, ["sagan", *getattr(args, "argv", [])])
+    fid = TrainingFID.from_config(cfg, data, dist_utils.resolve_device(cfg.train.device, dist), say=say, dist=dist)
+    trainer = Trainer(cfg, run_dir, data, dist, progress=not args.no_progress, fid=fid)
+    if resuming:
+        step = trainer.resume()
+        if step >= cfg.train.steps:
+            say(f"run {run_dir} is already at step {step} >= train.steps={cfg.train.steps}; "
+                "raise it with --steps N to train longer")
+        else:
+            say(f"resuming {run_dir} from step {step}")
+    per_proc = f" = {trainer.local_batch} per process x {dist.world} process{'es' if dist.world > 1 else ''}"
+    if dist.world > 1:
+        per_proc += f" ({dist_utils.backend_name()}, sync_bn={'on' if cfg.train.sync_bn else 'off'})"
+    say(f"run directory: {run_dir}\ndevice: {trainer.device}; global batch {cfg.train.batch_size}{per_proc}; "
+        f"G {count_parameters(trainer.G) / 1e6:.2f}M params, D {count_parameters(trainer.D) / 1e6:.2f}M params")
+    trainer.fit()
+    if dist.is_main:
+        final = trainer.sample_grid("final.png")
+        fig = generator_attention_figure(trainer.ema.shadow, RunDir(run_dir).attention / "attention_G.png",
+                                         class_names=data.class_names, device=trainer.device, seed=cfg.train.seed)
+        say(f"done at step {trainer.step}: samples {final}" + (f", attention maps {fig}" if fig else ""))
+    dist_utils.shutdown()
+    return 0
