@@ -50,7 +50,7 @@ def test_evaluate_without_inception_weights_fails_before_sampling(tiny_run, tmp_
 
     def must_not_sample(*a, **k):
         raise AssertionError("sampling started before the Inception weights were found")
-    monkeypatch.setattr("sagan.runs.generate", must_not_sample)
+    monkeypatch.setattr("sagan.train.runs.generate", must_not_sample)
     # an image-folder run defaults to Inception features
     assert main(["evaluate", str(tiny_run), "-n", "100", "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -70,8 +70,9 @@ def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
     """Train a few steps on a Fashion-MNIST subset with FID every 2 steps."""
     from sagan.config import load_config
     from sagan.data import load_data
-    from sagan.runs import load_run
-    from sagan.train.loop import Trainer
+    from sagan.metrics.tracking import TrainingFID
+    from sagan.train.run import Trainer
+    from sagan.train.runs import load_run
 
     cfg = load_config("fmnist32", overrides=["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.steps=4",
                                              "train.fid_every=2", "train.fid_samples=64", "train.log_every=2",
@@ -79,7 +80,8 @@ def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
     assert load_config("fmnist32").train.fid_every == 1000  # the preset's default
     data = load_data(cfg.data, 32, True)
     data.images, data.labels = data.images[:300], data.labels[:300]
-    trainer = Trainer(cfg, tmp_path / "run", data, progress=False)
+    fid = TrainingFID.from_config(cfg, data, torch.device("cpu"))  # what `sagan train` hands the Trainer
+    trainer = Trainer(cfg, tmp_path / "run", data, progress=False, fid=fid)
     assert trainer.fid is not None and trainer.fid.features == "fmnist"
     trainer.fit()
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:

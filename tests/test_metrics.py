@@ -7,11 +7,12 @@ import scipy.linalg
 import torch
 
 from sagan.config import DataConfig
+from sagan.data.datasets import to_uint8
 from sagan.metrics import classifier
 from sagan.metrics.evaluation import MetricsError, compute_metrics, parse_metrics
 from sagan.metrics.extractors import (INCEPTION_ENV, INCEPTION_FILE, InceptionWeightsError, inception_cache_path,
                                       resolve_inception_weights)
-from sagan.metrics.reference import reference_for, to_uint8
+from sagan.metrics.reference import reference_for
 
 FMNIST = DataConfig(dataset="fashion_mnist")
 

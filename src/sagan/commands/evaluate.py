@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from sagan.fileio import atomic_write_text
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -60,27 +62,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch_fidelity
 
     import sagan
-    from sagan.cli import UserError
-    from sagan.data.datasets import DataError
-    from sagan.metrics.classifier import WEIGHTS_FILE, WeightsError, classifier_info, load_classifier, weights_digest
-    from sagan.metrics.evaluation import (MetricsError, extract_features, fake_feature_layers, gather_features,
-                                         metrics_from_features, parse_metrics)
-    from sagan.metrics.extractors import resolve_inception_weights
-    from sagan.metrics.reference import reference_for, to_uint8
-    from sagan.runs import generate, load_run
+    from sagan.data.datasets import dataset_spec, to_uint8
+    from sagan.errors import DataError, MetricsError, UsageError
+    from sagan.metrics.classifier import WEIGHTS_FILE, classifier_info, load_classifier, weights_digest
+    from sagan.metrics.evaluation import (class_accuracy_applies, extract_features, fake_feature_layers,
+                                          gather_features, metrics_from_features, parse_metrics)
+    from sagan.metrics.extractors import FIDELITY_NAMES, resolve_inception_weights
+    from sagan.metrics.reference import reference_for
     from sagan.train import distributed as dist_utils
-    from sagan.train.loop import resolve_device
+    from sagan.train.runs import generate, load_run
 
     try:
         metrics = parse_metrics(args.metrics)
     except MetricsError as e:
-        raise UserError(f"--metrics {args.metrics!r}: {e}") from None
+        raise UsageError(f"--metrics {args.metrics!r}: {e}") from None
     if args.num_samples < 2:
-        raise UserError(f"--num-samples {args.num_samples}: must be >= 2")
+        raise UsageError(f"--num-samples {args.num_samples}: must be >= 2")
     if args.num_real is not None and args.num_real < 2:
-        raise UserError(f"--num-real {args.num_real}: must be >= 2")
+        raise UsageError(f"--num-real {args.num_real}: must be >= 2")
     if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+        raise UsageError(f"--batch-size {args.batch_size}: must be >= 1")
     # Under torchrun every process samples and extracts its share; rank 0 gathers the features,
     # computes the metrics and writes the result.
     dist = dist_utils.init_from_env(args.device)
@@ -88,25 +89,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     say = print if dist.is_main else (lambda *a, **k: None)
     progress = not args.no_progress and dist.is_main
     try:
-        device = dist.device if dist.world > 1 else resolve_device(args.device)
-    except RuntimeError as e:
-        raise UserError(str(e).replace("train.device", "--device")) from None
+        device = dist_utils.resolve_device(args.device, dist)  # a torchrun process's own device
+    except RuntimeError as e:  # torch.device() of a name it does not know
+        raise UsageError(str(e)) from None
     run = load_run(args.run, ema=not args.no_ema, device=device)
-    features = args.features or ("fmnist" if run.dataset == "fashion_mnist" else "inception")
+    features = args.features or dataset_spec(run.dataset).features
 
     # Everything that can fail without compute fails here, before sampling.
     weights = None
     extractor: dict = {"name": features}
     if features == "inception":
-        weights = resolve_inception_weights(args.inception_weights)  # InceptionWeightsError is a DataError
-        extractor.update(torch_fidelity="inception-v3-compat", weights=str(weights))
+        weights = resolve_inception_weights(args.inception_weights)  # InceptionWeightsError: a UsageError
+        extractor.update(torch_fidelity=FIDELITY_NAMES[features], weights=str(weights))
     else:
-        try:
-            load_classifier()
-        except WeightsError as e:
-            raise UserError(str(e)) from None
+        load_classifier()  # WeightsError (a UsageError) when the weights are missing or not ours
         info = classifier_info()
-        extractor.update(torch_fidelity="sagan-fmnist-cnn", weights=str(WEIGHTS_FILE),
+        extractor.update(torch_fidelity=FIDELITY_NAMES[features], weights=str(WEIGHTS_FILE),
                          weights_sha256_10=weights_digest(), classifier_test_accuracy=info.get("test_accuracy"))
     binary = [m for m in metrics if m != "is"]
     data_cfg = dataclasses.replace(run.cfg.data, root=args.data) if args.data else run.cfg.data
@@ -122,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise DataError(problem)
     if "kid" in metrics and args.num_samples < 100:
         say(f"note: KID on {args.num_samples} samples is very noisy")
-    class_acc = features == "fmnist" and run.dataset == "fashion_mnist" and run.num_classes == 10
+    class_acc = class_accuracy_applies(run.dataset, run.num_classes, features)
 
     t0 = time.perf_counter()
     shards = f" in {dist.world} processes" if dist.world > 1 else ""
@@ -132,19 +130,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     images, labels = generate(run.G, args.num_samples, None, args.seed, args.batch_size, device,
                               progress=progress, shard=(dist.rank, dist.world))
     common = dict(device=device, batch_size=args.batch_size, progress=progress, inception_weights=weights)
-    try:
-        layers = fake_feature_layers(metrics, features, class_acc)
-        f1 = extract_features(to_uint8(images), layers, features, **common) if len(images) else {}
-        if class_acc and labels is not None:
-            f1["labels"] = labels
-        f1 = gather_features(f1, dist)
-        if not dist.is_main:
-            dist_utils.shutdown()
-            return 0
-        fake_labels = f1.pop("labels", None)
-        results = metrics_from_features(f1, reference, metrics, features, fake_labels=fake_labels, **common)
-    except (MetricsError, DataError) as e:
-        raise UserError(str(e)) from None
+    layers = fake_feature_layers(metrics, features, class_acc)
+    f1 = extract_features(to_uint8(images), layers, features, **common) if len(images) else {}
+    if class_acc and labels is not None:
+        f1["labels"] = labels
+    f1 = gather_features(f1, dist)
+    if not dist.is_main:
+        dist_utils.shutdown()
+        return 0
+    fake_labels = f1.pop("labels", None)
+    results = metrics_from_features(f1, reference, metrics, features, fake_labels=fake_labels, **common)
     seconds = time.perf_counter() - t0
 
     record = {
@@ -162,10 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     base = run.run_dir or run.checkpoint.parent
     out = Path(args.out) if args.out else base / "eval" / f"step_{run.step:08d}-{features}-{args.split}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     ref = f" vs {results['num_real']} real ({args.split})" if "num_real" in results else ""
     print(f"{results['num_fake']} generated{ref}, {features} features, {seconds:.0f}s:\n{_table(results)}\nwrote {out}")
     dist_utils.shutdown()

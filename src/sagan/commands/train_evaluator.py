@@ -29,16 +29,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_train_evaluator(args: argparse.Namespace) -> int:
     import torch
 
-    from sagan.cli import UserError
     from sagan.config import DataConfig
     from sagan.data import load_data
+    from sagan.errors import UsageError
     from sagan.metrics.classifier import INPUT_RESOLUTION, train_classifier
 
     if args.epochs < 1:
-        raise UserError(f"--epochs {args.epochs}: must be >= 1")
+        raise UsageError(f"--epochs {args.epochs}: must be >= 1")
     if args.threads is not None:
         if args.threads < 1:
-            raise UserError(f"--threads {args.threads}: must be >= 1")
+            raise UsageError(f"--threads {args.threads}: must be >= 1")
         torch.set_num_threads(args.threads)
     cfg = DataConfig(dataset="fashion_mnist", root=args.data, channels=1)
     train = load_data(cfg, INPUT_RESOLUTION, conditional=True, train=True)

@@ -19,16 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sagan.data.datasets import to_model_range
+from sagan.errors import UsageError, WeightsError
+from sagan.fileio import atomic_path
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "fmnist_cnn.pt"
 INPUT_RESOLUTION = 32
 FEATURE_DIM = 128
 NUM_CLASSES = 10
 FORMAT = "sagan-fmnist-cnn/1"
-
-
-class WeightsError(FileNotFoundError):
-    """The classifier weights are missing or not ours; the message says how to make them."""
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:
@@ -75,7 +75,7 @@ def prepare_input(images: torch.Tensor) -> torch.Tensor:
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected images shaped (N, 1 or 3, H, W), got {tuple(images.shape)}")
-    x = images.float().div(127.5).sub(1.0) if images.dtype == torch.uint8 else images.float()
+    x = to_model_range(images, torch.float32) if images.dtype == torch.uint8 else images.float()
     if x.shape[1] == 3:
         w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         x = (x * w).sum(1, keepdim=True)
@@ -192,6 +192,10 @@ def train_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, tes
             "test_accuracy": test_acc, "train_accuracy_first10k": train_acc,
             "train_seconds": round(seconds, 1), "feature_scale": float(model.feature_scale),
             "torch": str(torch.__version__)}
-    from sagan.train.checkpoint import atomic_save
-    atomic_save({"format": FORMAT, "model": model.state_dict(), "info": info}, out)
+    try:
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "model": model.state_dict(), "info": info}, f)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
+        raise UsageError(f"could not write the classifier weights {out}: {type(e).__name__}: {e} "
+                         "(the previous file, if any, is intact)") from e
     return TrainResult(test_acc, train_acc, epochs, seconds, out)

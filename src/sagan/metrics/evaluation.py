@@ -6,11 +6,17 @@ cache for the real reference, and calls torch-fidelity's own IS, FID, KID and pr
 functions on the features. Only the class accuracy of conditional samples is computed here (it is
 not a torch-fidelity metric): the fraction of samples the classifier assigns to the class they
 were generated for.
+
+The steps are also available one by one, for callers that extract the generated images'
+features themselves (in shards, or with an extractor kept between calls, as FID during
+training does): :func:`extract_features` / :func:`extract_with`, :func:`reference_features`
+(the real side, through the cache) and :func:`scores_from_features` (features -> numbers).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from torch_fidelity.metric_fid import (KEY_METRIC_FID, fid_featuresdict_to_statistics,
@@ -21,16 +27,16 @@ from torch_fidelity.metric_prc import (KEY_METRIC_F_SCORE, KEY_METRIC_PRECISION,
                                        prc_featuresdict_to_metric)
 from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id_cached
 
-from sagan.metrics.extractors import (FEATURES, FIDELITY_NAMES, extractor_id, extractor_input_channels,
-                                      extractor_layers, register_extractors, resolve_inception_weights)
+from sagan.data.datasets import dataset_spec
+from sagan.errors import MetricsError
+from sagan.metrics.classifier import NUM_CLASSES
+from sagan.metrics.extractors import (FEATURES, FIDELITY_NAMES, extractor_input_channels, extractor_layers,
+                                      register_extractors, resolve_inception_weights)
 from sagan.metrics.reference import ImageTensorDataset, Reference, stats_dir
+from sagan.train.distributed import all_gather_objects
 
 METRICS = ("is", "fid", "kid", "pr")
 BINARY = ("fid", "kid", "pr")
-
-
-class MetricsError(ValueError):
-    """Metrics asked for something impossible; the message says what to change."""
 
 
 def parse_metrics(text: str | Iterable[str]) -> list[str]:
@@ -41,8 +47,15 @@ def parse_metrics(text: str | Iterable[str]) -> list[str]:
     return [m for m in METRICS if m in names]
 
 
-def _fidelity_kwargs(device: torch.device, batch_size: int, features: str, weights: Path | None,
-                     progress: bool, seed: int) -> dict:
+def class_accuracy_applies(dataset: str, num_classes: int, features: str) -> bool:
+    """Whether the classifier's predictions measure a generator's class accuracy: the dataset's own
+    extractor is the classifier, it is the one used, and the generator has the classifier's classes."""
+    return features == "fmnist" and dataset_spec(dataset).features == "fmnist" and num_classes == NUM_CLASSES
+
+
+def fidelity_kwargs(device: torch.device, batch_size: int, features: str, weights: Path | None,
+                    progress: bool, seed: int) -> dict[str, Any]:
+    """The keyword arguments every torch-fidelity call here gets (extractor, cache, batch size, seed)."""
     return dict(
         cuda=device.type == "cuda", batch_size=batch_size, feature_extractor=FIDELITY_NAMES[features],
         feature_extractor_weights_path=str(weights) if weights is not None else None,
@@ -68,21 +81,103 @@ def fake_feature_layers(metrics: Iterable[str], features: str, class_accuracy: b
                   | ({"logits"} if class_accuracy else set()))
 
 
+def extract_with(extractor, images: torch.Tensor, features: str, kw: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Features of uint8 ``images`` from a torch-fidelity ``extractor`` of ``features``, on the CPU."""
+    kw = dict(kw, input1=ImageTensorDataset(images, extractor_input_channels(features)))
+    return {k: v.cpu() for k, v in extract_featuresdict_from_input_id_cached(1, extractor, **kw).items()}
+
+
 def extract_features(images: torch.Tensor, layers: list[str], features: str = "fmnist", *,
                      device: str | torch.device = "cpu", batch_size: int = 256, progress: bool = True,
                      inception_weights: str | Path | None = None, seed: int = 2020) -> dict[str, torch.Tensor]:
     """torch-fidelity features of uint8 ``images`` (N, C, H, W) at ``layers``, as a dict of (N, D) tensors."""
     if images.dtype != torch.uint8:
-        raise MetricsError("features are taken from uint8 images; convert [-1, 1] floats with reference.to_uint8")
+        raise MetricsError("features are taken from uint8 images; convert [-1, 1] floats with "
+                           "sagan.data.datasets.to_uint8")
     device = torch.device(device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     register_extractors()
     weights = resolve_inception_weights(inception_weights) if features == "inception" else None
-    kw = _fidelity_kwargs(device, batch_size, features, weights, progress, seed)
-    kw["input1"] = ImageTensorDataset(images, extractor_input_channels(features))
+    kw = fidelity_kwargs(device, batch_size, features, weights, progress, seed)
     extractor = create_feature_extractor(FIDELITY_NAMES[features], layers, **kw)
-    return {k: v.cpu() for k, v in extract_featuresdict_from_input_id_cached(1, extractor, **kw).items()}
+    return extract_with(extractor, images, features, kw)
+
+
+@dataclass
+class ReferenceFeatures:
+    """The real side of FID/KID/precision-recall: the reference's features at the extractor's FID layer
+    and (when FID is wanted) their FID statistics, both through torch-fidelity's cache."""
+    num_images: int
+    features: dict[str, torch.Tensor] | None  # None when dropped: FID needs only the statistics
+    fid_statistics: dict[str, Any] | None
+
+    def statistics_only(self) -> "ReferenceFeatures":
+        """Without the per-image features (enough for FID; KID and precision/recall need them)."""
+        return ReferenceFeatures(self.num_images, None, self.fid_statistics)
+
+
+def reference_features(reference: Reference, features: str, kw: dict[str, Any],
+                       fid_statistics: bool = True) -> ReferenceFeatures:
+    """``reference``'s features (and FID statistics) for the extractor ``features``; ``kw`` from
+    :func:`fidelity_kwargs`. A cache hit loads nothing but the cached arrays."""
+    layer = extractor_layers(features)["fid"]
+    kw = dict(kw, input2=reference.dataset_for(extractor_input_channels(features)),
+              input2_cache_name=reference.features_cache_name(features))
+    fe_real = create_feature_extractor(FIDELITY_NAMES[features], [layer], **kw)
+    f2 = extract_featuresdict_from_input_id_cached(2, fe_real, **kw)
+    stats = None
+    if fid_statistics:
+        stats = fid_featuresdict_to_statistics_cached(f2, kw["input2_cache_name"], fe_real, layer,
+                                                      **dict(kw, verbose=False))
+    return ReferenceFeatures(len(f2[layer]), f2, stats)
+
+
+def scores_from_features(f1: dict[str, torch.Tensor], metrics: Iterable[str], features: str,
+                         real: ReferenceFeatures | None, kw: dict[str, Any], *,
+                         fake_labels: torch.Tensor | None = None, kid_subset_size: int = 1000,
+                         isc_splits: int = 10) -> dict[str, Any]:
+    """The metrics of generated images from their features ``f1`` (the one place features become numbers).
+
+    ``real`` is the reference's side (:func:`reference_features`), needed for FID, KID and
+    precision/recall; ``kw`` comes from :func:`fidelity_kwargs`. With ``fake_labels`` and
+    ``logits`` in ``f1``, the class accuracy is added. Returns (those that apply, in this order)
+    ``num_fake``, ``is_mean``, ``is_std``, ``class_accuracy``, ``num_real``, ``fid``, ``kid_mean``,
+    ``kid_std``, ``kid_subset_size``, ``precision``, ``recall``, ``f_score``.
+    """
+    metrics = parse_metrics(metrics)
+    layers = extractor_layers(features)
+    quiet = dict(kw, verbose=False)
+    out: dict[str, Any] = {"num_fake": len(next(iter(f1.values())))}
+    if "is" in metrics:
+        r = isc_featuresdict_to_metric(f1, layers["isc"], **dict(quiet, isc_splits=isc_splits))
+        out["is_mean"], out["is_std"] = r[KEY_METRIC_ISC_MEAN], r[KEY_METRIC_ISC_STD]
+    if fake_labels is not None and "logits" in f1:
+        pred = f1["logits"].argmax(1)
+        out["class_accuracy"] = float((pred == fake_labels.to(pred.device)).float().mean())
+    if not any(m in BINARY for m in metrics):
+        return out
+    binary = [m for m in metrics if m in BINARY]
+    if real is None or (real.features is None and binary != ["fid"]):
+        raise MetricsError(f"{', '.join(binary)} compare with real images; give the reference's features")
+    layer = layers["fid"]
+    assert layers["kid"] == layer and layers["prc"] == layer
+    f2 = real.features
+    out["num_real"] = real.num_images
+    if "fid" in metrics:
+        s1 = fid_featuresdict_to_statistics(f1, layer)
+        out["fid"] = fid_statistics_to_metric(s1, real.fid_statistics, False)[KEY_METRIC_FID]
+    if "kid" in metrics:
+        size = min(kid_subset_size, len(f1[layer]), len(f2[layer]))
+        r = kid_featuresdict_to_metric(f1, f2, layer, **dict(quiet, kid_subset_size=size))
+        out["kid_mean"], out["kid_std"], out["kid_subset_size"] = r[KEY_METRIC_KID_MEAN], r[KEY_METRIC_KID_STD], size
+    if "pr" in metrics:
+        if min(len(f1[layer]), len(f2[layer])) < 5:
+            raise MetricsError("precision/recall needs at least 5 images on each side (k = 3 neighbours)")
+        r = prc_featuresdict_to_metric(f1, f2, layer, **quiet)
+        out["precision"], out["recall"], out["f_score"] = (r[KEY_METRIC_PRECISION], r[KEY_METRIC_RECALL],
+                                                           r[KEY_METRIC_F_SCORE])
+    return out
 
 
 def metrics_from_features(f1: dict[str, torch.Tensor], reference: Reference | None, metrics: Iterable[str],
@@ -100,44 +195,13 @@ def metrics_from_features(f1: dict[str, torch.Tensor], reference: Reference | No
     num_fake = len(next(iter(f1.values())))
     if num_fake < 2:
         raise MetricsError(f"need at least 2 generated images, got {num_fake}")
-    device = torch.device(device)
     weights = resolve_inception_weights(inception_weights) if features == "inception" else None
-    layers = extractor_layers(features)
-    channels = extractor_input_channels(features)
-    kw = _fidelity_kwargs(device, batch_size, features, weights, progress, seed)
-    quiet = dict(kw, verbose=False)
-    out: dict = {"num_fake": num_fake}
-
-    if "is" in metrics:
-        r = isc_featuresdict_to_metric(f1, layers["isc"], **dict(quiet, isc_splits=isc_splits))
-        out["is_mean"], out["is_std"] = r[KEY_METRIC_ISC_MEAN], r[KEY_METRIC_ISC_STD]
-    if fake_labels is not None and "logits" in f1:
-        pred = f1["logits"].argmax(1)
-        out["class_accuracy"] = float((pred == fake_labels.to(pred.device)).float().mean())
+    kw = fidelity_kwargs(torch.device(device), batch_size, features, weights, progress, seed)
+    real = None
     if any(m in BINARY for m in metrics):
-        layer = layers["fid"]
-        assert layers["kid"] == layer and layers["prc"] == layer
-        kw["input2"] = reference.dataset_for(channels)
-        kw["input2_cache_name"] = f"{reference.cache_name}-{extractor_id(features)}"
-        quiet = dict(kw, verbose=False)
-        fe_real = create_feature_extractor(FIDELITY_NAMES[features], [layer], **kw)
-        f2 = extract_featuresdict_from_input_id_cached(2, fe_real, **kw)
-        out["num_real"] = len(f2[layer])
-        if "fid" in metrics:
-            s1 = fid_featuresdict_to_statistics(f1, layer)
-            s2 = fid_featuresdict_to_statistics_cached(f2, kw["input2_cache_name"], fe_real, layer, **quiet)
-            out["fid"] = fid_statistics_to_metric(s1, s2, False)[KEY_METRIC_FID]
-        if "kid" in metrics:
-            size = min(kid_subset_size, len(f1[layer]), len(f2[layer]))
-            r = kid_featuresdict_to_metric(f1, f2, layer, **dict(quiet, kid_subset_size=size))
-            out["kid_mean"], out["kid_std"], out["kid_subset_size"] = r[KEY_METRIC_KID_MEAN], r[KEY_METRIC_KID_STD], size
-        if "pr" in metrics:
-            if min(len(f1[layer]), len(f2[layer])) < 5:
-                raise MetricsError("precision/recall needs at least 5 images on each side (k = 3 neighbours)")
-            r = prc_featuresdict_to_metric(f1, f2, layer, **quiet)
-            out["precision"], out["recall"], out["f_score"] = (r[KEY_METRIC_PRECISION], r[KEY_METRIC_RECALL],
-                                                               r[KEY_METRIC_F_SCORE])
-    return out
+        real = reference_features(reference, features, kw, fid_statistics="fid" in metrics)
+    return scores_from_features(f1, metrics, features, real, kw, fake_labels=fake_labels,
+                                kid_subset_size=kid_subset_size, isc_splits=isc_splits)
 
 
 def compute_metrics(fake: torch.Tensor, reference: Reference | None, metrics: Iterable[str], features: str = "fmnist",
@@ -153,7 +217,8 @@ def compute_metrics(fake: torch.Tensor, reference: Reference | None, metrics: It
     metrics = parse_metrics(metrics)
     _check_request(metrics, features, reference)
     if fake.dtype != torch.uint8:
-        raise MetricsError("compute_metrics takes uint8 images; convert [-1, 1] floats with reference.to_uint8")
+        raise MetricsError("compute_metrics takes uint8 images; convert [-1, 1] floats with "
+                           "sagan.data.datasets.to_uint8")
     if len(fake) < 2:
         raise MetricsError(f"need at least 2 generated images, got {len(fake)}")
     class_acc = features == "fmnist" and fake_labels is not None
@@ -169,7 +234,6 @@ def gather_features(f1: dict[str, torch.Tensor], dist) -> dict[str, torch.Tensor
     Values may also be label tensors. A process with no samples (more processes than sampling
     batches) sends what it has: an empty dict, or empty tensors.
     """
-    from sagan.train.distributed import all_gather_objects
     if dist.world <= 1:
         return f1
     parts = all_gather_objects({k: v.cpu() for k, v in f1.items()}, dist)

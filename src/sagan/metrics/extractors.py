@@ -25,17 +25,14 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from sagan.data.datasets import DataError
+from sagan.errors import InceptionWeightsError
+from sagan.fileio import atomic_path
 from sagan.metrics import classifier
 
 FEATURES = ("inception", "fmnist")
 FIDELITY_NAMES = {"inception": "inception-v3-compat", "fmnist": "sagan-fmnist-cnn"}
 INCEPTION_ENV = "SAGAN_INCEPTION_WEIGHTS"
 INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
-
-
-class InceptionWeightsError(DataError):
-    """The Inception weights file is not available; the message names the file and where to put it."""
 
 
 # --------------------------------------------------------------------------- Inception weights
@@ -46,12 +43,10 @@ def inception_cache_path() -> Path:
 
 
 def _download(dst: Path, timeout: float) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
-    with urllib.request.urlopen(URL_INCEPTION_V3, timeout=timeout) as r, open(tmp, "wb") as f:
+    with atomic_path(dst) as tmp, urllib.request.urlopen(URL_INCEPTION_V3, timeout=timeout) as r, \
+            open(tmp, "wb") as f:
         while chunk := r.read(1 << 20):
             f.write(chunk)
-    os.replace(tmp, dst)
 
 
 def resolve_inception_weights(path: str | Path | None = None, download: bool = True, timeout: float = 15.0) -> Path:

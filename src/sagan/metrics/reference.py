@@ -2,8 +2,13 @@
 
 Reference features and FID statistics are cached by torch-fidelity under
 ``<sagan cache>/stats/`` (``$SAGAN_CACHE`` or ``~/.cache/sagan-torch``), one file per
-(dataset, split, resolution, channels, image count, extractor and its weights) - see
-:func:`reference_for`. A cache hit never loads the images at all.
+(dataset, split, resolution, channels, image count, extractor and its weights): the names are
+made by :func:`cache_name` and :meth:`Reference.features_cache_name`. A cache hit never loads
+the images at all.
+
+Two kinds of reference: :func:`reference_for` (a split of a run's dataset, for ``sagan
+evaluate``) and :func:`training_reference` (the training images a run has already loaded, for
+FID during training).
 """
 from __future__ import annotations
 
@@ -13,21 +18,19 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from sagan.config import DataConfig
-from sagan.data.datasets import DataError, cache_dir, load_data
+from sagan.data.datasets import ImageData, cache_dir, dataset_spec, load_data, to_uint8
+from sagan.errors import DataError
+from sagan.metrics.extractors import extractor_id
 
 SPLITS = ("train", "test")
 
 
 def stats_dir() -> Path:
     return cache_dir() / "stats"
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] -> uint8 [0, 255], the same rounding as saved PNGs."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 class ImageTensorDataset(Dataset):
@@ -61,6 +64,18 @@ class LazyImageDataset(ImageTensorDataset):
         return self._images
 
 
+def cache_name(dataset: str, split: str, resolution: int, channels: int, count: str,
+               folder: Path | None = None) -> str:
+    """The statistics-cache name of a reference's images (without the extractor).
+
+    ``count`` is ``"all"`` for a whole split, else how the images were chosen (``n2000-s0``: a
+    seeded subset). An image folder (``folder``) is named by a digest of its path and file list,
+    so that changing the folder invalidates the cache.
+    """
+    where = dataset if folder is None else f"{dataset}-{_folder_digest(folder)}"
+    return f"{where}-{split}-{resolution}px-{channels}ch-{count}"
+
+
 @dataclass
 class Reference:
     """The real side of a comparison: how to get its images, and the cache name of their features."""
@@ -83,6 +98,10 @@ class Reference:
     def dataset_for(self, channels: int | None) -> LazyImageDataset:
         return LazyImageDataset(lambda: self.load()[0], channels)
 
+    def features_cache_name(self, features: str) -> str:
+        """The cache name of these images' ``features`` ('inception' or 'fmnist', with its weights' digest)."""
+        return f"{self.cache_name}-{extractor_id(features)}"
+
 
 def _subsample(images: torch.Tensor, labels: torch.Tensor | None, n: int | None, seed: int):
     if n is None or n >= len(images):
@@ -91,9 +110,7 @@ def _subsample(images: torch.Tensor, labels: torch.Tensor | None, n: int | None,
     return images[idx], (labels[idx] if labels is not None else None)
 
 
-def _folder_images(data, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
+def _folder_images(data: ImageData, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     loader = DataLoader(data.folder, batch_size=256, shuffle=False, num_workers=0)
     xs, ys = [], []
     for x, y in tqdm(loader, disable=not progress, desc="read real images", unit="batch", leave=False):
@@ -122,15 +139,15 @@ def reference_for(data_cfg: DataConfig, resolution: int, channels: int, split: s
     if num_images is not None and num_images < 2:
         raise DataError(f"the reference needs at least 2 images, got {num_images}")
     dataset = data_cfg.dataset
+    spec = dataset_spec(dataset)
     cfg = DataConfig(dataset=dataset, root=data_cfg.root, channels=channels, download=data_cfg.download, num_workers=0)
-    if dataset == "image_folder":
-        if split != "train":
-            raise DataError("an image folder has no test split; use --split train (the training images)")
+    if split not in spec.splits:
+        raise DataError(f"{spec.title} has no {split} split; use --split train (the training images)")
+    folder = None
+    if not spec.in_memory:
         if cfg.root is None or not Path(cfg.root).expanduser().is_dir():
             raise DataError(f"the run's image folder {cfg.root!r} is not there; pass --data PATH to where it is now")
-        where = f"{dataset}-{_folder_digest(Path(cfg.root).expanduser())}"
-    else:
-        where = dataset
+        folder = Path(cfg.root).expanduser()
 
     def loader():
         data = load_data(cfg, resolution, conditional=True, train=(split == "train"))
@@ -141,7 +158,25 @@ def reference_for(data_cfg: DataConfig, resolution: int, channels: int, split: s
         return _subsample(images, labels, num_images, seed)
 
     count = "all" if num_images is None else f"n{num_images}-s{seed}"
-    name = f"{where}-{split}-{resolution}px-{channels}ch-{count}"
+    name = cache_name(dataset, split, resolution, channels, count, folder)
     desc = f"{dataset} {split} split at {resolution}x{resolution}, {channels} channel(s)" + (
         f", {num_images} images (seed {seed})" if num_images is not None else ", all images")
     return Reference(dataset, split, resolution, channels, num_images, name, desc, loader)
+
+
+def training_reference(data: ImageData, resolution: int) -> Reference:
+    """The training images a run has already loaded (``data``), as a cacheable reference.
+
+    The whole standard training split shares its cache entry with ``sagan evaluate --split train``.
+    """
+    if data.images is not None:
+        images, labels = data.images, data.labels
+        loader = lambda: (images, labels)  # noqa: E731
+        folder = None
+    else:
+        loader = lambda: _folder_images(data, progress=False)  # noqa: E731
+        folder = Path(getattr(data.folder, "root", "."))
+    count = "all" if dataset_spec(data.name).train_size == len(data) else f"n{len(data)}"
+    name = cache_name(data.name, "train", resolution, data.channels, count, folder)
+    return Reference(data.name, "train", resolution, data.channels, None, name,
+                     f"{data.name} training images at {resolution}x{resolution}", loader)
