@@ -11,7 +11,7 @@ from PIL import Image
 
 from sagan.cli import main
 from sagan.nn.attention import SelfAttention2d
-from sagan.runs import load_run
+from sagan.train.runs import load_run
 from sagan.viz import attention as A
 
 

@@ -1,11 +1,14 @@
 """``sagan attention RUN_DIR``: paper-style attention-map figure for G (generated images) or D
-(real images)."""
+(real images). Argument handling only; the figures are drawn by ``sagan.viz.attention``."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import torch
+from sagan.errors import UsageError
+from sagan.train.distributed import resolve_device
+from sagan.train.runs import load_run
+from sagan.viz.attention import has_attention, layer_choice, parse_points, run_attention_figure
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,12 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_class(text: str | None, num_classes: int, class_names: list[str]) -> int | None:
-    """``--class`` value (an index or a class name) -> class index; UserError when there is none."""
-    from sagan.cli import UserError
+    """``--class`` value (an index or a class name) -> class index; UsageError when there is none."""
     if text is None:
         return None
     if num_classes == 0:
-        raise UserError(f"--class {text}: this model is unconditional (it has no classes); drop --class")
+        raise UsageError(f"--class {text}: this model is unconditional (it has no classes); drop --class")
     if text in class_names:
         return class_names.index(text)
     try:
@@ -48,106 +50,42 @@ def resolve_class(text: str | None, num_classes: int, class_names: list[str]) ->
         c = None
     if c is None or not 0 <= c < num_classes:
         names = f" ({', '.join(f'{i}={n}' for i, n in enumerate(class_names))})" if class_names else ""
-        raise UserError(f"--class {text}: no such class; this model has classes 0..{num_classes - 1}{names}")
+        raise UsageError(f"--class {text}: no such class; this model has classes 0..{num_classes - 1}{names}")
     return c
 
 
-def real_images(run, n: int, cls: int | None, seed: int, data_root: str | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``n`` real training images in [-1, 1] (of class ``cls`` when given) and their labels,
-    chosen at random with ``seed``."""
-    from sagan.cli import UserError
-    from sagan.data import DataError, load_data
-    from sagan.data.datasets import to_model_range
-    cfg = run.cfg
-    if data_root is not None:
-        cfg.data.root = data_root
-    try:
-        data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
-    except DataError as e:
-        raise UserError(f"--model d needs the real images the run was trained on: {e} "
-                        "(pass --data PATH if they moved)") from None
-    if data.images is not None:
-        labels_all = data.labels
-    else:
-        labels_all = torch.tensor([t for _, t in data.folder.samples])  # type: ignore[union-attr]
-    idx = torch.arange(len(data))
-    if cls is not None and labels_all is not None:
-        idx = idx[labels_all == cls]
-        if len(idx) == 0:
-            raise UserError(f"--class {cls}: the dataset has no images of this class")
-    gen = torch.Generator().manual_seed(seed)
-    if cls is None and labels_all is not None and run.num_classes > 0:
-        # images spread over the classes like the generator figure, distinct within a class
-        from sagan.viz.attention import spread_classes
-        wanted = spread_classes(run.num_classes, n)
-        perms = {c: idx[labels_all == c][torch.randperm(int((labels_all == c).sum()), generator=gen)]
-                 for c in set(wanted)}
-        picks = []
-        for i, c in enumerate(wanted):
-            pool = perms[c] if len(perms[c]) else idx
-            picks.append(int(pool[wanted[:i].count(c) % len(pool)]))
-        chosen = torch.tensor(picks)
-    else:
-        chosen = idx[torch.randperm(len(idx), generator=gen)[:n]]
-    if data.images is not None:
-        images = to_model_range(data.images[chosen])
-    else:
-        images = torch.stack([data.folder[int(i)][0] for i in chosen])  # type: ignore[index]
-    labels = labels_all[chosen] if labels_all is not None and run.num_classes > 0 else None
-    return images, labels
-
-
 def cmd_attention(args: argparse.Namespace) -> int:
-    from sagan.cli import UserError
-    from sagan.runs import load_run
-    from sagan.train.loop import resolve_device
-    from sagan.viz.attention import (attention_labels, discriminator_attention_figure, generator_attention_figure,
-                                     has_attention, parse_points, select_layer)
-
     if args.num_images < 1:
-        raise UserError(f"--num-images {args.num_images}: must be >= 1")
+        raise UsageError(f"--num-images {args.num_images}: must be >= 1")
     if args.num_points < 1:
-        raise UserError(f"--num-points {args.num_points}: must be >= 1")
+        raise UsageError(f"--num-points {args.num_points}: must be >= 1")
     device = resolve_device(args.device)
     run = load_run(args.run, ema=not args.no_ema, device=device)
     model = run.G if args.model == "g" else run.D
     which = "G" if args.model == "g" else "D"
     if not has_attention(model):
         attn = run.cfg.model.g_attn if which == "G" else run.cfg.model.d_attn
-        raise UserError(f"{which} of this run has no attention layers (model.{which.lower()}_attn={attn}); "
-                        f"nothing to draw{'; try --model d' if which == 'G' and run.cfg.model.d_attn else ''}"
-                        f"{'; try --model g' if which == 'D' and run.cfg.model.g_attn else ''}")
-    if args.layer is not None:
-        try:
-            layer = next(iter(select_layer({k: None for k in attention_labels(model, which).values()}, args.layer)))
-        except ValueError as e:
-            raise UserError(f"--layer: {e}") from None
-    else:
-        layer = None
-    res = run.cfg.model.resolution
+        raise UsageError(f"{which} of this run has no attention layers (model.{which.lower()}_attn={attn}); "
+                         f"nothing to draw{'; try --model d' if which == 'G' and run.cfg.model.d_attn else ''}"
+                         f"{'; try --model g' if which == 'D' and run.cfg.model.g_attn else ''}")
+    try:
+        layer = layer_choice(model, which, args.layer)
+    except ValueError as e:
+        raise UsageError(f"--layer: {e}") from None
     points = None
     if args.points.strip().lower() != "auto":
         try:
-            points = parse_points(args.points, res)
+            points = parse_points(args.points, run.cfg.model.resolution)
         except ValueError as e:
-            raise UserError(f"--points: {e}") from None
+            raise UsageError(f"--points: {e}") from None
     cls = resolve_class(args.cls, run.num_classes, run.class_names)
     tag = f"step{run.step}_seed{args.seed}" + (f"_class{cls}" if cls is not None else "")
     base = run.run_dir or run.checkpoint.parent
     out = Path(args.out) if args.out else base / "attention" / f"attention_{which}_{tag}.png"
     if out.suffix.lower() != ".png":
-        raise UserError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
-    if which == "G":
-        path = generator_attention_figure(
-            model, out, classes=[cls] if cls is not None else None, class_names=run.class_names,
-            n_images=args.num_images, n_points=args.num_points, points=points, seed=args.seed,
-            layer=layer, device=device)
-    else:
-        images, labels = real_images(run, args.num_images, cls, args.seed, args.data)
-        path = discriminator_attention_figure(
-            model, images, labels, out, class_names=run.class_names, n_points=args.num_points,
-            points=points, seed=args.seed, layer=layer)
+        raise UsageError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
+    path = run_attention_figure(run, which, out, cls=cls, n_images=args.num_images, n_points=args.num_points,
+                                points=points, seed=args.seed, layer=layer, device=device, data_root=args.data)
     print(f"wrote {path} ({which} attention, step {run.step}, "
           f"{'generated' if which == 'G' else 'real'} images)")
     return 0

@@ -1,434 +1,40 @@
 """``sagan bench``: attention-layer, training-step, sampling and precision benchmarks.
 
-Prints tables and writes one JSON file; ``benchmarks/render.py`` turns that JSON into
-``docs/benchmarks.md``. Nothing here is asserted by tests (timings depend on the machine and its
-load); tests only check that each benchmark runs and reports sane fields.
-
-Method (also written into the JSON and the rendered page):
-
-* time: ``time.perf_counter`` around whole calls, after one warm-up call, median of ``--reps``;
-* peak extra memory (CPU): the process's resident-set high-water mark (VmHWM) is reset through
-  ``/proc/self/clear_refs`` before the first (cold) call, and the reported figure is VmHWM after
-  the call minus the resident set before it. Large tensors are mmap-ed by the allocator and
-  returned to the kernel when freed (for the attention section only, the bench pins glibc's mmap and trim thresholds so that
-  holds for every allocation of 64 KiB or more), so this is the peak of everything the call kept alive at
-  once (activations, the attention map, gradients), not an estimate. On CUDA it is
-  ``torch.cuda.max_memory_allocated`` minus the allocation before the call;
-* a configuration that cannot fit is not run: its peak is predicted from the same
-  implementation's measured peak at the next smaller size, scaled by the N^2 of the map for the
-  explicit and naive paths (the quadratic term dominates there; by N for the fused one), and it is reported as "does not fit" when the prediction
-  exceeds the memory available. Running it for real could push a shared machine into the OOM
-  killer;
-* FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one training step (forward and
-  backward of both models, matmuls/convs/attention); achieved GFLOP/s = FLOPs / step time,
-  next to the fp32 matmul GFLOP/s measured in the same run.
+Argument handling only: ``sagan.bench.measure`` measures (its docstring states the method),
+``sagan.bench.render`` turns the JSON into ``docs/benchmarks.md``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import platform
-import statistics
-import tempfile
-import time
-import warnings
-from pathlib import Path
-from typing import Any, Callable
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-DEFAULT_SIZES = (16, 32, 64, 128)
-# Per-preset batch for the training-step benchmark on CPU (the presets' own batches, except
-# where a step would take minutes on a small CPU; stated in the output).
-CPU_TRAIN_BATCH = {"fmnist32": 64, "cifar32": 32, "imagefolder64": 16, "imagenet128": 4}
+from sagan.bench.measure import DEFAULT_SIZES, PRESETS, SECTIONS, run_benchmarks
+from sagan.bench.render import render
+from sagan.errors import UsageError
+from sagan.fileio import atomic_write_text
 
 
-# --------------------------------------------------------------------------- measurement helpers
-
-def pin_malloc_thresholds() -> bool:
-    """glibc: serve every allocation >= 64 KiB by mmap and give freed memory back at once.
-
-    By default glibc raises its mmap threshold after frees (up to 32 MiB) and keeps freed heap
-    memory, so a later call could reuse resident memory without raising the high-water mark.
-    Fixing both thresholds makes VmHWM follow live tensor memory. Returns whether it applied.
-    """
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
     try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 64 * 1024)) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
-    except (OSError, AttributeError):
-        return False
-
-
-def _rss_bytes(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def measure_peak_extra(fn: Callable[[], Any], device: torch.device) -> int | None:
-    """Peak memory ``fn`` needs on top of what is already allocated (bytes); None if unknown."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    if not _reset_peak():
-        fn()
-        return None
-    before = _rss_bytes("VmRSS")
-    fn()
-    peak = _rss_bytes("VmHWM")
-    return None if before is None or peak is None else max(0, peak - before)
-
-
-def time_call(fn: Callable[[], Any], reps: int, device: torch.device, warmup: int = 1) -> float:
-    """Median seconds per call of ``fn`` over ``reps`` calls after ``warmup`` calls."""
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def available_memory(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": str(torch.__version__),
-                            "threads": torch.get_num_threads(), "device": str(device),
-                            "platform": platform.platform()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]
-        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-        info["cpu"] = names[0] if names else platform.processor()
-        info["cpu_count"] = os.cpu_count()
-        info["cpu_bf16_flags"] = sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
-    except OSError:
-        info["cpu"] = platform.processor()
-    try:
-        with open("/proc/meminfo") as f:
-            info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    try:
-        info["loadavg_at_start"] = list(os.getloadavg())
-    except OSError:
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-# --------------------------------------------------------------------------- matmul and precision
-
-def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 5, dtype=torch.float32) -> dict[str, Any]:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    t = time_call(lambda: a @ b, reps, device)
-    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "seconds": t, "gflops": 2 * n ** 3 / t / 1e9}
-
-
-def precision_bench(device: torch.device, reps: int = 3) -> dict[str, Any]:
-    """bf16 vs fp32 for a matmul and a 3x3 conv (forward), plain tensors (no autocast)."""
-    out: dict[str, Any] = {}
-    n = 1024
-    for dt in (torch.float32, torch.bfloat16):
-        out[f"matmul{n}_{str(dt)[6:]}"] = matmul_gflops(device, n, reps, dt)
-    x = torch.randn(16, 64, 32, 32, device=device)
-    w = torch.randn(64, 64, 3, 3, device=device)
-    conv_flops = 2 * 16 * 64 * 64 * 9 * 32 * 32
-    for dt in (torch.float32, torch.bfloat16):
-        xd, wd = x.to(dt), w.to(dt)
-        t = time_call(lambda: F.conv2d(xd, wd, padding=1), reps, device)
-        out[f"conv3x3_{str(dt)[6:]}"] = {"shape": "x 16x64x32x32, w 64x64x3x3", "seconds": t,
-                                         "gflops": conv_flops / t / 1e9}
-    out["matmul_bf16_slowdown"] = out[f"matmul{n}_float32"]["gflops"] / out[f"matmul{n}_bfloat16"]["gflops"]
-    out["conv_bf16_slowdown"] = out["conv3x3_float32"]["gflops"] / out["conv3x3_bfloat16"]["gflops"]
-    return out
-
-
-# --------------------------------------------------------------------------- attention
-
-class NaiveAttention(nn.Module):
-    """The seed notes' layer: value at C channels, bmm + softmax, full (B, N, N) map."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.query_conv = nn.Conv2d(c, c // 8, 1)
-        self.key_conv = nn.Conv2d(c, c // 8, 1)
-        self.value_conv = nn.Conv2d(c, c, 1)
-        self.gamma = nn.Parameter(torch.full((), 0.5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, w, h = x.shape
-        q = self.query_conv(x).view(b, -1, w * h).permute(0, 2, 1)
-        k = self.key_conv(x).view(b, -1, w * h)
-        attn = torch.softmax(torch.bmm(q, k), dim=-1)
-        v = self.value_conv(x).view(b, -1, w * h)
-        out = torch.bmm(v, attn.permute(0, 2, 1)).view(b, c, w, h)
-        return self.gamma * out + x
-
-
-def _attention_impl(name: str, channels: int, variant: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    from sagan.nn.attention import SelfAttention2d, double_backward_mode
-    if name == "naive":
-        return NaiveAttention(channels).to(device)
-    layer = SelfAttention2d(channels, variant).to(device)
-    with torch.no_grad():
-        layer.gamma.fill_(0.5)
-    if name == "fused":
-        return layer
-
-    def explicit(x: torch.Tensor) -> torch.Tensor:
-        with double_backward_mode():  # forces the explicit bmm + softmax path
-            return layer(x)
-    return explicit
-
-
-def sdpa_backend(q_dim: int, v_dim: int, device: torch.device) -> str:
-    """Which SDPA kernel runs for these head dims (fp32), as PyTorch selects it."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    q = torch.randn(1, 1, 64, q_dim, device=device)
-    v = torch.randn(1, 1, 64, v_dim, device=device)
-    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION):
-        try:
-            with sdpa_kernel(backend), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "kernel not used because ..." is the answer, not news
-                F.scaled_dot_product_attention(q, q, v, scale=1.0)
-            return backend.name.lower()
-        except RuntimeError:
-            continue
-    return "math"
-
-
-def attention_bench(device: torch.device, sizes=DEFAULT_SIZES, batch: int = 8, channels: int = 64,
-                    variants=("paper", "biggan"), reps: int = 3, log=print) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    avail = available_memory(device)
-    for variant in variants:
-        measured: dict[str, tuple[int, int]] = {}  # impl -> (N, peak bytes) at the largest size run
-        for size in sizes:
-            n = size * size
-            for impl in ("fused", "explicit", "naive"):
-                if impl == "naive" and variant != "paper":
-                    continue
-                row: dict[str, Any] = {"variant": variant, "impl": impl, "size": size, "batch": batch,
-                                       "channels": channels}
-                if impl in measured and avail is not None:
-                    n0, peak0 = measured[impl]
-                    predicted = peak0 * (n / n0) ** (1 if impl == "fused" else 2)  # fused: no N^2 map
-                    if predicted > 0.8 * avail:
-                        row.update(status="does not fit", predicted_peak_bytes=int(predicted),
-                                   available_bytes=avail)
-                        rows.append(row)
-                        log(f"  attention {variant:6s} {impl:8s} {size:4d}x{size:<4d} does not fit: needs "
-                            f"~{predicted / 2**30:.1f} GiB (measured at {int(math.sqrt(n0))}x{int(math.sqrt(n0))}, "
-                            f"scaled by N^2), {avail / 2**30:.1f} GiB available")
-                        continue
-                torch.manual_seed(0)
-                fn_layer = _attention_impl(impl, channels, variant, device)
-                x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
-
-                def call():
-                    x.grad = None
-                    fn_layer(x).sum().backward()
-
-                peak = measure_peak_extra(call, device)
-                t = time_call(call, reps, device, warmup=0)
-                row.update(status="ok", seconds=t, peak_extra_bytes=peak)
-                if peak is not None:
-                    measured[impl] = (n, peak)
-                rows.append(row)
-                log(f"  attention {variant:6s} {impl:8s} {size:4d}x{size:<4d} {t * 1e3:9.1f} ms  "
-                    f"peak +{(peak or 0) / 2**20:8.1f} MiB")
-                del fn_layer, x
-    return rows
-
-
-# --------------------------------------------------------------------------- training step and sampling
-
-def _synthetic_data(resolution: int, channels: int, classes: int, n: int):
-    from sagan.data.datasets import ImageData
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, channels, resolution, resolution), generator=g, dtype=torch.uint8)
-    return ImageData("synthetic", "random uint8 images", classes, channels, resolution,
-                     [str(i) for i in range(classes)], images, torch.arange(n) % classes)
-
-
-def train_step_bench(preset_name: str, batch: int, device: torch.device, reps: int = 3,
-                     overrides: list[str] | None = None) -> dict[str, Any]:
-    """One full training step (D step + G step + EMA) of ``preset_name`` at ``batch``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from sagan.config import load_config
-    from sagan.train.loop import Trainer
-    cfg = load_config(preset_name, None, [f"train.batch_size={batch}", f"train.device={device}",
-                                          "train.log_every=1000000", *(overrides or [])])
-    channels = 1 if cfg.data.dataset == "fashion_mnist" else 3
-    classes = 10 if cfg.data.dataset in ("fashion_mnist", "cifar10") else 1000
-    data = _synthetic_data(cfg.model.resolution, channels, classes, max(2 * batch, 16))
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tmp), data, progress=False)
-        trainer.train_step()  # warm-up
-        with FlopCounterMode(display=False) as counter:
-            trainer.train_step()
-        flops = counter.get_total_flops()
-        t = time_call(trainer.train_step, reps, device, warmup=0)
-        g = trainer.ema.shadow
-        n_params = (sum(p.numel() for p in trainer.G.parameters()), sum(p.numel() for p in trainer.D.parameters()))
-        sample = sampling_bench(g, batch, device, reps)
-        if trainer.logger is not None:
-            trainer.logger.close()
-    return {"preset": preset_name, "batch": batch, "preset_batch": load_config(preset_name).train.batch_size,
-            "resolution": cfg.model.resolution, "g_ch": cfg.model.g_ch, "d_ch": cfg.model.d_ch,
-            "params_G": n_params[0], "params_D": n_params[1],
-            "seconds_per_step": t, "images_per_s": batch / t, "flops_per_step": flops,
-            "gflops_per_s": flops / t / 1e9, "sampling": sample,
-            "overrides": overrides or []}
-
-
-@torch.no_grad()
-def sampling_bench(g: nn.Module, batch: int, device: torch.device, reps: int = 3) -> dict[str, Any]:
-    """EMA generator in eval mode: images per second at ``batch``."""
-    g.eval()
-    z = torch.randn(batch, g.z_dim, device=device)
-    y = torch.randint(0, g.num_classes, (batch,), device=device) if g.num_classes > 0 else None
-    t = time_call(lambda: g(z, y), reps, device)
-    return {"batch": batch, "seconds_per_batch": t, "images_per_s": batch / t}
-
-
-# --------------------------------------------------------------------------- command
-
-def _attention_in_fresh_process(args: argparse.Namespace) -> dict[str, Any]:
-    """Run ``sagan bench --only attention`` with the same settings in a child process."""
-    import subprocess
-    import sys
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "attention.json"
-        cmd = [sys.executable, "-m", "sagan", "bench", "--only", "attention", "--sizes", args.sizes,
-               "--attn-batch", str(args.attn_batch), "--attn-channels", str(args.attn_channels),
-               "--reps", str(args.reps), "--device", args.device, "--json", str(out)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        subprocess.run(cmd, check=True)
-        child = json.loads(out.read_text(encoding="utf-8"))
-    return {k: child[k] for k in ("attention", "sdpa_backend", "malloc_thresholds_pinned") if k in child}
-
-
-def run_all(args: argparse.Namespace, log=print) -> dict[str, Any]:
-    from sagan.train.loop import resolve_device
-    device = resolve_device(args.device)
-    only = set(args.only.split(",")) if args.only else {"matmul", "precision", "attention", "train"}
-    result: dict[str, Any] = {"machine": machine_info(device), "notes": args.note or "",
-                              "malloc_thresholds_pinned": False,
-                              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                              "method": __doc__.split("Method", 1)[1].strip() if __doc__ else ""}
-    if "matmul" in only or "train" in only:
-        result["matmul_fp32"] = matmul_gflops(device, reps=args.reps + 2)
-        log(f"fp32 matmul 2048^3: {result['matmul_fp32']['gflops']:.1f} GFLOP/s")
-    if "precision" in only:
-        result["precision"] = precision_bench(device, args.reps)
-        p = result["precision"]
-        log(f"bf16 vs fp32 (time ratio, fp32 = 1): matmul {p['matmul_bf16_slowdown']:.2f}, "
-            f"conv3x3 {p['conv_bf16_slowdown']:.2f} (< 1: bf16 faster)")
-    if "train" in only:
-        result["train"] = []
-        presets = args.presets.split(",")
-        for name in presets:
-            batch = args.train_batch or (CPU_TRAIN_BATCH[name] if device.type == "cpu" else None)
-            if batch is None:
-                from sagan.config import load_config
-                batch = load_config(name).train.batch_size
-            row = train_step_bench(name, batch, device, args.reps, overrides=list(args.overrides))
-            result["train"].append(row)
-            log(f"train step {name:14s} batch {batch:4d}: {row['images_per_s']:8.1f} img/s, "
-                f"{row['flops_per_step'] / 1e9:8.1f} GFLOP/step, {row['gflops_per_s']:7.1f} GFLOP/s "
-                f"({row['gflops_per_s'] / result['matmul_fp32']['gflops'] * 100:.0f}% of matmul); "
-                f"EMA sampling {row['sampling']['images_per_s']:.1f} img/s")
-    if "attention" in only and device.type == "cpu" and len(only) > 1:
-        # Memory is measured from the resident-set high-water mark, which is exact only in a
-        # process whose heap has not grown yet: run the attention section in a fresh one.
-        result.update(_attention_in_fresh_process(args))
-    elif "attention" in only:
-        # Pinned malloc thresholds make every large tensor an mmap that is returned on free, so the
-        # resident-set high-water mark measures the attention layer's peak exactly. They also make
-        # allocation-heavy code slower, so the training-step timings above run unpinned.
-        result["malloc_thresholds_pinned"] = pin_malloc_thresholds() if device.type == "cpu" else False
-        sizes = tuple(int(s) for s in args.sizes.split(","))
-        log(f"attention layer fwd+bwd, batch {args.attn_batch}, {args.attn_channels} channels:")
-        result["attention"] = attention_bench(device, sizes, args.attn_batch, args.attn_channels,
-                                              reps=args.reps, log=log)
-        result["sdpa_backend"] = {"paper": sdpa_backend(args.attn_channels // 8, args.attn_channels // 8, device),
-                                  "biggan_unpadded": sdpa_backend(args.attn_channels // 8, args.attn_channels // 2, device),
-                                  "biggan_as_run": sdpa_backend(args.attn_channels // 2, args.attn_channels // 2, device)}
-    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    try:
-        result["machine"]["loadavg_at_end"] = list(os.getloadavg())
-    except OSError:
-        pass
-    return result
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32") from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = run_all(args)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    only = args.only.split(",") if args.only else None
+    unknown = sorted(set(only or ()) - set(SECTIONS))
+    if unknown:
+        raise UsageError(f"--only {args.only}: unknown section(s) {', '.join(unknown)}; choose from {','.join(SECTIONS)}")
+    result = run_benchmarks(device=args.device, only=only, sizes=_int_list(args.sizes, "--sizes"),
+                            attn_batch=args.attn_batch, attn_channels=args.attn_channels,
+                            presets=args.presets.split(","), train_batch=args.train_batch,
+                            overrides=args.overrides, reps=args.reps, threads=args.threads, note=args.note or "")
+    out = atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     if args.markdown:
-        from importlib import util
-        render = Path(__file__).resolve().parents[3] / "benchmarks" / "render.py"
-        spec = util.spec_from_file_location("sagan_bench_render", render)
-        if spec is None or spec.loader is None or not render.is_file():
-            print(f"note: {render} not found (installed package); render with benchmarks/render.py")
-        else:
-            mod = util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            Path(args.markdown).write_text(mod.render(result), encoding="utf-8")
-            print(f"wrote {args.markdown}")
+        atomic_write_text(args.markdown, render(result))
+        print(f"wrote {args.markdown}")
     return 0
 
 
@@ -439,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="attention feature-map sizes")
     p.add_argument("--attn-batch", type=int, default=8, help="attention benchmark batch (default 8)")
     p.add_argument("--attn-channels", type=int, default=64, help="attention benchmark channels (default 64)")
-    p.add_argument("--presets", default="fmnist32,cifar32,imagefolder64,imagenet128")
+    p.add_argument("--presets", default=",".join(PRESETS))
     p.add_argument("--train-batch", type=int, help="batch for every preset (default: per-preset, see docs)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="config override for the training-step benchmark, e.g. --set train.channels_last=true")

@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sagan.errors import UsageError
+from sagan.train.distributed import resolve_device
+from sagan.viz.report import build_report
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,19 +29,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sagan.cli import UserError
-    from sagan.train.loop import resolve_device
-    from sagan.viz.report import build_report
-
     run = Path(args.run)
     if not run.is_dir():
-        raise UserError(f"{run} is not a directory; give a run directory (made by 'sagan train')")
+        raise UsageError(f"{run} is not a directory; give a run directory (made by 'sagan train')")
     if args.explorer_images is not None and not 1 <= args.explorer_images <= 64:
-        raise UserError(f"--explorer-images {args.explorer_images}: choose 1..64")
+        raise UsageError(f"--explorer-images {args.explorer_images}: choose 1..64")
     if args.max_snapshots < 1:
-        raise UserError(f"--max-snapshots {args.max_snapshots}: must be >= 1")
+        raise UsageError(f"--max-snapshots {args.max_snapshots}: must be >= 1")
     if args.out and Path(args.out).suffix.lower() not in (".html", ".htm"):
-        raise UserError(f"--out {args.out}: the report is HTML; give a file name ending in .html")
+        raise UsageError(f"--out {args.out}: the report is HTML; give a file name ending in .html")
     out = build_report(run, args.out, seed=args.seed, explorer_images=args.explorer_images,
                        max_evolution=args.max_snapshots, device=resolve_device(args.device),
                        data_root=args.data, real_attention=not args.no_real)

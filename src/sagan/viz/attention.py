@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sagan.data import DataError, load_data
+from sagan.data.datasets import to_model_range
+from sagan.fileio import atomic_path
 from sagan.models import attention_layers
 from sagan.nn.attention import SelfAttention2d, recording_attention
 
@@ -312,11 +315,11 @@ def attention_figure(images: torch.Tensor, maps: dict[str, torch.Tensor],
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    tmp.replace(out_path)
+    try:
+        with atomic_path(out_path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
     return out_path
 
 
@@ -378,3 +381,80 @@ def discriminator_attention_figure(d: nn.Module, images: torch.Tensor, y: torch.
     pts = [points if points else auto_points(images[i], n_points, seed) for i in range(len(images))]
     return attention_figure(images, maps, pts, out_path, _class_titles(y, class_names, "real: "),
                             suptitle="Discriminator attention: where each query point looks (real images)")
+
+
+# --------------------------------------------------------------------------- figures for a loaded run
+
+def layer_choice(model: nn.Module, prefix: str, layer: str | None) -> str | None:
+    """The full label (``G.attn16``) of ``layer`` (``G.attn16`` or ``attn16``) in ``model``;
+    None for all layers. ValueError listing the layers the model has."""
+    if layer is None:
+        return None
+    return next(iter(select_layer({k: None for k in attention_labels(model, prefix).values()}, layer)))
+
+
+def real_images(run, n: int, cls: int | None, seed: int, data_root: str | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``n`` real training images of a loaded run (``sagan.train.runs.LoadedRun``) in [-1, 1]
+    (of class ``cls`` when given) and their labels, chosen at random with ``seed``.
+
+    Without ``cls``, a conditional run's images are spread over the classes like
+    ``generator_samples`` does. ``data_root`` overrides where the run's data is (it is stored in
+    ``run.cfg``). DataError when the data cannot be loaded or has no image of ``cls``.
+    """
+    cfg = run.cfg
+    if data_root is not None:
+        cfg.data.root = data_root
+    try:
+        data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
+    except DataError as e:
+        raise DataError(f"--model d needs the real images the run was trained on: {e} "
+                        "(pass --data PATH if they moved)") from None
+    if data.images is not None:
+        labels_all = data.labels
+    else:
+        labels_all = torch.tensor([t for _, t in data.folder.samples])  # type: ignore[union-attr]
+    idx = torch.arange(len(data))
+    if cls is not None and labels_all is not None:
+        idx = idx[labels_all == cls]
+        if len(idx) == 0:
+            raise DataError(f"--class {cls}: the dataset has no images of this class")
+    gen = torch.Generator().manual_seed(seed)
+    if cls is None and labels_all is not None and run.num_classes > 0:
+        # images spread over the classes like the generator figure, distinct within a class
+        wanted = spread_classes(run.num_classes, n)
+        perms = {c: idx[labels_all == c][torch.randperm(int((labels_all == c).sum()), generator=gen)]
+                 for c in set(wanted)}
+        picks = []
+        for i, c in enumerate(wanted):
+            pool = perms[c] if len(perms[c]) else idx
+            picks.append(int(pool[wanted[:i].count(c) % len(pool)]))
+        chosen = torch.tensor(picks)
+    else:
+        chosen = idx[torch.randperm(len(idx), generator=gen)[:n]]
+    if data.images is not None:
+        images = to_model_range(data.images[chosen])
+    else:
+        images = torch.stack([data.folder[int(i)][0] for i in chosen])  # type: ignore[index]
+    labels = labels_all[chosen] if labels_all is not None and run.num_classes > 0 else None
+    return images, labels
+
+
+def run_attention_figure(run, which: str, out_path: str | Path, cls: int | None = None, n_images: int = 4,
+                         n_points: int = 3, points: list[tuple[int, int]] | None = None, seed: int = 0,
+                         layer: str | None = None, device: str | torch.device = "cpu",
+                         data_root: str | None = None) -> Path | None:
+    """The attention figure of a loaded run: ``which="G"`` draws the generator on generated
+    images (of class ``cls``, or spread over all classes), ``"D"`` the discriminator on real
+    training images. Returns the PNG's path, or None when that model has no attention layer."""
+    if which == "G":
+        return generator_attention_figure(
+            run.G, out_path, classes=[cls] if cls is not None else None, class_names=run.class_names,
+            n_images=n_images, n_points=n_points, points=points, seed=seed, layer=layer, device=device)
+    if which != "D":
+        raise ValueError(f"which={which!r}: choose 'G' or 'D'")
+    if not has_attention(run.D):
+        return None
+    images, labels = real_images(run, n_images, cls, seed, data_root)
+    return discriminator_attention_figure(run.D, images, labels, out_path, class_names=run.class_names,
+                                          n_points=n_points, points=points, seed=seed, layer=layer)

@@ -1,5 +1,9 @@
 """A self-contained HTML report of a run: ``build_report(run_dir)`` writes ``report.html``.
 
+Each part of the page comes from one ``*_section`` function (overview, config, version, sample
+grids, evolution, charts, metrics tables, attention figures, explorer); ``build_report`` gathers
+them into a ``Report`` and ``render`` fills the template.
+
 Everything the page shows is inside the one file: images as ``data:`` URIs, plots rendered with
 matplotlib to PNG, attention maps for the interactive explorer precomputed and embedded as
 base64 uint8 arrays, plain JavaScript and CSS inline; no network access is needed to view it.
@@ -21,12 +25,20 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
+from sagan.data.datasets import to_uint8
+from sagan.data.grid import grid_png
+from sagan.errors import UsageError
+from sagan.fileio import atomic_write_text
 from sagan.models import count_parameters
+from sagan.train.runs import LoadedRun, generate, load_run
 from sagan.viz import attention as A
 
 SAMPLE_STEP_RE = re.compile(r"^step_(\d+)\.png$")
@@ -39,7 +51,6 @@ EXPLORER_BUDGET_BYTES = 8 * 2 ** 20  # uint8 attention weights embedded for the 
 
 def html_escape(text: str) -> str:
     """What the template's autoescaping makes of ``text``."""
-    from markupsafe import escape
     return str(escape(text))
 
 
@@ -67,14 +78,6 @@ def _png_bytes(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
-
-
-def _image_png(images: torch.Tensor, nrow: int) -> bytes:
-    """Images in [-1, 1] as one PNG grid (same look as the training sample grids)."""
-    from sagan.viz.grid import save_grid
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save_grid(images, Path(tmp) / "grid.png", nrow)
-        return path.read_bytes()
 
 
 # --------------------------------------------------------------------------- metrics.csv and curves
@@ -255,7 +258,7 @@ def decode_layer(rec: dict[str, Any], n_images: int) -> tuple[np.ndarray, np.nda
 def explorer_data(images: torch.Tensor, titles: list[str], maps: dict[str, torch.Tensor],
                   start_points: list[tuple[int, int]], budget: int = EXPLORER_BUDGET_BYTES) -> dict[str, Any]:
     res, channels = images.shape[-1], images.shape[1]
-    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)  # B, H, W, C
+    pixels = to_uint8(images).permute(0, 2, 3, 1)  # B, H, W, C
     return {
         "resolution": res, "channels": channels,
         "images": [{"title": t, "pixels": b64(pixels[i].numpy())} for i, t in enumerate(titles)],
@@ -289,7 +292,78 @@ class Report:
     explorer_note: str
 
 
-def _evolution(run_dir: Path, max_frames: int) -> list[dict[str, Any]]:
+def _figure_uri(draw: Callable[[Path], Path | None]) -> str | None:
+    """``draw(path)`` writes a PNG (or returns None); its data URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = draw(Path(tmp) / "fig.png")
+        return data_uri(path.read_bytes()) if path is not None else None
+
+
+def class_name(names: list[str], c: int) -> str:
+    return names[c] if c < len(names) else f"class {c}"
+
+
+# --------------------------------------------------------------------------- the report's sections
+
+def overview_section(run: LoadedRun, run_dir: Path) -> list[tuple[str, str]]:
+    """(label, value) rows: run, checkpoint, data, resolution, attention placement, parameters, classes."""
+    cfg = run.cfg
+    n_g, n_d = count_parameters(run.G), count_parameters(run.D)
+    rows = [
+        ("run", run_dir.name), ("directory", str(run_dir.resolve())), ("step", str(run.step)),
+        ("checkpoint", str(run.checkpoint.name)),
+        ("data", f"{cfg.data.dataset} ({run.num_classes} classes)" if run.num_classes else f"{cfg.data.dataset}"),
+        ("resolution", f"{cfg.model.resolution}x{cfg.model.resolution}, {run.channels} channel(s)"),
+        ("attention", f"G at {cfg.model.g_attn or 'none'}, D at {cfg.model.d_attn or 'none'} "
+                      f"({cfg.model.attn_variant} variant)"),
+        ("parameters", f"G {n_g / 1e6:.2f}M, D {n_d / 1e6:.2f}M"),
+    ]
+    if run.class_names:
+        rows.append(("classes", ", ".join(f"{i}: {n}" for i, n in enumerate(run.class_names))))
+    return rows
+
+
+def config_section(run: LoadedRun, run_dir: Path) -> tuple[dict[str, Any], str]:
+    """The config as a tree and as YAML text: RUN_DIR/config.yaml when present, else the checkpoint's."""
+    cfg_file = run_dir / "config.yaml"
+    config_yaml = cfg_file.read_text(encoding="utf-8") if cfg_file.is_file() else run.cfg.to_yaml()
+    try:
+        config = yaml.safe_load(config_yaml) or {}
+    except yaml.YAMLError:
+        config = run.cfg.to_dict()
+    return config, config_yaml
+
+
+def version_section(run_dir: Path) -> list[tuple[str, str]]:
+    """RUN_DIR/version.json flattened to (key, value) rows; empty when missing or unreadable."""
+    vfile = run_dir / "version.json"
+    if not vfile.is_file():
+        return []
+    try:
+        return flatten(json.loads(vfile.read_text(encoding="utf-8")))
+    except ValueError:
+        return []
+
+
+def sample_grids_section(run: LoadedRun, seed: int, device: str | torch.device, cols: int = 8
+                         ) -> list[tuple[str, str]]:
+    """Freshly generated samples: (class name, data URI of one row of ``cols`` images) per class,
+    or one ``cols`` x ``cols`` grid for an unconditional model."""
+    grids: list[tuple[str, str]] = []
+    with torch.no_grad():
+        if run.num_classes:
+            for c in range(run.num_classes):
+                imgs, _ = generate(run.G, cols, [c], seed, batch_size=256, device=device)
+                grids.append((class_name(run.class_names, c), data_uri(grid_png(imgs, cols))))
+        else:
+            imgs, _ = generate(run.G, cols * cols, None, seed, batch_size=256, device=device)
+            grids.append(("samples", data_uri(grid_png(imgs, cols))))
+    return grids
+
+
+def evolution_section(run_dir: Path, max_frames: int) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+    """The training sample grids (samples/step_*.png) as slider frames {"step", "uri"}, at most
+    ``max_frames`` spread evenly over training, and the newest one as (step, URI)."""
     frames = []
     for p in (run_dir / "samples").glob("step_*.png"):
         m = SAMPLE_STEP_RE.match(p.name)
@@ -299,14 +373,72 @@ def _evolution(run_dir: Path, max_frames: int) -> list[dict[str, Any]]:
     if len(frames) > max_frames:
         keep = sorted({int(round(i)) for i in np.linspace(0, len(frames) - 1, max_frames)})
         frames = [frames[i] for i in keep]
-    return [{"step": s, "uri": data_uri(p.read_bytes())} for s, p in frames]
+    evolution = [{"step": s, "uri": data_uri(p.read_bytes())} for s, p in frames]
+    latest = (evolution[-1]["step"], evolution[-1]["uri"]) if evolution else None
+    return evolution, latest
 
 
-def _figure_uri(draw) -> str | None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = draw(Path(tmp) / "fig.png")
-        return data_uri(path.read_bytes()) if path is not None else None
+def charts_section(run_dir: Path) -> tuple[list[Chart], str | None]:
+    """The training curves from RUN_DIR/metrics.csv, and a note when there are none."""
+    metrics_csv = run_dir / "metrics.csv"
+    if not metrics_csv.is_file():
+        return [], "No metrics.csv in the run directory."
+    charts = training_charts(read_metrics_csv(metrics_csv))
+    return charts, None if charts else "metrics.csv has no rows yet."
 
+
+def metrics_tables_section(run_dir: Path) -> list[JsonTable]:
+    """One table per evaluation / metrics JSON file of the run."""
+    return [json_table(p, run_dir) for p in metrics_json_files(run_dir)]
+
+
+def attention_figures_section(run: LoadedRun, seed: int, device: str | torch.device, data_root: str | None,
+                              real_attention: bool) -> tuple[list[tuple[str, str]], list[str]]:
+    """(caption, data URI) of G's attention figure on generated images and, when ``real_attention``
+    and the run's data can be loaded, D's on real images; notes on what was not drawn and why."""
+    figures: list[tuple[str, str]] = []
+    notes: list[str] = []
+    if A.has_attention(run.G):
+        uri = _figure_uri(lambda p: A.run_attention_figure(run, "G", p, seed=seed, device=device))
+        if uri:
+            figures.append(("Generator attention on generated images (auto query points)", uri))
+    else:
+        notes.append(f"G has no attention layers (model.g_attn={run.cfg.model.g_attn}).")
+    if A.has_attention(run.D) and real_attention:
+        try:
+            real, labels = A.real_images(run, 4, None, seed, data_root)
+        except UsageError as e:
+            notes.append(f"Discriminator attention on real images: not drawn: {e}")
+        else:
+            uri = _figure_uri(lambda p: A.discriminator_attention_figure(run.D, real, labels, p,
+                                                                         class_names=run.class_names, seed=seed))
+            if uri:
+                figures.append(("Discriminator attention on real training images (auto query points)", uri))
+    return figures, notes
+
+
+def explorer_section(run: LoadedRun, seed: int, device: str | torch.device, n_images: int | None = None,
+                     budget: int = EXPLORER_BUDGET_BYTES) -> tuple[dict[str, Any] | None, str]:
+    """The interactive explorer's data (``explorer_data``: generated images with G's, and D's on
+    them, attention maps) and a note; (None, note) for a model without attention layers."""
+    if not (A.has_attention(run.G) or A.has_attention(run.D)):
+        return None, "This model has no attention layers."
+    n = n_images or (min(run.num_classes, 10) if run.num_classes else 6)
+    images, y, maps = A.generator_samples(run.G, n, None, seed, device)
+    if A.has_attention(run.D):
+        _, d_maps = A.discriminator_attention(run.D, images, y)
+        maps.update(d_maps)
+    titles = ([class_name(run.class_names, int(c)) for c in y] if y is not None
+              else [f"sample {i + 1}" for i in range(n)])
+    start = [A.auto_points(images[i], 1, seed)[0] for i in range(n)]
+    explorer = explorer_data(images, titles, maps, start, budget)
+    strided = [f"{lay['label']} every {lay['stride']} feature cells" for lay in explorer["layers"]
+               if lay["stride"] > 1]
+    note = "Query maps are stored for " + "; ".join(strided) + " to keep the file small." if strided else ""
+    return explorer, note
+
+
+# --------------------------------------------------------------------------- the report
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int = 0,
                  explorer_images: int | None = None, max_evolution: int = 24, device: str | torch.device = "cpu",
@@ -318,136 +450,31 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int =
     most 10; 6 for unconditional models). ``real_attention``: also draw D's attention on real
     images when the run's data can be loaded (``data_root`` overrides where it is).
     """
-    import yaml
-    from sagan.runs import load_run
-
     run_dir = Path(run_dir)
     run = load_run(run_dir, device=device)
     if run.run_dir is not None:
         run_dir = run.run_dir
     out = Path(out) if out else run_dir / "report.html"
-    cfg = run.cfg
-    names = run.class_names
-
-    def cname(c: int) -> str:
-        return names[c] if c < len(names) else f"class {c}"
-
-    # overview and config
-    n_g, n_d = count_parameters(run.G), count_parameters(run.D)
-    overview = [
-        ("run", run_dir.name), ("directory", str(run_dir.resolve())), ("step", str(run.step)),
-        ("checkpoint", str(run.checkpoint.name)),
-        ("data", f"{cfg.data.dataset} ({run.num_classes} classes)" if run.num_classes else f"{cfg.data.dataset}"),
-        ("resolution", f"{cfg.model.resolution}x{cfg.model.resolution}, {run.channels} channel(s)"),
-        ("attention", f"G at {cfg.model.g_attn or 'none'}, D at {cfg.model.d_attn or 'none'} "
-                      f"({cfg.model.attn_variant} variant)"),
-        ("parameters", f"G {n_g / 1e6:.2f}M, D {n_d / 1e6:.2f}M"),
-    ]
-    if names:
-        overview.append(("classes", ", ".join(f"{i}: {n}" for i, n in enumerate(names))))
-    cfg_file = run_dir / "config.yaml"
-    config_yaml = cfg_file.read_text(encoding="utf-8") if cfg_file.is_file() else cfg.to_yaml()
-    try:
-        config = yaml.safe_load(config_yaml) or {}
-    except yaml.YAMLError:
-        config = cfg.to_dict()
-    version: list[tuple[str, str]] = []
-    vfile = run_dir / "version.json"
-    if vfile.is_file():
-        try:
-            version = flatten(json.loads(vfile.read_text(encoding="utf-8")))
-        except ValueError:
-            version = []
-
-    # samples: a fresh per-class grid, and the training grids over time
-    cols = 8
-    class_grid: list[tuple[str, str]] = []
-    with torch.no_grad():
-        if run.num_classes:
-            for c in range(run.num_classes):
-                imgs, _ = _generate(run.G, cols, [c], seed, device)
-                class_grid.append((cname(c), data_uri(_image_png(imgs, cols))))
-        else:
-            imgs, _ = _generate(run.G, cols * cols, None, seed, device)
-            class_grid.append(("samples", data_uri(_image_png(imgs, cols))))
-    evolution = _evolution(run_dir, max_evolution)
-    latest = (evolution[-1]["step"], evolution[-1]["uri"]) if evolution else None
-
-    # curves and metrics
-    charts_note = None
-    charts: list[Chart] = []
-    metrics_csv = run_dir / "metrics.csv"
-    if metrics_csv.is_file():
-        charts = training_charts(read_metrics_csv(metrics_csv))
-        if not charts:
-            charts_note = "metrics.csv has no rows yet."
-    else:
-        charts_note = "No metrics.csv in the run directory."
-    json_tables = [json_table(p, run_dir) for p in metrics_json_files(run_dir)]
-
-    # attention: figures, and the explorer's maps
-    figures: list[tuple[str, str]] = []
-    figure_notes: list[str] = []
-    explorer = None
-    explorer_note = ""
-    if A.has_attention(run.G):
-        uri = _figure_uri(lambda p: A.generator_attention_figure(run.G, p, class_names=names, seed=seed,
-                                                                device=device))
-        if uri:
-            figures.append(("Generator attention on generated images (auto query points)", uri))
-    else:
-        figure_notes.append(f"G has no attention layers (model.g_attn={cfg.model.g_attn}).")
-    if A.has_attention(run.D) and real_attention:
-        from sagan.cli import UserError
-        from sagan.commands.attention import real_images
-        try:
-            real, labels = real_images(run, 4, None, seed, data_root)
-        except UserError as e:
-            figure_notes.append(f"Discriminator attention on real images: not drawn: {e}")
-        else:
-            uri = _figure_uri(lambda p: A.discriminator_attention_figure(run.D, real, labels, p,
-                                                                         class_names=names, seed=seed))
-            if uri:
-                figures.append(("Discriminator attention on real training images (auto query points)", uri))
-    if A.has_attention(run.G) or A.has_attention(run.D):
-        n = explorer_images or (min(run.num_classes, 10) if run.num_classes else 6)
-        images, y, maps = A.generator_samples(run.G, n, None, seed, device)
-        if A.has_attention(run.D):
-            _, d_maps = A.discriminator_attention(run.D, images, y)
-            maps.update(d_maps)
-        titles = [cname(int(c)) for c in y] if y is not None else [f"sample {i + 1}" for i in range(n)]
-        start = [A.auto_points(images[i], 1, seed)[0] for i in range(n)]
-        explorer = explorer_data(images, titles, maps, start, explorer_budget)
-        strided = [f"{lay['label']} every {lay['stride']} feature cells" for lay in explorer["layers"]
-                   if lay["stride"] > 1]
-        explorer_note = ("Query maps are stored for " + "; ".join(strided) + " to keep the file small."
-                         if strided else "")
-    else:
-        explorer_note = "This model has no attention layers."
-
+    overview = overview_section(run, run_dir)
+    config, config_yaml = config_section(run, run_dir)
+    version = version_section(run_dir)
+    class_grid = sample_grids_section(run, seed, device)
+    evolution, latest = evolution_section(run_dir, max_evolution)
+    charts, charts_note = charts_section(run_dir)
+    json_tables = metrics_tables_section(run_dir)
+    figures, figure_notes = attention_figures_section(run, seed, device, data_root, real_attention)
+    explorer, explorer_note = explorer_section(run, seed, device, explorer_images, explorer_budget)
     report = Report(
         title=f"SAGAN run {run_dir.name}", run_dir=str(run_dir.resolve()),
         generated=time.strftime("%Y-%m-%d %H:%M"), overview=overview, config=config, config_yaml=config_yaml,
         version=version, class_grid=class_grid, latest=latest, evolution=evolution, charts=charts,
         charts_note=charts_note, json_tables=json_tables, figures=figures, figure_notes=figure_notes,
         explorer=explorer, explorer_note=explorer_note)
-    html = render(report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
-    return out
-
-
-def _generate(g, n: int, classes: list[int] | None, seed: int, device):
-    from sagan.runs import generate
-    return generate(g, n, classes, seed, batch_size=256, device=device)
+    return atomic_write_text(out, render(report))
 
 
 def render(report: Report) -> str:
     """The report's HTML (Jinja2, autoescaped)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-    from markupsafe import Markup
     env = Environment(loader=PackageLoader("sagan.viz", "templates"),
                       autoescape=select_autoescape(("html", "j2"), default=True),
                       trim_blocks=True, lstrip_blocks=True)
