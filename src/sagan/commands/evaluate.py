@@ -6,7 +6,17 @@ import json
 import time
 from pathlib import Path
 
+import sagan
+from sagan.data.datasets import dataset_spec, to_uint8
+from sagan.errors import DataError, MetricsError, UsageError
 from sagan.fileio import atomic_write_text
+from sagan.metrics.classifier import WEIGHTS_FILE, classifier_info, load_classifier, weights_digest
+from sagan.metrics.evaluation import (class_accuracy_applies, extract_features, fake_feature_layers, gather_features,
+                                      metrics_from_features, parse_metrics)
+from sagan.metrics.extractors import FIDELITY_NAMES, resolve_inception_weights
+from sagan.metrics.reference import reference_for
+from sagan.train import distributed as dist_utils
+from sagan.train.runs import generate, load_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -61,16 +71,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
     import torch_fidelity
 
-    import sagan
-    from sagan.data.datasets import dataset_spec, to_uint8
-    from sagan.errors import DataError, MetricsError, UsageError
-    from sagan.metrics.classifier import WEIGHTS_FILE, classifier_info, load_classifier, weights_digest
-    from sagan.metrics.evaluation import (class_accuracy_applies, extract_features, fake_feature_layers,
-                                          gather_features, metrics_from_features, parse_metrics)
-    from sagan.metrics.extractors import FIDELITY_NAMES, resolve_inception_weights
-    from sagan.metrics.reference import reference_for
-    from sagan.train import distributed as dist_utils
-    from sagan.train.runs import generate, load_run
 
     try:
         metrics = parse_metrics(args.metrics)
@@ -86,7 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # computes the metrics and writes the result.
     dist = dist_utils.init_from_env(args.device)
     dist_utils.quiet_non_main(dist)
-    say = print if dist.is_main else (lambda *a, **k: None)
+    say = dist_utils.rank0_print(dist)
     progress = not args.no_progress and dist.is_main
     try:
         device = dist_utils.resolve_device(args.device, dist)  # a torchrun process's own device

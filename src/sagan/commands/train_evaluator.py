@@ -4,9 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sagan.config import DataConfig
+from sagan.data import load_data
+from sagan.errors import UsageError
+from sagan.metrics.classifier import INPUT_RESOLUTION, WEIGHTS_FILE, train_classifier
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from sagan.metrics.classifier import WEIGHTS_FILE
     p = sub.add_parser(
         "train-evaluator", help="train the Fashion-MNIST classifier behind --features fmnist",
         description="Train the small CNN whose penultimate features and logits give FID/KID/IS/precision-recall "
@@ -29,10 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_train_evaluator(args: argparse.Namespace) -> int:
     import torch
 
-    from sagan.config import DataConfig
-    from sagan.data import load_data
-    from sagan.errors import UsageError
-    from sagan.metrics.classifier import INPUT_RESOLUTION, train_classifier
 
     if args.epochs < 1:
         raise UsageError(f"--epochs {args.epochs}: must be >= 1")
