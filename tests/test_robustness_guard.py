@@ -63,6 +63,22 @@ def test_nan_rolls_back_lowers_lr_and_finishes(tmp_path, tiny_folder, monkeypatc
     assert "Rolled back" in capsys.readouterr().err
 
 
+def test_rollback_rewinds_csv_and_tensorboard(tmp_path, tiny_folder, monkeypatch):
+    """Steps 5 and 6 are logged, step 7 diverges, the run rolls back to the checkpoint of step 4 and
+    replays 5..8: both metrics.csv and the TensorBoard events hold every step once (the same
+    restore path as resume)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    _inject_nan_loss(monkeypatch, {7})
+    rc = _train(tmp_path, tiny_folder, "--set", "train.ckpt_every=4", "--set", "train.log_every=1")
+    assert rc == 0
+    assert "Rolled back to step 4" in (tmp_path / "r" / "events.log").read_text()
+    steps = [int(float(line.split(",")[0])) for line in (tmp_path / "r" / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 9))
+    acc = EventAccumulator(str(tmp_path / "r" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss_d")] == list(range(1, 9))
+
+
 def test_nan_before_any_checkpoint_rolls_back_to_the_start(tmp_path, tiny_folder, monkeypatch):
     _inject_nan_loss(monkeypatch, {1})
     rc = _train(tmp_path, tiny_folder, "--set", "train.ckpt_every=100", steps=3)

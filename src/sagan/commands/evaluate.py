@@ -17,6 +17,7 @@ from sagan.metrics.extractors import FIDELITY_NAMES, resolve_inception_weights
 from sagan.metrics.reference import reference_for
 from sagan.train import distributed as dist_utils
 from sagan.train.runs import generate, load_run
+from sagan.train.rundir import RunDir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -156,7 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     base = run.run_dir or run.checkpoint.parent
-    out = Path(args.out) if args.out else base / "eval" / f"step_{run.step:08d}-{features}-{args.split}.json"
+    out = Path(args.out) if args.out else RunDir(base).eval / f"step_{run.step:08d}-{features}-{args.split}.json"
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     ref = f" vs {results['num_real']} real ({args.split})" if "num_real" in results else ""
     print(f"{results['num_fake']} generated{ref}, {features} features, {seconds:.0f}s:\n{_table(results)}\nwrote {out}")

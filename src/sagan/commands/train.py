@@ -43,7 +43,7 @@ def _train_config(args: argparse.Namespace) -> Config:
         overrides.append(f"train.steps={args.steps}")
     if args.resume:
         run_dir = Path(args.resume)
-        cfg_file = run_dir / "config.yaml"
+        cfg_file = RunDir(run_dir).config
         if not run_dir.is_dir():
             raise UsageError(f"--resume {run_dir}: no such run directory")
         if args.preset or args.config:

@@ -17,8 +17,10 @@ from typing import Any, Callable
 
 import torch
 
+from sagan.config import migrate_model_section
 from sagan.errors import CheckpointError, CheckpointWriteError
 from sagan.fileio import atomic_write, stale_temp_files
+from sagan.train.rundir import RunDir
 
 FORMAT_VERSION = 1
 CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
@@ -122,6 +124,7 @@ def architecture_differences(state: dict[str, Any], model_cfg: dict[str, Any], d
     """
     diffs = []
     saved_model = state.get("config", {}).get("model", {}) if isinstance(state.get("config"), dict) else {}
+    saved_model = migrate_model_section(saved_model)  # keys added since it was written, as they were meant
     for key in sorted(set(saved_model) | set(model_cfg)):
         a, b = saved_model.get(key, "<absent>"), model_cfg.get(key, "<absent>")
         if a != b:
@@ -202,9 +205,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if p.is_file():
         return p
     if p.is_dir():
-        ckpts = list_checkpoints(p / "checkpoints")
+        ckpts = list_checkpoints(RunDir(p).checkpoints)
         if not ckpts:
-            raise CheckpointError(f"run directory {p} has no checkpoints in {p / 'checkpoints'}")
+            raise CheckpointError(f"run directory {p} has no checkpoints in {RunDir(p).checkpoints}")
         return ckpts[-1]
     raise CheckpointError(f"{p} is neither a checkpoint file nor a run directory")
 

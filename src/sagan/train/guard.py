@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sagan.errors import TrainingDiverged
+from sagan.train.rundir import RunDir
 from sagan.train.step import StepStats
 
 LOSS_LABELS = {"loss_d": "discriminator loss", "loss_g": "generator loss",
@@ -43,7 +44,7 @@ def log_event(run_dir: Path | None, message: str, echo: bool = True) -> None:
     if run_dir is None:
         return
     try:
-        with open(Path(run_dir) / "events.log", "a", encoding="utf-8") as f:
+        with open(RunDir(run_dir).events, "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
     except OSError:
         pass

@@ -5,6 +5,7 @@ import csv
 from pathlib import Path
 
 from sagan.fileio import atomic_path
+from sagan.train.rundir import RunDir
 
 
 class ScalarLogger:
@@ -16,7 +17,7 @@ class ScalarLogger:
 
     def __init__(self, run_dir: Path, tensorboard: bool = True):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / "metrics.csv"
+        self.path = RunDir(run_dir).metrics
         self.rows: list[dict[str, float]] = []
         self.keys: list[str] = []
         if self.path.is_file():
@@ -27,7 +28,7 @@ class ScalarLogger:
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tb"))
+            self.tb = SummaryWriter(str(RunDir(run_dir).tensorboard))
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after ``step`` (used on resume from an older checkpoint)."""
@@ -44,7 +45,7 @@ class ScalarLogger:
         if self.tb is not None:
             from torch.utils.tensorboard import SummaryWriter
             self.tb.close()
-            self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=step + 1)
+            self.tb = SummaryWriter(str(RunDir(self.run_dir).tensorboard), purge_step=step + 1)
 
     def _rewrite(self) -> None:
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:

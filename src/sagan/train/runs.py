@@ -10,6 +10,7 @@ from sagan.config import Config, config_from_dict
 from sagan.models import Discriminator, Generator, build_models
 from sagan.errors import CheckpointError
 from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
+from sagan.train.rundir import RunDir
 
 
 @dataclass
@@ -38,7 +39,7 @@ def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "c
         d.load_state_dict(state["D"])
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt} does not match the architecture its config describes: {e}") from None
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+    run_dir = ckpt.parent.parent if RunDir(ckpt.parent.parent).checkpoints == ckpt.parent else None
     g.to(device).eval()
     d.to(device).eval()
     return LoadedRun(cfg, g, d, int(state["step"]), ckpt, run_dir, meta["num_classes"], meta["channels"],

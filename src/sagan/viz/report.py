@@ -38,6 +38,7 @@ from sagan.data.grid import grid_png
 from sagan.errors import UsageError
 from sagan.fileio import atomic_write_text
 from sagan.models import count_parameters
+from sagan.train.rundir import RunDir
 from sagan.train.runs import LoadedRun, generate, load_run
 from sagan.viz import attention as A
 
@@ -325,7 +326,7 @@ def overview_section(run: LoadedRun, run_dir: Path) -> list[tuple[str, str]]:
 
 def config_section(run: LoadedRun, run_dir: Path) -> tuple[dict[str, Any], str]:
     """The config as a tree and as YAML text: RUN_DIR/config.yaml when present, else the checkpoint's."""
-    cfg_file = run_dir / "config.yaml"
+    cfg_file = RunDir(run_dir).config
     config_yaml = cfg_file.read_text(encoding="utf-8") if cfg_file.is_file() else run.cfg.to_yaml()
     try:
         config = yaml.safe_load(config_yaml) or {}
@@ -336,7 +337,7 @@ def config_section(run: LoadedRun, run_dir: Path) -> tuple[dict[str, Any], str]:
 
 def version_section(run_dir: Path) -> list[tuple[str, str]]:
     """RUN_DIR/version.json flattened to (key, value) rows; empty when missing or unreadable."""
-    vfile = run_dir / "version.json"
+    vfile = RunDir(run_dir).version
     if not vfile.is_file():
         return []
     try:
@@ -365,7 +366,7 @@ def evolution_section(run_dir: Path, max_frames: int) -> tuple[list[dict[str, An
     """The training sample grids (samples/step_*.png) as slider frames {"step", "uri"}, at most
     ``max_frames`` spread evenly over training, and the newest one as (step, URI)."""
     frames = []
-    for p in (run_dir / "samples").glob("step_*.png"):
+    for p in RunDir(run_dir).samples.glob("step_*.png"):
         m = SAMPLE_STEP_RE.match(p.name)
         if m:
             frames.append((int(m.group(1)), p))
@@ -380,7 +381,7 @@ def evolution_section(run_dir: Path, max_frames: int) -> tuple[list[dict[str, An
 
 def charts_section(run_dir: Path) -> tuple[list[Chart], str | None]:
     """The training curves from RUN_DIR/metrics.csv, and a note when there are none."""
-    metrics_csv = run_dir / "metrics.csv"
+    metrics_csv = RunDir(run_dir).metrics
     if not metrics_csv.is_file():
         return [], "No metrics.csv in the run directory."
     charts = training_charts(read_metrics_csv(metrics_csv))
@@ -454,7 +455,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int =
     run = load_run(run_dir, device=device)
     if run.run_dir is not None:
         run_dir = run.run_dir
-    out = Path(out) if out else run_dir / "report.html"
+    out = Path(out) if out else RunDir(run_dir).report
     overview = overview_section(run, run_dir)
     config, config_yaml = config_section(run, run_dir)
     version = version_section(run_dir)
