@@ -36,19 +36,22 @@ def reference_attention(layer: SelfAttention2d, x: torch.Tensor) -> tuple[torch.
     return layer.gamma * o + x, beta
 
 
-def _layer(variant: str, channels: int = 16, gamma: float = 0.7, seed: int = 0) -> SelfAttention2d:
+def _layer(variant: str, channels: int = 16, gamma: float = 0.7, seed: int = 0, bias: bool = False) -> SelfAttention2d:
     torch.manual_seed(seed)
-    layer = SelfAttention2d(channels, variant).double()
+    layer = SelfAttention2d(channels, variant, bias=bias).double()
     with torch.no_grad():
         layer.gamma.fill_(gamma)
     layer.eval()  # freeze the spectral-norm power iteration so every call sees the same weights
     return layer
 
 
-@pytest.mark.parametrize("variant", ["paper", "biggan"])
+@pytest.mark.parametrize("variant,bias", [("paper", False), ("biggan", False), ("paper", True)],
+                         ids=["paper", "biggan", "paper-bias"])
 @pytest.mark.parametrize("path", ["fused", "explicit"])
-def test_matches_reference_values_and_gradients(variant, path):
-    layer = _layer(variant)
+def test_matches_reference_values_and_gradients(variant, bias, path):
+    layer = _layer(variant, bias=bias)
+    if bias:  # nn.Conv2d's default init: nonzero biases, so they are really tested
+        assert all(conv.bias.abs().sum() > 0 for conv in (layer.f, layer.g, layer.h, layer.v))
     x = torch.randn(2, 16, 4, 6, dtype=torch.double, requires_grad=True)
     if path == "fused":
         y = layer(x)
@@ -103,7 +106,6 @@ def test_hand_made_input_attends_where_it_should():
     with torch.no_grad():
         for conv in (layer.f, layer.g, layer.h, layer.v):
             conv.weight.zero_()
-            conv.bias.zero_()
         layer.g.weight[0, 0] = 1.0  # query = channel 0
         layer.f.weight[0, 1] = 1.0  # key = channel 1
     x = torch.zeros(1, 8, 4, 4)
@@ -113,6 +115,30 @@ def test_hand_made_input_attends_where_it_should():
     target = 2 * 4 + 3
     assert (attn[0].argmax(dim=1) == target).all()
     assert attn[0, :, target].min() > 0.99
+
+
+@pytest.mark.parametrize("variant", ["paper", "biggan"])
+def test_no_biases_by_default_as_in_the_paper(variant):
+    """f, g, h and v are linear maps (no biases) in the paper's equations and the authors' code.
+    So a zero input gives a zero output whatever gamma; with ``bias=True`` (the layout of
+    checkpoints from earlier versions) it does not."""
+    c = 32
+    layer = SelfAttention2d(c, variant)
+    convs = (layer.f, layer.g, layer.h, layer.v)
+    assert all(conv.bias is None for conv in convs)
+    dv = c // 8 if variant == "paper" else c // 2
+    weights = 2 * c * (c // 8) + c * dv + dv * c
+    assert sum(p.numel() for p in layer.parameters()) == weights + 1  # + gamma
+    biased = SelfAttention2d(c, variant, bias=True)
+    assert sum(p.numel() for p in biased.parameters()) == weights + 1 + 2 * (c // 8) + dv + c
+    assert "bias=False" in repr(layer) and "bias=True" in repr(biased)
+    zero = torch.zeros(2, c, 4, 4)
+    for m in (layer, biased):
+        with torch.no_grad():
+            m.gamma.fill_(1.0)
+    assert torch.equal(layer(zero), zero)
+    assert layer(zero, return_attention=True)[0].abs().max() == 0
+    assert biased(zero).abs().max() > 0
 
 
 def test_double_backward_falls_back_to_explicit_path():

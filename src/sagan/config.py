@@ -23,6 +23,7 @@ from sagan.errors import ConfigError
 from sagan.losses import LOSSES
 from sagan.models.arch import D_ARCH, G_ARCH, RESOLUTIONS, d_attention_sizes, g_attention_sizes
 from sagan.nn.attention import VARIANTS
+from sagan.nn.spectral import DEFAULT_INIT, INIT_SCHEMES
 
 ON_DIVERGENCE = ("rollback", "stop")
 MAX_SEED = 2**31 - 1  # numpy's global seed must stay below 2**32 even with the rank added
@@ -42,9 +43,30 @@ class ModelConfig:
     g_attn: list[int] = field(default_factory=lambda: [16])
     d_attn: list[int] = field(default_factory=lambda: [16])
     attn_variant: str = "paper"
+    attn_bias: bool = False  # biases on the attention 1x1 convs (the paper has none; older versions had them)
     conditional: bool = True
     g_sn: bool = True
     d_sn: bool = True
+    init: str = DEFAULT_INIT  # weight init of G and D: ortho, xavier (the authors'), normal (N(0, 0.02))
+
+
+def migrate_model_section(model: Any) -> Any:
+    """A stored ``model`` section (a run's config.yaml, a checkpoint's config) with the keys added
+    since it was written filled in with what it meant then; a copy, the input is left alone.
+
+    * ``attn_bias``: before the key existed the paper variant's attention convs had biases and the
+      biggan variant's had none, so its absence means ``attn_variant == "paper"``.
+    * ``init``: before the key existed every weight was initialised orthogonally.
+
+    Anything that is not a mapping is returned unchanged for the strict checks to report.
+    """
+    if not isinstance(model, dict):
+        return model
+    out = dict(model)
+    if "attn_bias" not in out:
+        out["attn_bias"] = out.get("attn_variant", "paper") == "paper"
+    out.setdefault("init", "ortho")
+    return out
 
 
 @dataclass
@@ -314,9 +336,12 @@ def load_config(preset_name: str | None = None, file: str | Path | None = None,
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a resolved config (from a run directory or a checkpoint), strictly."""
+    """Rebuild a resolved config (from a run directory or a checkpoint), strictly; a ``model``
+    section written by an older version is read as it was meant (``migrate_model_section``)."""
     if not isinstance(data, dict):
         raise ConfigError(f"a resolved config must be a mapping of sections, got {type(data).__name__}")
+    if "model" in data:
+        data = {**data, "model": migrate_model_section(data["model"])}
     name = data.get("preset", "fmnist32")
     if not isinstance(name, str):
         raise ConfigError(f"preset: expected a preset name, got {name!r}")
@@ -358,6 +383,7 @@ def validate(cfg: Config) -> None:
                    f"channels, which is not divisible by 8 (attention projects to C/8); use e.g. 16, 32 or 64")
     _check(1 <= m.z_dim <= 4096, f"model.z_dim={m.z_dim} must be between 1 and 4096")
     _check(m.attn_variant in VARIANTS, f"model.attn_variant={m.attn_variant!r}; choose one of {list(VARIANTS)}")
+    _check(m.init in INIT_SCHEMES, f"model.init={m.init!r}; choose one of {list(INIT_SCHEMES)}")
     _check(d.dataset in DATASETS, f"data.dataset={d.dataset!r} is not known; choose one of {list(DATASETS)}")
     _check(d.channels in (None, 1, 3), f"data.channels={d.channels} must be 1, 3 or null (as the data has)")
     _check(0 <= d.num_workers <= 256, f"data.num_workers={d.num_workers} must be between 0 and 256")

@@ -8,7 +8,7 @@ from torch import nn
 from sagan.models.arch import D_ARCH, checked_specs
 from sagan.nn.attention import SelfAttention2d
 from sagan.nn.blocks import DBlock
-from sagan.nn.spectral import init_weights, sn_embedding, sn_linear
+from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_embedding, sn_linear
 
 
 class Discriminator(nn.Module):
@@ -17,6 +17,8 @@ class Discriminator(nn.Module):
     Optimised first block, residual down-blocks, attention after the blocks whose output
     size is in ``attn``, ReLU, global sum pooling, SN-linear plus the projection term
     <embed(y), h> when class-conditional (Miyato & Koyama, 2018).
+
+    ``attn_bias`` and ``init`` as for the generator; ``init`` covers the projection embedding too.
     """
 
     def __init__(
@@ -28,6 +30,8 @@ class Discriminator(nn.Module):
         attn: list[int] | tuple[int, ...] = (64,),
         attn_variant: str = "paper",
         use_sn: bool = True,
+        attn_bias: bool = False,
+        init: str = DEFAULT_INIT,
     ):
         super().__init__()
         specs = checked_specs(D_ARCH, resolution, attn, "discriminator")
@@ -38,12 +42,12 @@ class Discriminator(nn.Module):
             in_ch = img_channels if i == 0 else s.in_mult * ch
             stage = nn.ModuleList([DBlock(in_ch, s.out_mult * ch, s.resample, preactivation=i > 0, use_sn=use_sn)])
             if s.resolution in attn:
-                stage.append(SelfAttention2d(s.out_mult * ch, attn_variant, spectral_norm=use_sn))
+                stage.append(SelfAttention2d(s.out_mult * ch, attn_variant, spectral_norm=use_sn, bias=attn_bias))
             self.blocks.append(stage)
         feat = specs[-1].out_mult * ch
         self.linear = sn_linear(feat, 1, enabled=use_sn)
         self.embed = sn_embedding(num_classes, feat, enabled=use_sn) if num_classes > 0 else None
-        init_weights(self)
+        init_weights(self, init)
 
     @property
     def conditional(self) -> bool:

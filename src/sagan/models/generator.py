@@ -7,7 +7,7 @@ from torch import nn
 from sagan.models.arch import BOTTOM_WIDTH, G_ARCH, checked_specs
 from sagan.nn.attention import SelfAttention2d
 from sagan.nn.blocks import GBlock
-from sagan.nn.spectral import init_weights, sn_conv3x3, sn_linear
+from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_conv3x3, sn_linear
 
 
 class Generator(nn.Module):
@@ -16,6 +16,9 @@ class Generator(nn.Module):
     SN-linear z -> 4x4 x (ch * mult0), residual up-blocks with conditional BN (plain BN when
     ``num_classes == 0``), attention after the blocks whose output size is in ``attn``,
     then BN-ReLU-conv3x3-tanh.
+
+    ``attn_bias`` gives the attention layers' 1x1 convs biases (the paper has none); ``init`` is
+    the weight initialisation, one of ``sagan.nn.spectral.INIT_SCHEMES`` (see ``init_weights``).
     """
 
     def __init__(
@@ -28,6 +31,8 @@ class Generator(nn.Module):
         attn: list[int] | tuple[int, ...] = (64,),
         attn_variant: str = "paper",
         use_sn: bool = True,
+        attn_bias: bool = False,
+        init: str = DEFAULT_INIT,
     ):
         super().__init__()
         specs = checked_specs(G_ARCH, resolution, attn, "generator")
@@ -39,13 +44,13 @@ class Generator(nn.Module):
         for s in specs:
             stage = nn.ModuleList([GBlock(s.in_mult * ch, s.out_mult * ch, num_classes, s.resample, use_sn)])
             if s.resolution in attn:
-                stage.append(SelfAttention2d(s.out_mult * ch, attn_variant, spectral_norm=use_sn))
+                stage.append(SelfAttention2d(s.out_mult * ch, attn_variant, spectral_norm=use_sn, bias=attn_bias))
             self.blocks.append(stage)
         out_ch = specs[-1].out_mult * ch
         # The output BN is unconditional in the lineage (BigGAN's output_layer).
         self.out_bn = nn.BatchNorm2d(out_ch)
         self.out_conv = sn_conv3x3(out_ch, img_channels, use_sn)
-        init_weights(self)
+        init_weights(self, init)
 
     @property
     def conditional(self) -> bool:

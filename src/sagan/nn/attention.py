@@ -9,9 +9,13 @@ N = H*W positions:
     o_j = v( sum_i beta_{j,i} h(x_i) )                 v: 1x1 conv C' -> C
     y = gamma * o + x                                  gamma: one scalar, initialised to 0
 
-So g plays the role of the query and f the key.  The authors' released code (also used by
-BigGAN) is offered as ``variant="biggan"``: query/key at C/8, value h at C/2, keys and values
-max-pooled 2x2 (N/4 of them), output conv C/2 -> C, no biases.
+So g plays the role of the query and f the key. W_f, W_g, W_h and v are linear maps without
+biases, in the paper's equations and in the authors' code, and so they are here by default;
+``bias=True`` gives all four 1x1 convs biases, as earlier versions of this package did for the
+paper variant (a stored config without ``model.attn_bias`` is read that way, so their
+checkpoints still load). The authors' released code (also used by BigGAN) is offered as
+``variant="biggan"``: query/key at C/8, value h at C/2, keys and values max-pooled 2x2 (N/4 of
+them), output conv C/2 -> C.
 
 Two code paths compute the same function:
 * the fused path, ``scaled_dot_product_attention(q, k, v, scale=1.0)`` on contiguous
@@ -65,13 +69,14 @@ class SelfAttention2d(nn.Module):
             (and by 2 for the biggan variant).
         variant: ``"paper"`` (default) or ``"biggan"`` (the authors' released code).
         spectral_norm: wrap the four 1x1 convs in spectral normalisation.
+        bias: give the four 1x1 convs biases (default False: the paper's equations have none).
 
     ``forward(x, return_attention=True)`` also returns the (B, N_query, N_key) map, row j
     being the distribution over key positions for query position j (row-major over H, W).
     For the biggan variant N_key = (H/2)*(W/2).
     """
 
-    def __init__(self, channels: int, variant: Variant = "paper", spectral_norm: bool = True):
+    def __init__(self, channels: int, variant: Variant = "paper", spectral_norm: bool = True, bias: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"attention variant {variant!r} is not known; choose one of {VARIANTS}")
@@ -80,7 +85,7 @@ class SelfAttention2d(nn.Module):
         self.channels = channels
         self.variant = variant
         self.qk_channels = channels // 8
-        bias = variant == "paper"
+        self.use_bias = bias
         self.v_channels = channels // 8 if variant == "paper" else channels // 2
         conv = (lambda i, o: sn_conv1x1(i, o, bias=bias)) if spectral_norm else (
             lambda i, o: nn.Conv2d(i, o, 1, bias=bias))
@@ -142,7 +147,7 @@ class SelfAttention2d(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, variant={self.variant!r}"
+        return f"channels={self.channels}, variant={self.variant!r}, bias={self.use_bias}"
 
 
 @contextlib.contextmanager
