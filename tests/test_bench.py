@@ -2,23 +2,49 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from sagan.commands import bench
+from sagan.bench import measure as bench
+
+
+# Pinned glibc malloc thresholds stay pinned for the rest of a process (glibc has no way back to
+# its dynamic defaults), so whatever pins them runs in a child process here; conftest fails a test
+# that pins them in the test process.
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+PEAK_CHILD = """
+import json, sys
+import torch
+from sagan.bench import measure as bench
+if not bench._reset_peak():
+    print(json.dumps({"skip": True}))
+    sys.exit(0)
+pinned = bench.pin_malloc_thresholds()
+
+def alloc():
+    t = torch.ones(16, 2**20)  # 64 MiB, touched
+    return float(t[-1, -1])
+
+print(json.dumps({"pinned": pinned, "peak": bench.measure_peak_extra(alloc, torch.device("cpu"))}))
+"""
 
 
 def test_peak_memory_measurement_sees_a_large_tensor():
-    if not bench._reset_peak():
+    res = subprocess.run([sys.executable, "-c", PEAK_CHILD], env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if out.get("skip"):
         pytest.skip("no /proc/self/clear_refs on this system")
-    bench.pin_malloc_thresholds()
-
-    def alloc():
-        t = torch.ones(16, 2**20)  # 64 MiB, touched
-        return float(t[-1, -1])
-
-    peak = bench.measure_peak_extra(alloc, torch.device("cpu"))
+    peak = out["peak"]
+    assert out["pinned"] is True
     assert peak is not None and 56 * 2**20 <= peak <= 256 * 2**20
 
 
@@ -59,13 +85,16 @@ def test_train_step_bench_counts_flops_and_samples():
 
 
 def test_bench_command_writes_json_and_markdown(tmp_path):
-    from sagan.cli import main
+    # --only attention runs the attention section in this process, which pins malloc: a child process.
     out, md = tmp_path / "r.json", tmp_path / "b.md"
-    rc = main(["bench", "--only", "attention", "--sizes", "8", "--attn-batch", "1", "--attn-channels", "16",
-               "--reps", "1", "--json", str(out), "--markdown", str(md), "--note", "test run"])
-    assert rc == 0
-    res = json.loads(out.read_text())
-    assert {r["impl"] for r in res["attention"]} == {"fused", "explicit", "naive"}
-    assert res["sdpa_backend"]["biggan_as_run"] == res["sdpa_backend"]["paper"]
+    res = subprocess.run([sys.executable, "-m", "sagan", "bench", "--only", "attention", "--sizes", "8",
+                          "--attn-batch", "1", "--attn-channels", "16", "--reps", "1", "--json", str(out),
+                          "--markdown", str(md), "--note", "test run"],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["malloc_thresholds_pinned"] is True
+    assert {r["impl"] for r in data["attention"]} == {"fused", "explicit", "naive"}
+    assert data["sdpa_backend"]["biggan_as_run"] == data["sdpa_backend"]["paper"]
     text = md.read_text()
     assert "## 1. Attention layer" in text and "| paper | 8x8 | fused |" in text and "test run" in text

@@ -17,7 +17,7 @@ from sagan.cli import main
 from sagan.train import checkpoint as ckpt_mod
 from sagan.train.checkpoint import (FORMAT_VERSION, CheckpointError, CheckpointWriteError, atomic_save,
                                     list_checkpoints, load_checkpoint, remove_stale_temp_files, save_checkpoint)
-from sagan.train.signals import EXIT_CHECKPOINT_WRITE, EXIT_USAGE
+from sagan.errors import EXIT_CHECKPOINT_WRITE, EXIT_USAGE
 
 
 

@@ -1,12 +1,17 @@
 """Datasets and the resumable, sharded batch stream."""
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 import torch
 
 from sagan.config import DataConfig
 from sagan.data import BatchStream, load_data
 from sagan.data.datasets import DEBIAN_FMNIST
+from sagan.train.signals import StopRequest
 
 
 @pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(), reason="needs the Debian dataset-fashion-mnist package "
@@ -70,18 +75,50 @@ def test_stream_rejects_bad_batches():
         BatchStream(_tensor_data(10), 3, world=2)
 
 
+def _kill_workers_and_handle_their_sigchld(pids: list[int], timeout: float = 120) -> None:
+    """SIGKILL the loader workers; return once they are dead and this process has run its SIGCHLD
+    handler (PyTorch's, as wrapped by the stream) for the last death, without it raising.
+
+    The workers are not reaped (WNOWAIT), as PyTorch's handler and the loader expect to see them.
+    """
+    def dead(pid: int) -> bool:
+        try:
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:  # already reaped
+            return True
+
+    handled_after_all_died = []
+    installed = signal.getsignal(signal.SIGCHLD)
+    assert getattr(installed, "_sagan_deferred", False), "the stream's SIGCHLD handler is not installed"
+
+    def spy(signum, frame):
+        installed(signum, frame)  # an exception here (mid-step) fails the test, as it should
+        if all(dead(p) for p in pids):
+            handled_after_all_died.append(True)
+
+    signal.signal(signal.SIGCHLD, spy)
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            if not dead(pid):
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # blocks until it is dead
+        # The last death's SIGCHLD may have been taken by another thread: Python runs the handler
+        # in the main thread at its next bytecode, so poll (the deadline is only a safety net).
+        deadline = time.monotonic() + timeout
+        while not handled_after_all_died:
+            assert time.monotonic() < deadline, "no SIGCHLD handled after the workers died"
+            time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGCHLD, installed)
+
+
 def test_stream_survives_workers_killed_during_a_stop(tiny_folder):
     """A scheduler's SIGTERM to the process group also kills the DataLoader workers.
 
     Once a stop is under way (StopRequest has seen the signal), their death is no error: the stream
     loads the remaining batches in this process, and they are the batches the workers would have made.
     """
-    import os
-    import signal
-    import time
-
-    from sagan.train.signals import StopRequest
-
     cfg = DataConfig(dataset="image_folder", root=str(tiny_folder), num_workers=2)
     data = load_data(cfg, 32)
     reference = [b for b, _ in zip(BatchStream(data, 4, seed=5), range(6))]
@@ -89,10 +126,11 @@ def test_stream_survives_workers_killed_during_a_stop(tiny_folder):
     got = [next(stream)]
     workers = [w.pid for w in stream._loader_iter._workers]
     with StopRequest(announce=False, on_stop=lambda: setattr(stream, "workers_may_exit", True)) as stop:
-        os.kill(os.getpid(), signal.SIGTERM)  # the stop request arrives first ...
-        for pid in workers:  # ... then the same signal kills the workers
-            os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)  # mid-step: PyTorch's own SIGCHLD handler would raise here
+        signal.raise_signal(signal.SIGTERM)  # the stop request arrives first (handled on return) ...
+        assert stop.requested
+        # ... then the same signal kills the workers; their SIGCHLD comes mid-step, where PyTorch's
+        # own handler would raise.
+        _kill_workers_and_handle_their_sigchld(workers)
         got += [next(stream) for _ in range(5)]
         assert stop.requested and stream.num_workers == 0  # finished in-process
         stream.close()
@@ -103,21 +141,15 @@ def test_stream_survives_workers_killed_during_a_stop(tiny_folder):
 def test_stream_worker_killed_before_the_stop_is_seen(tiny_folder):
     """The race of a multi-threaded process: the worker's death (SIGCHLD) reaches Python before the
     SIGTERM that killed it does. Nothing is raised mid-step; the stop then finishes in process."""
-    import os
-    import signal
-    import time
-
-    from sagan.train.signals import StopRequest
-
     data = load_data(DataConfig(dataset="image_folder", root=str(tiny_folder)), 32)
     reference = [b for b, _ in zip(BatchStream(data, 4, seed=2), range(5))]
     stream = BatchStream(data, 4, seed=2, num_workers=1)
     got = [next(stream)]
-    with StopRequest(announce=False, on_stop=lambda: setattr(stream, "workers_may_exit", True)):
-        os.kill(stream._loader_iter._workers[0].pid, signal.SIGKILL)
-        time.sleep(0.5)  # SIGCHLD handled here, before any stop request: no exception
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.01)
+    with StopRequest(announce=False, on_stop=lambda: setattr(stream, "workers_may_exit", True)) as stop:
+        _kill_workers_and_handle_their_sigchld([stream._loader_iter._workers[0].pid])  # no stop yet: no exception
+        assert not stop.requested
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.requested
         got += [next(stream) for _ in range(4)]
         stream.close()
     for (x, y), (xr, yr) in zip(got, reference):
@@ -125,9 +157,6 @@ def test_stream_worker_killed_before_the_stop_is_seen(tiny_folder):
 
 
 def test_stream_worker_death_is_an_error_without_a_stop(tiny_folder):
-    import os
-    import signal
-
     data = load_data(DataConfig(dataset="image_folder", root=str(tiny_folder)), 32)
     stream = BatchStream(data, 4, seed=5, num_workers=1)
     next(stream)

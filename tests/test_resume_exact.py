@@ -10,20 +10,19 @@ from __future__ import annotations
 import csv
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import start_paused_at_step
 from sagan.config import load_config
 from sagan.data.datasets import load_data
 from sagan.train.checkpoint import list_checkpoints, load_checkpoint
-from sagan.train.loop import Trainer
+from sagan.train.run import Trainer
 
 STEPS, CKPT_EVERY = 8, 3
 TRAIN_SETS = ["data.dataset=image_folder", "model.g_ch=8", "model.d_ch=8", "train.batch_size=8",
@@ -31,14 +30,9 @@ TRAIN_SETS = ["data.dataset=image_folder", "model.g_ch=8", "model.d_ch=8", "trai
               "train.keep_ckpts=2", "train.deterministic=true", "train.device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_deterministic_flag():
-    """Trainer(deterministic=true) switches torch's global flag on; leave it as other tests expect."""
-    before, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; one thread per test process is fastest overall
-    yield
-    torch.use_deterministic_algorithms(before)
-    torch.set_num_threads(threads)
+# One thread per test process is fastest overall on a shared machine. Trainer(deterministic=true)
+# switches torch's global flag on; conftest's autouse fixture puts it back after every test.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_same(a, b, where: str = "checkpoint") -> None:
@@ -159,24 +153,20 @@ def _logged_step(run: Path) -> int:
 
 
 def _run_and_kill(cmd: list[str], run: Path, kill_at: int, timeout: float = 240) -> int:
-    """Start training; SIGKILL it as soon as step ``kill_at`` has been logged. Returns the logged step."""
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
+    """Start training; SIGKILL it once step ``kill_at`` is done (logged, and checkpointed when due)
+    and step ``kill_at + 1`` is about to begin: the child waits there (conftest's pause hook) until
+    killed, so the kill point is exact however loaded the machine is. Returns the logged step."""
+    proc, err = start_paused_at_step(cmd, kill_at, _env(), run.parent / f"{run.name}_proc", timeout=timeout)
     try:
-        while _logged_step(run) < kill_at:
-            if proc.poll() is not None:
-                pytest.fail(f"training ended (rc {proc.returncode}) before step {kill_at}: "
-                            f"{proc.stderr.read().decode()[-2000:]}")
-            assert time.monotonic() < deadline, "training too slow"
-            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    return _logged_step(run)
+    assert proc.returncode == -signal.SIGKILL, err.read_text(errors="replace")[-2000:]
+    assert _logged_step(run) == kill_at
+    return kill_at
 
 
 def _resume(run: Path) -> None:
@@ -206,7 +196,8 @@ def _kill_resume_matches(reference_run: Path, folder: Path, out: Path, kill_at: 
 
 
 # Kill points drawn at random once (seeded, so a failure can be reproduced), covering a kill
-# before the first checkpoint, between checkpoints and right after one.
+# before the first checkpoint, between checkpoints and after the last one. Each kill lands right
+# after its step (see _run_and_kill), so a failure reproduces exactly.
 KILL_POINTS = sorted(random.Random(6).sample(range(1, STEPS), 3))
 
 

@@ -15,7 +15,7 @@ from sagan.cli import main
 from sagan.config import DataConfig
 from sagan.data.datasets import DataError, check_image, load_image_folder
 from sagan.train.checkpoint import list_checkpoints, load_checkpoint
-from sagan.train.signals import EXIT_USAGE
+from sagan.errors import EXIT_USAGE
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import TINY_TRAIN_ARGS
 from sagan.train.checkpoint import list_checkpoints, load_checkpoint
-from sagan.train.signals import EXIT_CHECKPOINT_WRITE
+from sagan.errors import EXIT_CHECKPOINT_WRITE
 
 pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
 
@@ -29,11 +29,17 @@ def test_disk_full_during_training_keeps_previous_checkpoint(tmp_path, tiny_fold
     ckpt_dir = tmp_path / "r" / "checkpoints"
     deadline = time.monotonic() + 240
     try:
-        while not list_checkpoints(ckpt_dir):
+        size = None
+        while size is None:  # poll for the first checkpoint (later ones are the same size, give or take bytes)
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             assert time.monotonic() < deadline, "training too slow"
-            time.sleep(0.01)
-        size = list_checkpoints(ckpt_dir)[0].stat().st_size
+            ckpts = list_checkpoints(ckpt_dir)
+            try:
+                size = ckpts[-1].stat().st_size if ckpts else None
+            except FileNotFoundError:  # rotated away (keep_ckpts) between the listing and the stat
+                pass
+            if size is None:
+                time.sleep(0.01)
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (size // 4, size // 4))  # the disk is now "full"
         _, err = proc.communicate(timeout=240)
     finally:

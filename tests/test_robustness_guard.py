@@ -12,7 +12,7 @@ from sagan.cli import main
 from sagan.train.checkpoint import list_checkpoints, load_checkpoint
 from sagan.train.guard import CollapseDetector
 from sagan.train.run import Trainer
-from sagan.train.signals import EXIT_DIVERGED
+from sagan.errors import EXIT_DIVERGED
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,26 +12,42 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_TRAIN_ARGS
+from conftest import TINY_TRAIN_ARGS, start_paused_at_step
 from sagan.cli import main
+from sagan.train import signals as signals_module
 from sagan.train.checkpoint import list_checkpoints, load_checkpoint
-from sagan.train.loop import Trainer
-from sagan.train.signals import EXIT_ABORTED, StopRequest, TrainingAborted, exit_code_for_signal
-
-
+from sagan.train.run import Trainer
+from sagan.errors import EXIT_ABORTED, TrainingAborted, exit_code_for_signal
+from sagan.train.signals import StopRequest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+# signal.raise_signal() sends the signal to this very thread, and Python runs its handler before
+# raise_signal returns (an exception it raises comes out of raise_signal): no waiting for delivery.
+# os.kill(os.getpid(), ...) may be taken by another thread of this multi-threaded process instead.
+
+
+class FakeClock:
+    """Stands in for the ``time`` module of sagan.train.signals: ``monotonic()`` is ``now``."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
 
 def test_stop_request_first_signal_flags_second_aborts():
     previous = signal.getsignal(signal.SIGTERM)
     stop = StopRequest(announce=False).install()
     try:
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.01)  # the Python-level handler runs at the next bytecode boundary
+        signal.raise_signal(signal.SIGTERM)
         assert stop.requested and stop.signum == signal.SIGTERM
         with pytest.raises(TrainingAborted) as info:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.5)
+            signal.raise_signal(signal.SIGINT)
         assert info.value.exit_code == EXIT_ABORTED
     finally:
         stop.restore()
@@ -39,27 +55,26 @@ def test_stop_request_first_signal_flags_second_aborts():
     assert exit_code_for_signal(signal.SIGTERM) == 143 and exit_code_for_signal(signal.SIGINT) == 130
 
 
-def test_same_signal_twice_within_the_duplicate_window_is_one_request():
+def test_same_signal_twice_within_the_duplicate_window_is_one_request(monkeypatch):
     """Under torchrun, SLURM's SIGTERM and the agent's forwarded copy arrive milliseconds apart."""
+    clock = FakeClock()
+    monkeypatch.setattr(signals_module, "time", clock)
     stop = StopRequest(announce=False, duplicate_window=5.0).install()
     try:
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGTERM)  # the duplicate: ignored
-        time.sleep(0.01)
+        signal.raise_signal(signal.SIGTERM)
+        clock.now += 4.9
+        signal.raise_signal(signal.SIGTERM)  # the duplicate, within the window: ignored
         assert stop.requested and stop.signum == signal.SIGTERM
         with pytest.raises(TrainingAborted):  # another signal still aborts
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.5)
+            signal.raise_signal(signal.SIGINT)
     finally:
         stop.restore()
     stop = StopRequest(announce=False, duplicate_window=0.05).install()
     try:
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.2)  # past the window: the same signal again is a second request
+        signal.raise_signal(signal.SIGTERM)
+        clock.now += 0.2  # past the window: the same signal again is a second request
         with pytest.raises(TrainingAborted):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.5)
+            signal.raise_signal(signal.SIGTERM)
     finally:
         stop.restore()
 
@@ -71,7 +86,7 @@ def test_signal_mid_run_writes_checkpoint_and_exit_code(tmp_path, tiny_folder, m
     def step_then_signal(self):
         stats = real_step(self)
         if self.step == 3:  # arrives in the middle of step 3 (checkpoints are every 2 steps)
-            os.kill(os.getpid(), sig)
+            signal.raise_signal(sig)
         return stats
 
     monkeypatch.setattr(Trainer, "train_step", step_then_signal)
@@ -90,10 +105,15 @@ def _env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
+def _train_cmd(tiny_folder: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sagan", "train", *TINY_TRAIN_ARGS, "--data", str(tiny_folder),
+            "--steps", "100000", "--out", str(out), "--name", "r", "--set", "train.log_every=1",
+            "--set", "train.ckpt_every=100000", "--set", "train.sample_every=100000", *extra]
+
+
 def _start(tiny_folder: Path, out: Path, *extra: str, new_session: bool = False) -> tuple[subprocess.Popen, Path]:
-    cmd = [sys.executable, "-m", "sagan", "train", *TINY_TRAIN_ARGS, "--data", str(tiny_folder),
-           "--steps", "100000", "--out", str(out), "--name", "r", "--set", "train.log_every=1",
-           "--set", "train.ckpt_every=100000", "--set", "train.sample_every=100000", *extra]
+    """Start training and return once two steps are logged (the signal may then come at any moment)."""
+    cmd = _train_cmd(tiny_folder, out, *extra)
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=new_session)
     run = out / "r"
@@ -106,6 +126,7 @@ def _start(tiny_folder: Path, out: Path, *extra: str, new_session: bool = False)
             pytest.fail(f"training ended early (rc {proc.returncode}): {proc.stderr.read()[-2000:]}")
         if time.monotonic() > deadline:
             proc.kill()
+            proc.wait()
             pytest.fail("training too slow to start")
         time.sleep(0.02)
 
@@ -123,13 +144,22 @@ def test_sigterm_real_process(tmp_path, tiny_folder):
 
 
 def test_second_signal_aborts_without_writing(tmp_path, tiny_folder):
-    proc, run = _start(tiny_folder, tmp_path)
-    proc.send_signal(signal.SIGTERM)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    # The child waits before its third step until it is aborted (conftest's pause hook), so both
+    # signals arrive within one step however long the two sends take on a loaded machine.
+    out = tmp_path / "out"
+    proc, err_path = start_paused_at_step(_train_cmd(tiny_folder, out), 2, _env(), tmp_path)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = err_path.read_text(errors="replace")
     assert proc.returncode == EXIT_ABORTED, err[-2000:]
     assert "aborted by a second signal" in err and "Traceback" not in err
-    ckpt_dir = run / "checkpoints"
+    ckpt_dir = out / "r" / "checkpoints"
     assert not (ckpt_dir.is_dir() and any(ckpt_dir.iterdir()))  # nothing written, no temporary left
 
 

@@ -27,7 +27,7 @@ from torch_fidelity.metric_prc import (KEY_METRIC_F_SCORE, KEY_METRIC_PRECISION,
                                        prc_featuresdict_to_metric)
 from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id_cached
 
-from sagan.data.datasets import dataset_spec
+from sagan.data.datasets import DATASETS
 from sagan.errors import MetricsError
 from sagan.metrics.classifier import NUM_CLASSES
 from sagan.metrics.extractors import (FEATURES, FIDELITY_NAMES, extractor_input_channels, extractor_layers,
@@ -50,7 +50,8 @@ def parse_metrics(text: str | Iterable[str]) -> list[str]:
 def class_accuracy_applies(dataset: str, num_classes: int, features: str) -> bool:
     """Whether the classifier's predictions measure a generator's class accuracy: the dataset's own
     extractor is the classifier, it is the one used, and the generator has the classifier's classes."""
-    return features == "fmnist" and dataset_spec(dataset).features == "fmnist" and num_classes == NUM_CLASSES
+    spec = DATASETS.get(dataset)  # None for data built in code under a name of its own
+    return features == "fmnist" and spec is not None and spec.features == "fmnist" and num_classes == NUM_CLASSES
 
 
 def fidelity_kwargs(device: torch.device, batch_size: int, features: str, weights: Path | None,

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sagan.config import DataConfig
-from sagan.data.datasets import ImageData, cache_dir, dataset_spec, load_data, to_uint8
+from sagan.data.datasets import DATASETS, ImageData, cache_dir, dataset_spec, load_data, to_uint8
 from sagan.errors import DataError
 from sagan.metrics.extractors import extractor_id
 
@@ -176,7 +176,8 @@ def training_reference(data: ImageData, resolution: int) -> Reference:
     else:
         loader = lambda: _folder_images(data, progress=False)  # noqa: E731
         folder = Path(getattr(data.folder, "root", "."))
-    count = "all" if dataset_spec(data.name).train_size == len(data) else f"n{len(data)}"
+    spec = DATASETS.get(data.name)  # None for data built in code under a name of its own
+    count = "all" if spec is not None and spec.train_size == len(data) else f"n{len(data)}"
     name = cache_name(data.name, "train", resolution, data.channels, count, folder)
     return Reference(data.name, "train", resolution, data.channels, None, name,
                      f"{data.name} training images at {resolution}x{resolution}", loader)

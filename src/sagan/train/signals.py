@@ -1,4 +1,4 @@
-"""Exit codes of ``sagan train`` and graceful handling of SIGTERM / SIGINT (preemption).
+"""Graceful handling of SIGTERM / SIGINT (preemption); the exit codes are in :mod:`sagan.errors`.
 
 The first SIGTERM or SIGINT asks the training loop to stop: it finishes the current step, writes
 a checkpoint and raises ``TrainingInterrupted``; the command exits with 128 + the signal number
@@ -19,11 +19,9 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Iterable
 
-from sagan.errors import (EXIT_ABORTED, EXIT_CHECKPOINT_WRITE, EXIT_DIVERGED, EXIT_OK, EXIT_SIGNAL_BASE,  # noqa: F401
-                          EXIT_USAGE, TrainingAborted, TrainingInterrupted, exit_code_for_signal, signal_name)
+from sagan.errors import TrainingAborted, signal_name
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
