@@ -166,6 +166,20 @@ if _at is not None and _fd is not None:
 '''
 
 
+def signal_and_wait(proc, signals, timeout: float = 120) -> int:
+    """Send ``signals`` in order to a child (paused by :func:`start_paused_at_step`), wait for it to
+    exit, and return its exit status; a child still running after ``timeout`` is killed."""
+    try:
+        for sig in signals:
+            proc.send_signal(sig)
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def start_paused_at_step(cmd: list[str], step: int, env: dict[str, str], workdir: Path, timeout: float = 240,
                          **popen_kw) -> tuple[subprocess.Popen, Path]:
     """Start ``cmd`` (a ``sagan train`` command) and return once it has finished ``step`` steps and

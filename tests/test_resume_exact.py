@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import start_paused_at_step
+from conftest import signal_and_wait, start_paused_at_step
 from sagan.config import load_config
 from sagan.data.datasets import load_data
 from sagan.train.checkpoint import list_checkpoints, load_checkpoint
@@ -157,13 +157,7 @@ def _run_and_kill(cmd: list[str], run: Path, kill_at: int, timeout: float = 240)
     and step ``kill_at + 1`` is about to begin: the child waits there (conftest's pause hook) until
     killed, so the kill point is exact however loaded the machine is. Returns the logged step."""
     proc, err = start_paused_at_step(cmd, kill_at, _env(), run.parent / f"{run.name}_proc", timeout=timeout)
-    try:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    signal_and_wait(proc, [signal.SIGKILL], timeout=60)
     assert proc.returncode == -signal.SIGKILL, err.read_text(errors="replace")[-2000:]
     assert _logged_step(run) == kill_at
     return kill_at

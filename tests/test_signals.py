@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_TRAIN_ARGS, start_paused_at_step
+from conftest import TINY_TRAIN_ARGS, signal_and_wait, start_paused_at_step
 from sagan.cli import main
 from sagan.train import signals as signals_module
 from sagan.train.checkpoint import list_checkpoints, load_checkpoint
@@ -148,14 +148,7 @@ def test_second_signal_aborts_without_writing(tmp_path, tiny_folder):
     # signals arrive within one step however long the two sends take on a loaded machine.
     out = tmp_path / "out"
     proc, err_path = start_paused_at_step(_train_cmd(tiny_folder, out), 2, _env(), tmp_path)
-    try:
-        proc.send_signal(signal.SIGTERM)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    signal_and_wait(proc, [signal.SIGTERM, signal.SIGINT])
     err = err_path.read_text(errors="replace")
     assert proc.returncode == EXIT_ABORTED, err[-2000:]
     assert "aborted by a second signal" in err and "Traceback" not in err
