@@ -17,6 +17,12 @@ from typing import Callable, Iterator
 TEMP_RE = re.compile(r"^\..+\.[^.]+\.tmp$")  # names of atomic_path's temporary files (left by a kill)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         dfd = os.open(folder, os.O_RDONLY)
@@ -42,6 +48,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets what open() would give it
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
