@@ -24,6 +24,7 @@ real difference (a wrong shard, a missing all-reduce) is of order 1e-2..1.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -172,8 +173,8 @@ def _mean_stats(two_rank_results, config: str) -> dict:
     return {k: (s0[k] + s1[k]) / 2 for k in s0}  # equal shards: mean of per-rank means = global mean
 
 
-@pytest.fixture
-def float64_one_thread():
+@contextlib.contextmanager
+def _as_the_workers_run():
     """The 1-process reference as the workers run: float64, one intra-op thread (so evaluation
     batches go through the same kernels); both restored afterwards."""
     dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
@@ -186,17 +187,17 @@ def float64_one_thread():
         torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def float64_one_thread():
+    with _as_the_workers_run():
+        yield
+
+
 @pytest.fixture(scope="module")
 def one_rank_results(tmp_path_factory) -> dict:
     from sagan.train.distributed import DistInfo
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    try:
+    with _as_the_workers_run():
         return {c: _run_steps(DistInfo(), c, tmp_path_factory.mktemp("one") / c, 1) for c in ("plain", "gp")}
-    finally:
-        torch.set_default_dtype(dtype)
-        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("config", ["sync", "gp"])
