@@ -82,3 +82,32 @@ def stale_temp_files(folder: str | Path, name_pattern: str = ".*") -> list[Path]
         return []
     pat = re.compile(rf"^\.({name_pattern})\.[^.]+\.tmp$")
     return sorted(p for p in folder.iterdir() if pat.match(p.name))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; after the block it is renamed to ``path``.
+
+    ``path`` must not exist (a folder is never replaced: it may hold a user's results). On
+    failure the temporary folder and what was written into it are removed.
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                os.chmod(f, 0o666 & ~_umask())  # some writers (safetensors) make their files private
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)

@@ -11,10 +11,11 @@ from sagan.models.generator import Generator
 from sagan.nn.attention import SelfAttention2d
 
 
-def build_models(m: Any, num_classes: int, channels: int) -> tuple[Generator, Discriminator]:
+def build_models(m: Any, num_classes: int, channels: int,
+                 class_names: list[str] | None = None) -> tuple[Generator, Discriminator]:
     """G and D for a ``model`` config section (``sagan.config.ModelConfig`` or anything with its fields)."""
-    g = Generator(m.resolution, m.g_ch, m.z_dim, num_classes, channels, m.g_attn, m.attn_variant, m.g_sn,
-                  attn_bias=m.attn_bias, init=m.init)
+    g = Generator(m.resolution, m.g_ch, m.z_dim, num_classes, channels, list(m.g_attn), m.attn_variant, m.g_sn,
+                  attn_bias=m.attn_bias, init=m.init, class_names=class_names)
     d = Discriminator(m.resolution, m.d_ch, num_classes, channels, m.d_attn, m.attn_variant, m.d_sn,
                       attn_bias=m.attn_bias, init=m.init)
     return g, d

@@ -1,7 +1,10 @@
 """The generic SAGAN generator, built from the architecture table."""
 from __future__ import annotations
 
+import os
+
 import torch
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from sagan.models.arch import BOTTOM_WIDTH, G_ARCH, checked_specs
@@ -10,7 +13,8 @@ from sagan.nn.blocks import GBlock
 from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_conv3x3, sn_linear
 
 
-class Generator(nn.Module):
+class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tags=["gan", "sagan", "image-generation"],
+                paper_url="https://arxiv.org/abs/1805.08318"):
     """z (and class y) -> image in [-1, 1].
 
     SN-linear z -> 4x4 x (ch * mult0), residual up-blocks with conditional BN (plain BN when
@@ -19,6 +23,10 @@ class Generator(nn.Module):
 
     ``attn_bias`` gives the attention layers' 1x1 convs biases (the paper has none); ``init`` is
     the weight initialisation, one of ``sagan.nn.spectral.INIT_SCHEMES`` (see ``init_weights``).
+    ``class_names`` (optional, one per class) travels with the model into exports.
+
+    ``Generator.from_pretrained(NAME_OR_DIR)`` loads a shipped model (``"fmnist32"``), a folder
+    written by ``sagan export`` / ``save_pretrained``, or (online) a Hugging Face Hub id.
     """
 
     def __init__(
@@ -33,9 +41,13 @@ class Generator(nn.Module):
         use_sn: bool = True,
         attn_bias: bool = False,
         init: str = DEFAULT_INIT,
+        class_names: list[str] | None = None,
     ):
         super().__init__()
         specs = checked_specs(G_ARCH, resolution, attn, "generator")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
+        self.class_names = list(class_names) if class_names is not None else []
         self.resolution, self.ch, self.z_dim = resolution, ch, z_dim
         self.num_classes, self.img_channels = num_classes, img_channels
         self.first_channels = specs[0].in_mult * ch
@@ -57,6 +69,8 @@ class Generator(nn.Module):
         return self.num_classes > 0
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``y``: class indices ``(B,)``, or class weights ``(B, num_classes)`` that mix the class
+        embeddings (one-hot rows give exactly those classes; see ``ConditionalBatchNorm2d``)."""
         if self.conditional and y is None:
             raise ValueError("this generator is class-conditional: pass class labels y")
         h = self.linear(z).view(z.shape[0], self.first_channels, BOTTOM_WIDTH, BOTTOM_WIDTH)
@@ -69,3 +83,44 @@ class Generator(nn.Module):
 
     def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.z_dim, device=device, generator=generator)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "Generator":  # type: ignore[override]
+        """A generator from a shipped name (``sagan.models.export.pretrained_names()``), an exported
+        folder, or a Hugging Face Hub id; in eval mode. ``map_location`` picks the device."""
+        from sagan.errors import CheckpointError
+        from sagan.models.export import pretrained_names, resolve_export
+
+        local = resolve_export(pretrained_model_name_or_path)
+        if local is not None:
+            return super().from_pretrained(str(local), **kwargs)
+        name = str(pretrained_model_name_or_path)
+        why = (f"{name} is not a folder and not a shipped model ({', '.join(pretrained_names()) or 'none'})")
+        if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "", 1):
+            raise CheckpointError(f"{why}")
+        try:  # a Hugging Face Hub id
+            return super().from_pretrained(name, **kwargs)
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - offline, no such repository, not a sagan export, ...
+            raise CheckpointError(f"{why}, and loading it from the Hugging Face Hub failed: "
+                                  f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
+                         map_location: str = "cpu", strict: bool = True, config: dict | None = None,
+                         **model_kwargs) -> "Generator":
+        from sagan.models.export import WEIGHTS_NAME, load_weights, read_config
+
+        if os.path.isdir(model_id):
+            read_config(model_id)  # a newer export format is refused before anything is built
+            file = os.path.join(model_id, WEIGHTS_NAME)
+        else:
+            from huggingface_hub import hf_hub_download
+            file = hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+                                   force_download=force_download, token=token, local_files_only=local_files_only)
+        model = cls(**model_kwargs)
+        load_weights(model, file, map_location)
+        if isinstance(config, dict):
+            model._hub_mixin_config = config  # the whole config.json, provenance record included
+        return model.to(map_location).eval()

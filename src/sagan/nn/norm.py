@@ -12,6 +12,10 @@ class ConditionalBatchNorm2d(nn.Module):
     SAGAN/BigGAN lineage: they are per-class affine parameters of a normalisation, not a
     linear map whose Lipschitz constant matters, and normalising them would tie every class's
     gain to the largest one. Both start at zero, so the layer starts as plain BN.
+
+    ``y`` is either class indices ``(B,)`` or class weights ``(B, num_classes)`` (float): the
+    gain and bias are then the weighted sums of the class rows, so a one-hot row gives exactly
+    that class and a mixture interpolates the class embeddings (class morphing).
     """
 
     def __init__(self, num_features: int, num_classes: int, eps: float = 1e-5, momentum: float = 0.1):
@@ -24,9 +28,17 @@ class ConditionalBatchNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = self.bn(x)
-        gain = 1.0 + self.gain(y)[:, :, None, None]
-        bias = self.bias(y)[:, :, None, None]
-        return out * gain + bias
+        gain, bias = class_rows(self.gain, y), class_rows(self.bias, y)
+        return out * (1.0 + gain[:, :, None, None]) + bias[:, :, None, None]
+
+
+def class_rows(table: nn.Embedding, y: torch.Tensor) -> torch.Tensor:
+    """Rows of ``table`` for class indices ``y`` (integer), or their weighted sums for class weights (float)."""
+    if y.is_floating_point():
+        if y.dim() != 2 or y.shape[1] != table.num_embeddings:
+            raise ValueError(f"class weights must have shape (batch, {table.num_embeddings}), got {tuple(y.shape)}")
+        return y.to(table.weight.dtype) @ table.weight
+    return table(y)
 
 
 class BatchNorm2dIgnoringLabel(nn.BatchNorm2d):

@@ -101,7 +101,8 @@ class Trainer:
         # Identical initial weights on every rank (DDP would broadcast rank 0's to G and D, but
         # not to the EMA copy), then per-rank global streams.
         torch.manual_seed(t.seed)
-        g, d = build_models(cfg.model, self.num_classes, self.channels)
+        names = list(data.class_names) if len(data.class_names) == self.num_classes else None
+        g, d = build_models(cfg.model, self.num_classes, self.channels, class_names=names)
         _seed_globals(t.seed + self.dist.rank)
         if t.sync_bn and self.dist.world > 1:
             g = dist_utils.convert_sync_batchnorm(g)  # same state-dict keys: checkpoints unchanged

@@ -1,4 +1,4 @@
-"""Load trained models back from a run directory or a checkpoint file."""
+"""Load trained models back from a run directory, a checkpoint file, an exported folder or a shipped name."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,33 +7,87 @@ from pathlib import Path
 import torch
 
 from sagan.config import Config, config_from_dict
-from sagan.models import Discriminator, Generator, build_models
 from sagan.errors import CheckpointError
+from sagan.models import Discriminator, Generator, build_models
+from sagan.models.export import CONFIG_NAME, PRETRAINED_DIR, export_info, pretrained_names, resolve_export
 from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
 from sagan.train.rundir import RunDir
 
 
+CHECKPOINT_CHOICES = ("latest", "best")
+
+
 @dataclass
 class LoadedRun:
+    """A generator (and, from a training checkpoint, its discriminator) with where it came from."""
     cfg: Config
     G: Generator  # the EMA generator unless asked otherwise
-    D: Discriminator
+    D: Discriminator | None  # None for an exported model (generator only)
     step: int
-    checkpoint: Path
+    checkpoint: Path  # the checkpoint file, or the exported folder
     run_dir: Path | None
     num_classes: int
     channels: int
     class_names: list[str] = field(default_factory=list)
     dataset: str = ""
+    kind: str = "checkpoint"  # "checkpoint" | "export" | "pretrained"
+    which: str = "latest"  # "latest" | "best" | "file" (a checkpoint named directly) | "export"
+    ema: bool = True
+    tracked_fid: dict | None = None  # {"fid", "step", "features", ...} when the weights are best.pt's / exported with it
+
+    @property
+    def output_base(self) -> Path:
+        """Where a command writes by default: the run directory, the checkpoint's or export's
+        folder, or for a shipped model (read-only package data) ``./pretrained-NAME``."""
+        if self.kind == "pretrained":
+            return Path.cwd() / f"pretrained-{self.checkpoint.name}"
+        if self.kind == "export":
+            return self.checkpoint
+        return self.run_dir or self.checkpoint.parent
+
+    def describe(self) -> str:
+        """One line for what is printed: which weights, which step, EMA or not."""
+        what = {"pretrained": f"shipped model {self.checkpoint.name}", "export": f"exported model {self.checkpoint}"
+                }.get(self.kind, str(self.checkpoint))
+        fid = ""
+        if self.tracked_fid and "fid" in self.tracked_fid:
+            fid = f", tracked FID {self.tracked_fid['fid']:.3f} ({self.tracked_fid.get('features', '?')} features)"
+        which = f"{self.which} checkpoint, " if self.kind == "checkpoint" and self.which != "file" else ""
+        return f"{what} ({which}step {self.step}, {'EMA' if self.ema else 'raw'} generator{fid})"
+
+    def provenance(self) -> dict:
+        """The same as a JSON record, stored next to what a command writes."""
+        return {"source": str(self.checkpoint), "kind": self.kind, "checkpoint": self.which, "step": self.step,
+                "generator": "ema" if self.ema else "raw", "tracked_fid": self.tracked_fid}
 
 
-def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> LoadedRun:
-    """Build G (EMA weights by default) and D from a run directory or checkpoint, in eval mode."""
-    ckpt = resolve_checkpoint(path)
+def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "cpu",
+             checkpoint: str = "latest") -> LoadedRun:
+    """G (EMA weights by default) and, where there is one, D, in eval mode, from any model source:
+
+    - a run directory: its newest checkpoint (``checkpoint="latest"``), ``best.pt``
+      (``checkpoint="best"``) or a checkpoint file named by ``checkpoint``;
+    - a checkpoint file;
+    - a folder written by ``sagan export`` (generator only; ``ema`` is whatever was exported);
+    - the name of a shipped model (``sagan.models.export.pretrained_names()``, e.g. ``fmnist32``).
+    """
+    p = Path(path)
+    if p.is_dir() and (p / CONFIG_NAME).is_file() or (not p.exists() and str(path) in pretrained_names()):
+        if checkpoint != "latest":
+            raise CheckpointError(f"--checkpoint {checkpoint}: {path} is an exported model, which holds one set of "
+                                  "weights; --checkpoint applies to run directories")
+        return _load_export(path, device)
+    if not p.exists():
+        names = ", ".join(pretrained_names())
+        raise CheckpointError(f"{path}: no such run directory, checkpoint file or exported model"
+                              + (f" (shipped models: {names})" if names else ""))
+    ckpt, which = _pick_checkpoint(p, checkpoint)
     state = load_checkpoint(ckpt, map_location="cpu")
     cfg = config_from_dict(state["config"])
     meta = state["data"]
-    g, d = build_models(cfg.model, meta["num_classes"], meta["channels"])
+    names = list(meta.get("class_names", []))
+    g, d = build_models(cfg.model, meta["num_classes"], meta["channels"],
+                        class_names=names if len(names) == meta["num_classes"] else None)
     try:
         g.load_state_dict(state["G_ema" if ema else "G"])
         d.load_state_dict(state["D"])
@@ -42,8 +96,58 @@ def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "c
     run_dir = ckpt.parent.parent if RunDir(ckpt.parent.parent).checkpoints == ckpt.parent else None
     g.to(device).eval()
     d.to(device).eval()
+    best = state.get("best") if isinstance(state.get("best"), dict) else None
+    if best is not None:
+        which = "best"
     return LoadedRun(cfg, g, d, int(state["step"]), ckpt, run_dir, meta["num_classes"], meta["channels"],
-                     list(meta.get("class_names", [])), meta.get("name", ""))
+                     names, meta.get("name", ""), kind="checkpoint", which=which, ema=ema, tracked_fid=best)
+
+
+def _pick_checkpoint(p: Path, checkpoint: str) -> tuple[Path, str]:
+    """The checkpoint file for a run directory or checkpoint ``p`` and ``--checkpoint`` latest|best|PATH."""
+    if p.is_file():
+        if checkpoint != "latest":
+            raise CheckpointError(f"--checkpoint {checkpoint}: {p} is already a checkpoint file; give the run "
+                                  "directory to choose among its checkpoints")
+        return p, "file"
+    if checkpoint == "best":
+        best = RunDir(p).best
+        if not best.is_file():
+            raise CheckpointError(f"--checkpoint best: {p} has no {best.relative_to(p)} (it is written when "
+                                  "FID tracking is on, train.fid_every > 0); use --checkpoint latest")
+        return best, "best"
+    if checkpoint == "latest":
+        return resolve_checkpoint(p), "latest"
+    chosen = Path(checkpoint)
+    if not chosen.is_file() and (RunDir(p).checkpoints / checkpoint).is_file():
+        chosen = RunDir(p).checkpoints / checkpoint
+    if not chosen.is_file():
+        raise CheckpointError(f"--checkpoint {checkpoint}: not 'latest', 'best' or an existing checkpoint file")
+    return chosen, "file"
+
+
+def _load_export(path: str | Path, device: str | torch.device) -> LoadedRun:
+    folder = resolve_export(path)
+    assert folder is not None
+    g = Generator.from_pretrained(folder, map_location=str(device))
+    info = export_info(g)
+    cfg = config_from_dict(info["config"]) if isinstance(info.get("config"), dict) else _config_of(g)
+    kind = "pretrained" if folder.resolve().parent == PRETRAINED_DIR.resolve() else "export"
+    return LoadedRun(cfg, g, None, int(info.get("step", 0)), folder, None, g.num_classes, g.img_channels,
+                     list(g.class_names), str(info.get("dataset", "")), kind=kind, which="export",
+                     ema=bool(info.get("ema", True)), tracked_fid=info.get("tracked_fid"))
+
+
+def _config_of(g: Generator) -> Config:
+    """A config whose model section describes ``g`` (for a folder saved with plain ``save_pretrained``)."""
+    cfg = Config()
+    m = cfg.model
+    m.resolution, m.g_ch, m.z_dim, m.g_attn = g.resolution, g.ch, g.z_dim, list(g._hub_mixin_config.get("attn", []))
+    m.conditional = g.num_classes > 0
+    for key in ("attn_variant", "attn_bias", "init"):
+        setattr(m, key, g._hub_mixin_config.get(key, getattr(m, key)))
+    m.g_sn = bool(g._hub_mixin_config.get("use_sn", m.g_sn))
+    return cfg
 
 
 def shard_range(n: int, batch_size: int, rank: int = 0, world: int = 1) -> tuple[int, int]:

@@ -1,0 +1,67 @@
+"""Arguments every command that loads a trained generator shares, and loading it from them.
+
+A model source is a run directory, a checkpoint file, a folder written by ``sagan export``, or
+(with ``--pretrained NAME``) a model shipped with the package. ``--checkpoint latest|best|PATH``
+picks among a run directory's checkpoints. See ``sagan.train.runs.load_run``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from sagan.errors import UsageError
+from sagan.models.export import pretrained_names
+from sagan.train.distributed import resolve_device
+from sagan.train.runs import LoadedRun, load_run
+
+SOURCE_METAVAR = "SOURCE"
+SOURCE_HELP = "run directory, checkpoint file, or folder written by 'sagan export'"
+
+
+def add_source_arguments(p: argparse.ArgumentParser, ema: bool = True) -> None:
+    """SOURCE (optional when --pretrained is given), --pretrained, --checkpoint, --no-ema."""
+    p.add_argument("source", metavar=SOURCE_METAVAR, nargs="?", help=SOURCE_HELP)
+    p.add_argument("--pretrained", metavar="NAME",
+                   help=f"use a model shipped with sagan-torch instead of SOURCE ({', '.join(pretrained_names()) or 'none installed'})")
+    p.add_argument("--checkpoint", default="latest", metavar="latest|best|PATH",
+                   help="which checkpoint of a run directory: the newest (default), best.pt (lowest tracked FID), "
+                        "or a checkpoint file")
+    if ema:
+        p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of the EMA one")
+
+
+def add_device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when available, else CPU), cpu, cuda, cuda:N")
+
+
+def add_progress_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def source_of(args: argparse.Namespace) -> str:
+    """The model source named on the command line (SOURCE or --pretrained NAME, exactly one)."""
+    if args.pretrained and args.source:
+        raise UsageError(f"give either SOURCE ({args.source}) or --pretrained {args.pretrained}, not both")
+    if args.pretrained:
+        names = pretrained_names()
+        if args.pretrained not in names:
+            raise UsageError(f"--pretrained {args.pretrained}: no such shipped model; available: "
+                             f"{', '.join(names) or 'none (this installation has no pretrained models)'}")
+        return args.pretrained
+    if not args.source:
+        raise UsageError(f"give a {SOURCE_METAVAR} ({SOURCE_HELP}) or --pretrained NAME")
+    return args.source
+
+
+def load_from_args(args: argparse.Namespace, device=None) -> LoadedRun:
+    """The model the arguments name, on ``device`` (default: ``--device``)."""
+    if device is None:
+        device = device_from_args(args)
+    return load_run(source_of(args), ema=not getattr(args, "no_ema", False), device=device,
+                    checkpoint=args.checkpoint)
+
+
+def device_from_args(args: argparse.Namespace):
+    try:
+        return resolve_device(getattr(args, "device", "auto"))
+    except RuntimeError as e:  # torch.device() of a name it does not know
+        raise UsageError(f"--device {args.device}: {e}") from None

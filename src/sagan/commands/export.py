@@ -1,0 +1,63 @@
+"""``sagan export``: a trained generator as a portable folder (safetensors + JSON) or an ONNX file."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import sagan
+from sagan.commands.common import add_device_argument, add_source_arguments, load_from_args
+from sagan.errors import UsageError
+from sagan.models.export import ONNX_INFO_NAME, ONNX_NAME, save_export, write_onnx_export
+from sagan.train.checkpoint import read_best
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write a run's generator as a folder that loads without the training code (or as ONNX)",
+        description="Write the generator (EMA weights by default) of a run directory or checkpoint as a new "
+                    "folder: model.safetensors, config.json (architecture, class names, training step, tracked "
+                    "FID, the training config) and a model card. Load it with "
+                    "sagan.Generator.from_pretrained(DIR), or give DIR to any sagan command in place of a run "
+                    "directory. With --format onnx the folder holds generator.onnx (inputs z and y, output image) "
+                    "and generator.json (the same record).")
+    add_source_arguments(p)
+    p.add_argument("--out", metavar="DIR",
+                   help="the folder to create (default SOURCE_RUN/export-step<STEP>[-onnx]); never overwritten")
+    p.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+                   help="safetensors (default; loads with from_pretrained) or onnx (for onnxruntime and friends)")
+    add_device_argument(p)
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.out and Path(args.out).exists():
+        raise UsageError(f"--out {args.out} exists; an export is written to a new folder (nothing is overwritten)")
+    run = load_from_args(args, device="cpu")
+    out = Path(args.out) if args.out else (
+        run.output_base / f"export-step{run.step}{'-best' if run.which == 'best' else ''}"
+                          f"{'-onnx' if args.format == 'onnx' else ''}")
+    if out.exists():
+        raise UsageError(f"{out} exists; choose another folder with --out (nothing is overwritten)")
+    tracked = run.tracked_fid
+    if tracked is None and run.run_dir is not None:
+        fid, step = read_best(run.run_dir / "checkpoints" / "best.pt")
+        if step == run.step:
+            tracked = {"fid": fid, "step": step}
+    info = {
+        "step": run.step, "ema": run.ema, "checkpoint": str(run.checkpoint), "checkpoint_kind": run.which,
+        "tracked_fid": tracked, "dataset": run.dataset, "config": run.cfg.to_dict(),
+        "sagan_version": sagan.__version__, "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if run.kind != "checkpoint":  # re-exporting an export keeps its record
+        from sagan.models.export import export_info
+        info = dict(export_info(run.G), **{k: info[k] for k in ("sagan_version", "exported")})
+    if args.format == "onnx":
+        write_onnx_export(run.G, out, info)
+        what = (f"{out / ONNX_NAME} (ONNX: inputs z{' and y (class index)' if run.num_classes else ''}, "
+                f"output image in [-1, 1]; {ONNX_INFO_NAME} says which model it is)")
+    else:
+        save_export(run.G, out, info)
+        what = f"{out} (load with sagan.Generator.from_pretrained({str(out)!r}))"
+    print(f"wrote {what}\nfrom {run.describe()}")
+    return 0

@@ -1,0 +1,163 @@
+"""A generator on its own: a folder with ``model.safetensors`` and ``config.json``, no training code.
+
+The format is huggingface_hub's ``PyTorchModelHubMixin`` one: ``config.json`` holds the
+``Generator`` constructor's arguments (architecture, class count and names, resolution,
+channels), plus a ``"sagan"`` record of where the weights came from (training step, EMA or not,
+the checkpoint, the tracked FID, the full training config). ``Generator.from_pretrained(DIR)``
+reads it; ``push_to_hub`` publishes it when online. Weights are safetensors: data, never code.
+
+Shipped models (``PRETRAINED``) live in this package's ``pretrained/`` folder and load by name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sagan.errors import CheckpointError
+from sagan.fileio import atomic_directory
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+ONNX_NAME = "generator.onnx"
+ONNX_INFO_NAME = "generator.json"
+INFO_KEY = "sagan"  # the provenance record inside config.json
+EXPORT_FORMAT = 1
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+def pretrained_names() -> list[str]:
+    """Names of the generators shipped with the package (e.g. ``fmnist32``)."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if is_export_dir(p))
+
+
+def is_export_dir(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
+
+
+def resolve_export(name_or_path: str | os.PathLike) -> Path | None:
+    """The local folder for an exported model or a shipped name; None when it is neither
+    (then it may be a Hugging Face Hub id). A folder that exists but is not an export is an error."""
+    p = Path(name_or_path)
+    if p.is_dir():
+        if not (p / CONFIG_NAME).is_file() or not (p / WEIGHTS_NAME).is_file():
+            missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (p / n).is_file()]
+            raise CheckpointError(f"{p} is not an exported sagan model (no {' or '.join(missing)}); "
+                                  "make one with 'sagan export RUN_DIR --out DIR'")
+        return p
+    if str(name_or_path) in pretrained_names():
+        return PRETRAINED_DIR / str(name_or_path)
+    return None
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} cannot be read as JSON: {type(e).__name__}: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is not an exported sagan model config (not a JSON object)")
+    info = config.get(INFO_KEY, {})
+    version = info.get("format", 1) if isinstance(info, dict) else 1
+    if not isinstance(version, int) or version > EXPORT_FORMAT:
+        raise CheckpointError(f"{path} has export format {version!r}, newer than this code's {EXPORT_FORMAT}; "
+                              "upgrade sagan-torch to load it")
+    return config
+
+
+def load_weights(model: torch.nn.Module, file: str | os.PathLike, map_location: str | torch.device = "cpu") -> None:
+    """Load a safetensors file into ``model``, every key and shape matching (one-line errors otherwise)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(file)
+    if not file.is_file():
+        raise CheckpointError(f"{file} does not exist")
+    try:
+        state = load_file(str(file), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{file} is not a readable safetensors file (safetensors holds tensors only; "
+                              f"a pickle or a torch.save file under that name is refused): {e}") from None
+    own = model.state_dict()
+    problems = [f"missing {k}" for k in sorted(set(own) - set(state))[:3]]
+    problems += [f"unexpected {k}" for k in sorted(set(state) - set(own))[:3]]
+    problems += [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+                 for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape][:3]
+    if problems:
+        raise CheckpointError(f"{file} does not match the architecture in its {CONFIG_NAME}: " + "; ".join(problems))
+    model.load_state_dict(state)
+
+
+def export_info(model: torch.nn.Module) -> dict[str, Any]:
+    """The provenance record of a model loaded with ``from_pretrained`` (empty otherwise)."""
+    config = getattr(model, "_hub_mixin_config", None)
+    info = config.get(INFO_KEY) if isinstance(config, dict) else None
+    return dict(info) if isinstance(info, dict) else {}
+
+
+def save_export(model: torch.nn.Module, out: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """Write ``model`` (a ``Generator``) with ``info`` as its provenance record into the new folder ``out``.
+
+    Written through ``sagan.fileio.atomic_directory``: an interrupted export never leaves a
+    half-written model under the name, and an existing folder is never replaced.
+    """
+    out = Path(out)
+    config = dict(model._hub_mixin_config)  # type: ignore[attr-defined]  # the constructor arguments
+    config[INFO_KEY] = dict(info, format=EXPORT_FORMAT)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp, config=config)  # type: ignore[attr-defined]
+    return out
+
+
+def save_onnx(model: torch.nn.Module, path: str | os.PathLike, opset: int | None = None) -> Path:
+    """Write ``model`` (a ``Generator`` in eval mode) as ONNX: inputs ``z`` (batch, z_dim) float32 and,
+    for a class-conditional model, ``y`` (batch,) int64; output ``image`` (batch, C, H, W) in [-1, 1].
+    The batch size is dynamic. Needs the ``onnx`` and ``onnxscript`` packages."""
+    import contextlib
+    import io
+    import warnings
+
+    from torch.export import Dim
+
+    from sagan.fileio import atomic_path
+
+    try:
+        import onnxscript  # noqa: F401 - torch.onnx's exporter needs it; fail before tracing
+    except ImportError:
+        raise CheckpointError("ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript") from None
+    model = model.eval()
+    batch = Dim("batch", min=1, max=65536)
+    z = torch.zeros(2, model.z_dim)  # type: ignore[attr-defined]
+    args: tuple = (z,)
+    names, shapes = ["z"], {"z": {0: batch}}
+    if model.num_classes > 0:  # type: ignore[attr-defined]
+        args = (z, torch.zeros(2, dtype=torch.long))
+        names.append("y")
+        shapes["y"] = {0: batch}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter's progress chatter and axis-naming notes
+        program = torch.onnx.export(model, args, None, dynamo=True, input_names=names, output_names=["image"],
+                                    dynamic_shapes=shapes,
+                                    opset_version=opset)
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        program.save(str(tmp))
+    return out
+
+
+def write_onnx_export(model: torch.nn.Module, out: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """A new folder ``out`` with ``generator.onnx`` and ``generator.json`` (constructor arguments + ``info``)."""
+    config = dict(model._hub_mixin_config)  # type: ignore[attr-defined]
+    config[INFO_KEY] = dict(info, format=EXPORT_FORMAT, onnx_inputs=["z", "y"] if model.num_classes else ["z"])
+    out = Path(out)
+    with atomic_directory(out) as tmp:
+        save_onnx(model, tmp / ONNX_NAME)
+        (tmp / ONNX_INFO_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
