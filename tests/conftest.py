@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach the Hugging Face Hub (a hub id fails at once, not after retries)
+
 import numpy as np
 import pytest
 import torch

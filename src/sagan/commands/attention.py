@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sagan.commands.common import resolve_class
 from sagan.errors import UsageError
 from sagan.train.distributed import resolve_device
 from sagan.train.runs import load_run
@@ -34,24 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of the EMA one")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     p.set_defaults(func=cmd_attention)
-
-
-def resolve_class(text: str | None, num_classes: int, class_names: list[str]) -> int | None:
-    """``--class`` value (an index or a class name) -> class index; UsageError when there is none."""
-    if text is None:
-        return None
-    if num_classes == 0:
-        raise UsageError(f"--class {text}: this model is unconditional (it has no classes); drop --class")
-    if text in class_names:
-        return class_names.index(text)
-    try:
-        c = int(text)
-    except ValueError:
-        c = None
-    if c is None or not 0 <= c < num_classes:
-        names = f" ({', '.join(f'{i}={n}' for i, n in enumerate(class_names))})" if class_names else ""
-        raise UsageError(f"--class {text}: no such class; this model has classes 0..{num_classes - 1}{names}")
-    return c
 
 
 def cmd_attention(args: argparse.Namespace) -> int:

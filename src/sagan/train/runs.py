@@ -191,3 +191,32 @@ def generate(g: Generator, n: int, classes: list[int] | None = None, seed: int =
                   labels[:1].to(device) if labels is not None else None).shape[1:]
         out.append(torch.empty(0, *shape))
     return torch.cat(out), (labels[lo:hi] if labels is not None else None)
+
+
+def truncated_normal(shape: tuple[int, ...], threshold: float, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal values with every one outside ``[-threshold, threshold]`` redrawn until it falls
+    inside (the truncation trick of BigGAN, Brock et al. 2019); ``threshold == 0`` gives zeros (the
+    mean latent). Deterministic for a given generator state."""
+    if threshold < 0:
+        raise ValueError(f"truncation threshold must be >= 0, got {threshold}")
+    z = torch.randn(shape, generator=generator)
+    if threshold == 0:
+        return torch.zeros(shape)
+    if threshold == float("inf"):
+        return z
+    outside = z.abs() > threshold
+    while outside.any():
+        z[outside] = torch.randn(int(outside.sum()), generator=generator)
+        outside = z.abs() > threshold
+    return z
+
+
+def seed_latents(seeds: list[int], z_dim: int, truncation: float | None = None) -> torch.Tensor:
+    """One latent per seed, ``(len(seeds), z_dim)``: row i depends only on ``seeds[i]`` (and the
+    truncation), so any single image can be regenerated from its seed alone."""
+    rows = []
+    for s in seeds:
+        gen = torch.Generator().manual_seed(int(s))
+        rows.append(torch.randn(z_dim, generator=gen) if truncation is None
+                    else truncated_normal((z_dim,), truncation, gen))
+    return torch.stack(rows) if rows else torch.empty(0, z_dim)
