@@ -1,71 +1,333 @@
-"""``sagan sample``: generated images from a run directory or checkpoint, as a grid PNG and/or an NPZ."""
+"""``sagan sample``: generated images from any model source, as a grid PNG, an NPZ and/or one PNG per image.
+
+Two ways to pick the images (docs/sampling.md):
+
+- ``-n N --seed S`` (default 64 images, seed 0): the latents of all N images come from one seeded
+  generator and run through the model in batches of ``--batch-size``;
+- ``--seeds 0-99`` (or ``3,7,10-12``): one image per seed, each latent from its own seed
+  (``seed_latents``) and run on its own (batch 1), so an image depends only on its seed, class and
+  truncation, never on the other images: ``--seeds 42`` regenerates image 42 of ``--seeds 0-99``.
+
+Every file is written atomically; ``sample_info.json`` records the weights and the settings.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import sagan
+from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
+                                   device_from_args, load_from_args, resolve_classes)
 from sagan.data.datasets import to_uint8
-from sagan.errors import UsageError
-from sagan.train.runs import generate, load_run
-from sagan.train.distributed import resolve_device
 from sagan.data.grid import save_grid
+from sagan.errors import UsageError
+from sagan.fileio import atomic_path, atomic_write, atomic_write_text
+from sagan.train.runs import LoadedRun, generate, seed_latents, truncated_normal
+
+FORMATS = ("grid", "npz", "png")
+FORMAT_ALIASES = {"both": ("grid", "npz")}  # the former default's name
+DEFAULT_FORMAT = "grid,npz"
+DEFAULT_NUM, DEFAULT_SEED, DEFAULT_BATCH = 64, 0, 256
+MAX_SEED = 2**63 - 1
+MAX_SEEDS = 1_000_000  # images per call in --seeds mode (a typo like 0-10000000000 fails at once)
+INFO_NAME = "sample_info.json"
 
 
-def parse_classes(text: str | None) -> list[int] | None:
-    if text is None or text == "all":
+# --------------------------------------------------------------------------- parsing the flags
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-99"``, ``"3,7,10-12"`` -> the seeds in the order given; one-line UsageError otherwise."""
+    def bad(why: str) -> UsageError:
+        return UsageError(f"--seeds {text!r}: {why}; give seeds and inclusive ranges, e.g. 0-99 or 3,7,10-12")
+
+    spans: list[tuple[int, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)
+        if not m:
+            raise bad(f"{item!r} is not a seed (a whole number >= 0) or a range A-B" if item else "an empty item")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise bad(f"the range {item} runs backwards")
+        if hi > MAX_SEED:
+            raise bad(f"{hi} is larger than the largest seed, {MAX_SEED}")
+        spans.append((lo, hi))
+    count = sum(hi - lo + 1 for lo, hi in spans)
+    if count > MAX_SEEDS:
+        raise bad(f"{count} images; at most {MAX_SEEDS} per call")
+    seeds = [s for lo, hi in spans for s in range(lo, hi + 1)]
+    seen: set[int] = set()
+    for s in seeds:
+        if s in seen:
+            raise bad(f"seed {s} is given twice")
+        seen.add(s)
+    return seeds
+
+
+def compact_seeds(seeds: list[int]) -> str:
+    """The seeds written back as ranges: ``[3, 7, 10, 11, 12]`` -> ``"3,7,10-12"`` (parse_seeds' inverse)."""
+    parts: list[str] = []
+    i = 0
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
+            j += 1
+        parts.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def parse_formats(text: str) -> list[str]:
+    """``"grid,npz,png"`` (any non-empty subset; ``both`` = grid,npz) -> the formats in FORMATS order."""
+    chosen: set[str] = set()
+    for item in text.split(","):
+        item = item.strip().lower()
+        if item in FORMAT_ALIASES:
+            chosen.update(FORMAT_ALIASES[item])
+        elif item in FORMATS:
+            chosen.add(item)
+        else:
+            raise UsageError(f"--format {text!r}: {item!r} is not one of {', '.join(FORMATS)} "
+                             "(give a comma-separated subset, e.g. grid,png)")
+    return [f for f in FORMATS if f in chosen]
+
+
+def parse_truncation(value: float | None) -> float | None:
+    if value is None:
         return None
-    try:
-        return [int(c) for c in text.split(",") if c.strip()]
-    except ValueError:
-        raise UsageError(f"--classes {text!r}: give comma-separated class indices, e.g. 0,3,7") from None
+    if math.isnan(value) or value < 0:
+        raise UsageError(f"--truncation {value}: must be a number >= 0 (0: every image of a class is the "
+                         "mean-latent image; larger: more variety; inf: no truncation)")
+    return value
 
+
+# --------------------------------------------------------------------------- file names
+
+def class_folder_name(index: int, num_classes: int, class_names: list[str]) -> str:
+    """``03_Dress``: the class index zero-padded to one width (so sorted names are in class order, as
+    torchvision's ImageFolder numbers them) and the class name made safe for a file system."""
+    width = max(2, len(str(num_classes - 1)))
+    name = class_names[index] if index < len(class_names) else ""
+    safe = re.sub(r"[^\w.-]+", "_", name).strip("_.")
+    return f"{index:0{width}d}_{safe}" if safe else f"{index:0{width}d}"
+
+
+def image_file_name(seed: int | None, index: int) -> str:
+    """``seed0042.png`` in --seeds mode, ``img000042.png`` (the running index) in -n mode."""
+    return f"seed{seed:04d}.png" if seed is not None else f"img{index:06d}.png"
+
+
+def output_stem(run: LoadedRun, seeds: list[int] | None, seed: int, truncation: float | None) -> str:
+    """The grid's and NPZ's name without suffix: the step, the seed(s), the truncation, raw G."""
+    if seeds is not None:
+        spec = compact_seeds(seeds).replace(",", "_")
+        what = f"seeds{spec}" if len(spec) <= 32 else f"seeds{seeds[0]}-{seeds[-1]}_n{len(seeds)}"
+    else:
+        what = f"seed{seed}"
+    psi = f"_psi{truncation:g}" if truncation is not None else ""
+    raw = "" if run.ema else "_raw"
+    return f"samples_step{run.step}{raw}_{what}{psi}"
+
+
+def free_stem(out: Path, stem: str, formats: list[str]) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... : the first whose grid and NPZ names are both unused (an
+    earlier sampling's files are never overwritten)."""
+    suffixes = [s for f, s in (("grid", ".png"), ("npz", ".npz")) if f in formats]
+    k, candidate = 1, stem
+    while any((out / f"{candidate}{s}").exists() for s in suffixes):
+        k += 1
+        candidate = f"{stem}-{k}"
+    return candidate
+
+
+def checked_out_dir(out: Path, folders: list[str]) -> Path:
+    """Create ``out`` (and the class sub-folders) now, before sampling; one-line UsageError when a file
+    is in the way or the folder cannot be created."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; give a folder to write the samples into")
+    for name in folders:
+        if (out / name).exists() and not (out / name).is_dir():
+            raise UsageError(f"--out {out}: {out / name} is a file where a class folder goes; move it or "
+                             "choose another --out")
+    try:
+        for name in folders or [""]:
+            (out / name).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot create the folder: {e.strerror or e}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- generating
+
+def cycled_labels(num_classes: int, classes: list[int] | None, n: int) -> torch.Tensor | None:
+    """Image i's class: ``classes[i % len(classes)]`` (all classes when None); None when unconditional."""
+    if num_classes == 0:
+        return None
+    pool = torch.tensor(classes if classes else list(range(num_classes)))
+    return pool[torch.arange(n) % len(pool)]
+
+
+@torch.no_grad()
+def run_generator(g, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int, device, progress: bool) -> torch.Tensor:
+    """``g(z, labels)`` in batches of ``batch_size``; images in [-1, 1], float, on the CPU."""
+    from tqdm import tqdm
+    out = []
+    with tqdm(total=len(z), disable=not progress, desc="sample", unit="img") as bar:
+        for start in range(0, len(z), batch_size):
+            zb = z[start:start + batch_size].to(device)
+            yb = labels[start:start + batch_size].to(device) if labels is not None else None
+            out.append(g(zb, yb).float().cpu())
+            bar.update(len(zb))
+    return torch.cat(out)
+
+
+# --------------------------------------------------------------------------- writing
+
+def write_npz(path: Path, images: torch.Tensor, labels: torch.Tensor | None, seeds: list[int] | None) -> Path:
+    arrays = {"images": to_uint8(images).permute(0, 2, 3, 1).numpy(),
+              "labels": labels.numpy() if labels is not None else np.zeros(0)}
+    if seeds is not None:
+        arrays["seeds"] = np.asarray(seeds, dtype=np.uint64)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, numpy would append .npz to the temporary one
+            np.savez_compressed(f, **arrays)
+
+    return atomic_write(path, write)
+
+
+def write_grid(path: Path, images: torch.Tensor, labels: torch.Tensor | None) -> Path:
+    """One row per class when every class has as many images; else rows of 8."""
+    n = len(images)
+    n_distinct = len(set(labels.tolist())) if labels is not None else 0
+    if n_distinct > 1 and n % n_distinct == 0:
+        return save_grid(images[torch.argsort(labels, stable=True)], path, n // n_distinct)
+    return save_grid(images, path, 8)
+
+
+def write_pngs(out: Path, images: torch.Tensor, labels: torch.Tensor | None, seeds: list[int] | None,
+               folders: dict[int, str]) -> int:
+    """One PNG per image, in its class folder (unconditional: directly in ``out``); grayscale stays
+    one channel. Returns the number written."""
+    from PIL import Image
+    pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
+    for i, arr in enumerate(pixels):
+        folder = out / folders[int(labels[i])] if labels is not None else out
+        path = folder / image_file_name(seeds[i] if seeds is not None else None, i)
+        img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+        with atomic_path(path) as tmp:
+            img.save(tmp, format="PNG")
+    return len(pixels)
+
+
+# --------------------------------------------------------------------------- the command
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="write generated images from a run directory or checkpoint")
-    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
-    p.add_argument("-n", "--num", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--classes", help="comma-separated class indices to cycle through (default all)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/samples_out)")
-    p.add_argument("--format", choices=["png", "npz", "both"], default="both")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of the EMA one")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=256)
+    p = sub.add_parser(
+        "sample", help="write generated images: a grid PNG, an NPZ, one PNG per image",
+        description="Generate images from a trained model: -n N --seed S (batched), or --seeds 0-99 (one "
+                    "image per seed, each generated on its own with batch size 1, so any image can be "
+                    "regenerated alone from its seed, from the run directory, a checkpoint or an export). "
+                    "See docs/sampling.md.")
+    add_source_arguments(p)
+    p.add_argument("-n", "--num", type=int, help=f"number of images (default {DEFAULT_NUM}); not with --seeds")
+    p.add_argument("--seed", type=int, help=f"seed of the -n images' latents (default {DEFAULT_SEED}); not with --seeds")
+    p.add_argument("--seeds", metavar="SEEDS",
+                   help="one image per seed, e.g. 0-99 or 3,7,10-12: each image's latent comes from its seed alone and "
+                        "is generated with batch size 1, so it never depends on the other images")
+    p.add_argument("--classes", metavar="CLASSES",
+                   help="comma-separated class names or indices that the images cycle through (default all)")
+    p.add_argument("--truncation", type=float, metavar="PSI",
+                   help="draw latents from the normal truncated to [-PSI, PSI] (resampled, as in BigGAN); "
+                        "smaller: less variety, higher fidelity; 0: the mean latent (one image per class)")
+    p.add_argument("--format", default=DEFAULT_FORMAT, metavar="FORMATS",
+                   help="comma-separated subset of grid (one PNG grid), npz (uint8 images + labels), png (one "
+                        f"PNG per image in class folders 00_NAME/ that torchvision's ImageFolder reads); "
+                        f"default {DEFAULT_FORMAT}")
+    p.add_argument("--out", metavar="DIR",
+                   help="the folder to write into (created if missing; default samples_out/ in the run "
+                        "directory or export folder, ./pretrained-NAME/samples_out for --pretrained); an earlier "
+                        "grid or NPZ there is never overwritten (the new one is named NAME-2)")
+    p.add_argument("--batch-size", type=int, metavar="N", help=f"images per forward pass in -n mode (default {DEFAULT_BATCH})")
+    add_device_argument(p)
+    add_progress_argument(p)
     p.set_defaults(func=cmd_sample)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    if args.num < 1:
-        raise UsageError(f"--num {args.num}: must be >= 1")
-    device = resolve_device(args.device)
-    run = load_run(args.run, ema=not args.no_ema, device=device)
-    classes = parse_classes(args.classes)
-    if classes is not None:
-        if run.num_classes == 0:
-            raise UsageError("--classes given but this model is unconditional")
-        bad = [c for c in classes if not 0 <= c < run.num_classes]
-        if bad:
-            raise UsageError(f"--classes {bad}: this model has classes 0..{run.num_classes - 1}")
-    images, labels = generate(run.G, args.num, classes, args.seed, args.batch_size, device, progress=True)
-    out = Path(args.out) if args.out else (run.run_dir or run.checkpoint.parent) / "samples_out"
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"samples_step{run.step}_seed{args.seed}"
-    written = []
-    if args.format in ("png", "both"):
-        n_distinct = len(set(labels.tolist())) if labels is not None else 0
-        if n_distinct and args.num % n_distinct == 0:  # one row per class
-            images_png, nrow = images[torch.argsort(labels, stable=True)], args.num // n_distinct
-        else:
-            images_png, nrow = images, 8
-        written.append(save_grid(images_png, out / f"{stem}.png", nrow))
-    if args.format in ("npz", "both"):
-        arr = to_uint8(images).permute(0, 2, 3, 1).numpy()
-        path = out / f"{stem}.npz"
-        np.savez_compressed(path, images=arr, labels=labels.numpy() if labels is not None else np.zeros(0))
-        written.append(path)
-    print(f"wrote {args.num} images from {run.checkpoint} (step {run.step}, "
-          f"{'raw' if args.no_ema else 'EMA'} generator): " + ", ".join(str(w) for w in written))
+    # Every flag is checked before the model is loaded, the folder before sampling.
+    seeds = None
+    if args.seeds is not None:
+        given = [f for f, v in (("-n", args.num), ("--seed", args.seed), ("--batch-size", args.batch_size)) if v is not None]
+        if given:
+            raise UsageError(f"--seeds picks the images by seed and generates each on its own; drop "
+                             f"{' and '.join(given)} (or drop --seeds)")
+        seeds = parse_seeds(args.seeds)
+    num = len(seeds) if seeds is not None else (DEFAULT_NUM if args.num is None else args.num)
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    batch_size = 1 if seeds is not None else (DEFAULT_BATCH if args.batch_size is None else args.batch_size)
+    if num < 1:
+        raise UsageError(f"--num {num}: must be >= 1")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size}: must be >= 1")
+    truncation = parse_truncation(args.truncation)
+    formats = parse_formats(args.format)
+    device = device_from_args(args)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: is a file; give a folder to write the samples into")
+
+    run = load_from_args(args, device)
+    classes = resolve_classes(args.classes, run.num_classes, run.class_names)
+    labels = cycled_labels(run.num_classes, classes, num)
+    folders = ({c: class_folder_name(c, run.num_classes, run.class_names) for c in sorted(set(labels.tolist()))}
+               if labels is not None and "png" in formats else {})
+    out = checked_out_dir(Path(args.out) if args.out else run.output_base / "samples_out", list(folders.values()))
+    print(f"sampling {num} images from {run.describe()}")
+
+    progress = not args.no_progress
+    if seeds is not None:
+        z = seed_latents(seeds, run.G.z_dim, truncation)
+        images = run_generator(run.G, z, labels, 1, device, progress)
+    elif truncation is not None:
+        z = truncated_normal((num, run.G.z_dim), truncation, torch.Generator().manual_seed(seed))
+        images = run_generator(run.G, z, labels, batch_size, device, progress)
+    else:
+        images, labels = generate(run.G, num, classes, seed, batch_size, device, progress=progress)
+
+    stem = free_stem(out, output_stem(run, seeds, seed, truncation), formats)
+    written: dict[str, object] = {}
+    if "grid" in formats:
+        written["grid"] = write_grid(out / f"{stem}.png", images, labels).name
+    if "npz" in formats:
+        written["npz"] = write_npz(out / f"{stem}.npz", images, labels, seeds).name
+    if "png" in formats:
+        written["png"] = write_pngs(out, images, labels, seeds, folders)
+
+    info = {
+        "sagan_version": sagan.__version__,
+        "model": run.provenance(),
+        "mode": "seeds" if seeds is not None else "num",
+        **({"seeds": compact_seeds(seeds)} if seeds is not None else {"n": num, "seed": seed}),
+        "num_images": num,
+        "batch_size": batch_size,
+        "classes": classes,
+        "class_names": [run.class_names[c] for c in (classes or range(run.num_classes))] if run.class_names else [],
+        "truncation": truncation,
+        "formats": formats,
+        "files": written,
+        "png_folders": sorted(folders.values()) if "png" in formats else [],
+        "device": str(device),
+    }
+    atomic_write_text(out / INFO_NAME, json.dumps(info, indent=2) + "\n")
+    parts = [str(out / n) for k, n in written.items() if k != "png"]
+    if "png" in written:
+        parts.append(f"{written['png']} PNGs under {out}")
+    print(f"wrote {', '.join(parts)} and {INFO_NAME}")
     return 0
