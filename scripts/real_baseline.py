@@ -13,7 +13,8 @@ import argparse
 import json
 import time
 
-from sagan.commands.evaluate import _table
+from sagan.commands.evaluate import metrics_table
+from sagan.metrics.naming import metric_keys
 from sagan.config import DataConfig
 from sagan.metrics.classifier import classifier_info
 from sagan.metrics.evaluation import METRICS, real_split_metrics
@@ -36,8 +37,8 @@ def main() -> None:
     res = real_split_metrics(ref, test, args.metrics.split(","), "fmnist")
     seconds = time.perf_counter() - t0
     print(f"real test split ({res['num_fake']}) vs train split ({res.get('num_real')}), fmnist features, "
-          f"{seconds:.0f}s:\n{_table(res)}")
-    record = {"metrics": res, "reference": ref.description, "samples": test.description,
+          f"{seconds:.0f}s:\n{metrics_table(res, 'fmnist')}")
+    record = {"metrics": metric_keys(res, "fmnist"), "reference": ref.description, "samples": test.description,
               "classifier": classifier_info(), "seconds": round(seconds, 1)}
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2)

@@ -257,8 +257,8 @@ def test_training_fid_sampled_in_shards_equals_one_process(two_rank_results, flo
         assert set(on_rank1) == {"eval/seconds"}  # rank 1 delivered its features and computed nothing
         fid.num_samples = n
         one = fid(g)
-        assert on_rank0["eval/fid"] == pytest.approx(one["eval/fid"], rel=REL64), n
-        assert on_rank0["eval/is"] == pytest.approx(one["eval/is"], rel=REL64), n
+        assert on_rank0["eval/fid_fmnist"] == pytest.approx(one["eval/fid_fmnist"], rel=REL64), n
+        assert on_rank0["eval/is_fmnist"] == pytest.approx(one["eval/is_fmnist"], rel=REL64), n
 
 
 def test_sync_batchnorm_single_process_is_batchnorm():

@@ -23,26 +23,68 @@ def test_evaluate_tiny_run_with_fmnist_features(tiny_run, tmp_path, cache, capsy
     args = ["evaluate", str(run), "--features", "fmnist", "-n", "40", "--no-progress", "--batch-size", "16"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    for name in ("IS", "FID", "KID", "precision", "recall"):
-        assert name in out
+    # every feature metric is labelled with the classifier, none with Inception
+    for label in ("IS (Fashion-MNIST classifier features)", "FID (Fashion-MNIST classifier features)",
+                  "KID (Fashion-MNIST classifier features)", "precision (Fashion-MNIST classifier features)",
+                  "recall (Fashion-MNIST classifier features)"):
+        assert label in out
+    assert "Inception" not in out
     files = list((run / "eval").glob("*.json"))
-    assert len(files) == 1
+    assert [f.name for f in files] == ["step_00000004-fmnist-train.json"]
     rec = json.loads(files[0].read_text())
     assert rec["num_generated"] == 40 and rec["num_real"] == 16  # the tiny folder holds 2 x 8 images
     assert rec["kid_subset_size"] == 16
-    assert rec["extractor"]["name"] == "fmnist" and rec["generator"] == "ema"
+    assert rec["extractor"]["name"] == "fmnist"
     assert rec["reference"]["split"] == "train" and rec["reference"]["dataset"] == "image_folder"
-    assert rec["step"] == 4 and rec["checkpoint"].endswith("ckpt_00000004.pt")
+    assert rec["model"] == {"source": str(run / "checkpoints" / "ckpt_00000004.pt"), "kind": "checkpoint",
+                            "checkpoint": "latest", "step": 4, "generator": "ema", "tracked_fid": None}
     m = rec["metrics"]
-    assert set(m) >= {"is_mean", "fid", "kid_mean", "precision", "recall"}
+    assert set(m) == {"is_mean_fmnist", "is_std_fmnist", "fid_fmnist", "kid_mean_fmnist", "kid_std_fmnist",
+                      "precision_fmnist", "recall_fmnist", "f_score_fmnist"}
     assert "class_accuracy" not in m  # the tiny run's classes are not Fashion-MNIST's
     assert all(isinstance(v, float) and v == v for v in m.values())
-    # the reference statistics were cached; a second evaluation reuses them
+    assert m["fid_fmnist"] > 0 and m["is_mean_fmnist"] >= 1 - 1e-6 and 0 <= m["precision_fmnist"] <= 1
+    # the reference statistics were cached; a second evaluation reuses them. --out is a folder.
     cached = sorted(p.name for p in (cache / "stats").iterdir())
     assert any("-features-128" in n for n in cached) and any("stat-fid" in n for n in cached)
-    assert main(args + ["--metrics", "fid", "--out", str(tmp_path / "again.json")]) == 0
-    again = json.loads((tmp_path / "again.json").read_text())
-    assert set(again["metrics"]) == {"fid"} and sorted(p.name for p in (cache / "stats").iterdir()) == cached
+    assert main(args + ["--metrics", "fid", "--out", str(tmp_path / "again"), "--no-ema"]) == 0
+    assert [f.name for f in (tmp_path / "again").iterdir()] == ["step_00000004-fmnist-train-raw.json"]
+    again = json.loads((tmp_path / "again" / "step_00000004-fmnist-train-raw.json").read_text())
+    assert set(again["metrics"]) == {"fid_fmnist"} and sorted(p.name for p in (cache / "stats").iterdir()) == cached
+    assert again["model"]["generator"] == "raw"
+    assert again["metrics"]["fid_fmnist"] != m["fid_fmnist"]  # the raw generator is not the EMA one
+
+
+def test_evaluate_an_exported_folder(tiny_run, tmp_path, cache, capsys):
+    """An exported folder carries the training config, so the reference dataset is found from it."""
+    exp = tmp_path / "exp"
+    assert main(["export", str(tiny_run), "--out", str(exp)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(exp), "--features", "fmnist", "-n", "20", "--metrics", "fid,pr",
+                 "--no-progress", "--batch-size", "20", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"exported model {exp}" in out and "step 4" in out and "FID (Fashion-MNIST classifier features)" in out
+    rec = json.loads((exp / "eval" / "step_00000004-fmnist-train.json").read_text())
+    assert rec["model"]["kind"] == "export" and rec["model"]["checkpoint"] == "export"
+    assert rec["model"]["source"] == str(exp) and rec["model"]["step"] == 4 and rec["model"]["generator"] == "ema"
+    assert rec["reference"]["dataset"] == "image_folder" and rec["num_real"] == 16
+    assert set(rec["metrics"]) == {"fid_fmnist", "precision_fmnist", "recall_fmnist", "f_score_fmnist"}
+    assert rec["metrics"]["fid_fmnist"] > 0
+
+
+def test_evaluate_source_errors_are_one_line(tiny_run, tmp_path, capsys):
+    # the tiny run tracked no FID, so it has no best.pt
+    assert main(["evaluate", str(tiny_run), "--checkpoint", "best", "-n", "10", "--features", "fmnist"]) == 2
+    err = capsys.readouterr().err
+    assert "best.pt" in err and "--checkpoint latest" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert main(["evaluate", "-n", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "SOURCE" in err and "--pretrained" in err and err.count("\n") == 1
+    (tmp_path / "taken.json").write_text("{}")
+    assert main(["evaluate", str(tiny_run), "--out", str(tmp_path / "taken.json"), "-n", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "names a folder" in err and err.count("\n") == 1
+    assert (tmp_path / "taken.json").read_text() == "{}"
 
 
 def test_evaluate_without_inception_weights_fails_before_sampling(tiny_run, tmp_path, cache, monkeypatch, capsys):
@@ -85,23 +127,32 @@ def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
     assert trainer.fid is not None and trainer.fid.features == "fmnist"
     trainer.fit()
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("eval/fid")]
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r.get("eval/fid_fmnist")]
+    # classifier-feature scalars are named for the classifier: no plain eval/fid or eval/is column
+    assert {"eval/fid_fmnist", "eval/best_fid_fmnist", "eval/is_fmnist", "eval/class_acc"} <= set(reader.fieldnames)
+    assert not {"eval/fid", "eval/best_fid", "eval/is"} & set(reader.fieldnames)
     assert [float(r["step"]) for r in rows] == [2.0, 4.0]
     for r in rows:
-        assert float(r["eval/fid"]) > 0 and 1 <= float(r["eval/is"]) <= 10 and 0 <= float(r["eval/class_acc"]) <= 1
+        assert (float(r["eval/fid_fmnist"]) > 0 and 1 <= float(r["eval/is_fmnist"]) <= 10
+                and 0 <= float(r["eval/class_acc"]) <= 1)
     best = tmp_path / "run" / "checkpoints" / "best.pt"
     state = torch.load(best, map_location="cpu", weights_only=True)
-    fids = {int(float(r["step"])): float(r["eval/fid"]) for r in rows}
+    fids = {int(float(r["step"])): float(r["eval/fid_fmnist"]) for r in rows}
     assert state["best"]["step"] == min(fids, key=fids.get)
-    assert state["best"]["fid"] == pytest.approx(min(fids.values()))
-    assert float(rows[-1]["eval/best_fid"]) == pytest.approx(min(fids.values()))
+    assert state["best"]["fid"] == pytest.approx(min(fids.values())) and state["best"]["features"] == "fmnist"
+    assert float(rows[-1]["eval/best_fid_fmnist"]) == pytest.approx(min(fids.values()))
     loaded = load_run(best)
     assert loaded.step == state["best"]["step"] and loaded.run_dir == tmp_path / "run"
-    # sagan evaluate on this Fashion-MNIST run: fmnist features by default, class accuracy reported
-    assert main(["evaluate", str(best), "-n", "50", "--metrics", "is", "--no-progress"]) == 0
+    # sagan evaluate --checkpoint best on this Fashion-MNIST run: fmnist features by default, class accuracy
+    assert main(["evaluate", str(tmp_path / "run"), "--checkpoint", "best", "-n", "50", "--metrics", "is",
+                 "--no-progress"]) == 0
     rec = json.loads((tmp_path / "run" / "eval" / f"step_{loaded.step:08d}-fmnist-train.json").read_text())
     assert rec["extractor"]["name"] == "fmnist" and rec["reference"] is None and rec["num_real"] is None
-    assert 0 <= rec["metrics"]["class_accuracy"] <= 1 and rec["checkpoint"].endswith("best.pt")
+    assert set(rec["metrics"]) == {"is_mean_fmnist", "is_std_fmnist", "class_accuracy"}
+    assert 0 <= rec["metrics"]["class_accuracy"] <= 1
+    assert rec["model"]["source"] == str(best) and rec["model"]["checkpoint"] == "best"
+    assert rec["model"]["step"] == loaded.step and rec["model"]["tracked_fid"]["features"] == "fmnist"
     # evaluating does not move the training RNG streams: the same run without FID ends identical
     cfg.train.fid_every = 0
     plain = Trainer(cfg, tmp_path / "plain", data, progress=False)
@@ -144,7 +195,7 @@ def test_evaluate_under_torchrun_shards_sampling_and_matches_one_process(tiny_ru
     import sys
     run = shutil.copytree(tiny_run, tmp_path / "run")
     args = [str(run), "--features", "fmnist", "-n", "600", "--metrics", "is,fid,kid,pr", "--no-progress"]
-    assert main(["evaluate", *args, "--out", str(tmp_path / "one.json")]) == 0
+    assert main(["evaluate", *args, "--out", str(tmp_path / "one")]) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1", SAGAN_CACHE=str(cache))
     env.pop("WORLD_SIZE", None)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -153,11 +204,11 @@ def test_evaluate_under_torchrun_shards_sampling_and_matches_one_process(tiny_ru
     assert proc.stdout.count("evaluating ") == 1 and "in 2 processes" in proc.stdout  # rank 0 speaks
     files = list((run / "eval").glob("*.json"))
     assert len(files) == 1, files  # written once, by rank 0
-    two, one = json.loads(files[0].read_text()), json.loads((tmp_path / "one.json").read_text())
+    two, one = json.loads(files[0].read_text()), json.loads((tmp_path / "one" / files[0].name).read_text())
     assert two["processes"] == 2 and one["processes"] == 1
     assert two["num_generated"] == one["num_generated"] == 600
-    discrete = {"precision", "recall", "class_accuracy"}
-    assert {"precision", "recall"} <= set(one["metrics"])
+    discrete = {"precision_fmnist", "recall_fmnist", "class_accuracy"}
+    assert {"precision_fmnist", "recall_fmnist"} <= set(one["metrics"])
     for k, v in one["metrics"].items():
         if k in discrete:
             assert two["metrics"][k] == v, k

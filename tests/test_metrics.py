@@ -177,6 +177,36 @@ def test_to_uint8_and_metric_names():
         compute_metrics(torch.zeros(4, 1, 32, 32, dtype=torch.uint8), None, ["fid"], "fmnist", progress=False)
 
 
+def test_metric_keys_name_the_extractor_unless_it_is_inception():
+    """Classifier-feature numbers can never be read as Inception numbers: their keys carry the extractor."""
+    from sagan.metrics.naming import metric_key, metric_keys, metric_label
+    raw = {"is_mean": 1.0, "is_std": 2.0, "fid": 3.0, "kid_mean": 4.0, "kid_std": 5.0, "precision": 0.5,
+           "recall": 0.25, "f_score": 0.3, "class_accuracy": 0.9}
+    assert metric_keys(raw, "inception") == raw
+    assert metric_keys(raw, "fmnist") == {
+        "is_mean_fmnist": 1.0, "is_std_fmnist": 2.0, "fid_fmnist": 3.0, "kid_mean_fmnist": 4.0, "kid_std_fmnist": 5.0,
+        "precision_fmnist": 0.5, "recall_fmnist": 0.25, "f_score_fmnist": 0.3, "class_accuracy": 0.9}
+    # training-time scalars: the prefix is kept, the rule is the same
+    assert [metric_key(k, "fmnist") for k in ("eval/fid", "eval/best_fid", "eval/is", "eval/class_acc", "eval/seconds")] \
+        == ["eval/fid_fmnist", "eval/best_fid_fmnist", "eval/is_fmnist", "eval/class_acc", "eval/seconds"]
+    assert [metric_key(k, "inception") for k in ("eval/fid", "eval/best_fid", "eval/is")] \
+        == ["eval/fid", "eval/best_fid", "eval/is"]
+    assert metric_label("fid", "inception") == "FID (Inception)"
+    assert metric_label("fid", "fmnist") == "FID (Fashion-MNIST classifier features)"
+    assert metric_label("kid_mean", "fmnist") == "KID (Fashion-MNIST classifier features)"
+    assert metric_label("class_accuracy", "fmnist") == "class accuracy"
+
+
+def test_training_fid_names_its_scalars_for_the_extractor(tiny_folder):
+    from sagan.config import load_config
+    from sagan.data import load_data
+    from sagan.metrics.tracking import TrainingFID
+    cfg = load_config("fmnist32", overrides=["data.dataset=image_folder", f"data.root={tiny_folder}",
+                                             "train.fid_features=fmnist", "train.fid_every=1"])
+    fid = TrainingFID(cfg, load_data(cfg.data, 32, True), torch.device("cpu"))
+    assert (fid.features, fid.fid_key, fid.best_fid_key) == ("fmnist", "eval/fid_fmnist", "eval/best_fid_fmnist")
+
+
 # --------------------------------------------------------------------------- Inception weights lookup
 
 def test_missing_inception_weights_name_the_file_and_where(tmp_path, monkeypatch):

@@ -209,9 +209,9 @@ def test_evaluate_runs_the_inception_path_end_to_end(tiny_run, tmp_path, monkeyp
     monkeypatch.setattr(tfi.FeatureExtractorInceptionV3, "forward", spy_forward)
 
     run = shutil.copytree(tiny_run, tmp_path / "run")
-    out_json = tmp_path / "eval.json"
+    out_dir = tmp_path / "eval"
     rc = main(["evaluate", str(run), "-n", "40", "--inception-weights", str(random_inception_file),
-               "--no-progress", "--batch-size", "40", "--device", "cpu", "--out", str(out_json)])
+               "--no-progress", "--batch-size", "40", "--device", "cpu", "--out", str(out_dir)])
     printed = capsys.readouterr().out
     assert rc == 0, printed
 
@@ -226,7 +226,7 @@ def test_evaluate_runs_the_inception_path_end_to_end(tiny_run, tmp_path, monkeyp
         if "logits_unbiased" in shapes:
             assert shapes["logits_unbiased"] == (n, 1008)
 
-    record = json.loads(out_json.read_text())
+    record = json.loads((out_dir / "step_00000004-inception-train.json").read_text())
     assert record["extractor"]["name"] == "inception"
     assert record["extractor"]["torch_fidelity"] == "inception-v3-compat"
     assert record["extractor"]["weights"] == str(random_inception_file)

@@ -123,6 +123,10 @@ class TrainConfig:
     fid_every: int = 0  # steps between evaluations (0 = off; the fmnist32 preset uses 1000)
     fid_samples: int = 2000  # generated images per evaluation (reference: all training images)
     fid_features: str = "auto"  # auto (fmnist for Fashion-MNIST, else inception if its weights are local), fmnist, inception
+    # Fine-tuning (docs/finetuning.md): the model the weights start from (sagan train --init-from; the
+    # checkpoint file, exported folder or shipped name it resolved to), and FreezeD.
+    init_from: str | None = None
+    freeze_d_blocks: int = 0  # the first K discriminator blocks (input side) are not updated (0 = off)
 
 
 @dataclass
@@ -421,6 +425,12 @@ def validate(cfg: Config) -> None:
     _check(t.fid_samples >= 2, f"train.fid_samples={t.fid_samples} must be >= 2 (a few thousand is typical)")
     _check(t.fid_features in FID_FEATURES,
            f"train.fid_features={t.fid_features!r}; choose one of {list(FID_FEATURES)}")
+    _check(t.init_from is None or (t.init_from.strip() != "" and "\0" not in t.init_from),
+           f"train.init_from={t.init_from!r} must be a run directory, checkpoint, exported folder or shipped model name")
+    n_blocks = len(D_ARCH[m.resolution])
+    _check(0 <= t.freeze_d_blocks <= n_blocks,
+           f"train.freeze_d_blocks={t.freeze_d_blocks}: the discriminator has {n_blocks} blocks at resolution "
+           f"{m.resolution}; choose 0 (off) to {n_blocks}")
     dev = t.device
     _check(dev in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:[0-9]{1,4}", dev) is not None,
            f"train.device={dev!r}; choose auto, cpu, cuda, cuda:N or mps")

@@ -1,4 +1,7 @@
-"""``sagan evaluate``: IS, FID, KID, precision/recall (and class accuracy) of a trained generator."""
+"""``sagan evaluate``: IS, FID, KID, precision/recall (and class accuracy) of a trained generator.
+
+Metric names carry the extractor when it is not Inception (``fid_fmnist``): :mod:`sagan.metrics.naming`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +10,8 @@ import time
 from pathlib import Path
 
 import sagan
+from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
+                                  load_from_args, source_of)
 from sagan.data.datasets import dataset_spec, to_uint8
 from sagan.errors import DataError, MetricsError, UsageError
 from sagan.fileio import atomic_write_text
@@ -14,56 +19,66 @@ from sagan.metrics.classifier import WEIGHTS_FILE, classifier_info, load_classif
 from sagan.metrics.evaluation import (class_accuracy_applies, extract_features, fake_feature_layers, gather_features,
                                       metrics_from_features, parse_metrics)
 from sagan.metrics.extractors import FIDELITY_NAMES, resolve_inception_weights
+from sagan.metrics.naming import features_title, metric_keys, metric_label
 from sagan.metrics.reference import reference_for
 from sagan.train import distributed as dist_utils
-from sagan.train.runs import generate, load_run
-from sagan.train.rundir import RunDir
+from sagan.train.runs import LoadedRun, generate
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "evaluate", help="IS / FID / KID / precision-recall of a run's generator against real data",
-        description="Sample the generator (EMA weights by default), extract features with the standard Inception "
-                    "network (torch-fidelity's TF-ported weights) or the offline Fashion-MNIST classifier, and "
-                    "compare with the real training (or test) images. Prints a table and writes JSON into the run "
-                    "directory (RUN_DIR/eval/). Reference statistics are cached, see docs/evaluation.md.")
-    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
+        "evaluate", help="IS / FID / KID / precision-recall of a generator against real data",
+        description="Sample a generator (a run's, a checkpoint's, an exported or a shipped one; EMA weights by "
+                    "default), extract features with the standard Inception network (torch-fidelity's TF-ported "
+                    "weights) or the offline Fashion-MNIST classifier, and compare with the real training (or "
+                    "test) images of the dataset it was trained on. Prints a table and writes a JSON record. "
+                    "Metrics on the classifier's features are named for it (fid_fmnist, ...) and are not "
+                    "comparable with Inception numbers. Reference statistics are cached, see docs/evaluation.md.")
+    add_source_arguments(p)
     p.add_argument("-n", "--num-samples", type=int, default=50_000, help="generated images (default 50000)")
     p.add_argument("--metrics", default="is,fid,kid,pr", help="comma-separated: is,fid,kid,pr (default all)")
     p.add_argument("--features", choices=["inception", "fmnist"], default=None,
-                   help="feature extractor (default: fmnist for Fashion-MNIST runs, inception otherwise)")
+                   help="feature extractor (default: fmnist for Fashion-MNIST models, inception otherwise)")
     p.add_argument("--split", choices=["train", "test"], default="train", help="real reference split (default train)")
     p.add_argument("--num-real", type=int, default=None,
                    help="use this many real images, a seeded random subset (default: the whole split)")
     p.add_argument("--inception-weights", metavar="PATH",
                    help="Inception weights file (default: $SAGAN_INCEPTION_WEIGHTS, then torch.hub's cache)")
-    p.add_argument("--data", metavar="PATH", help="where the run's dataset is now, if it moved")
+    p.add_argument("--data", metavar="PATH", help="where the model's training dataset is now, if it moved")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--no-ema", action="store_true", help="evaluate the raw generator instead of the EMA one")
-    p.add_argument("--device", default="auto")
+    add_device_argument(p)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--out", metavar="FILE", help="JSON output (default RUN_DIR/eval/step_<step>-<features>-<split>.json)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--out", metavar="DIR",
+                   help="folder for the JSON record, which is named step_<step>-<features>-<split>[-raw].json "
+                        "inside (default: eval/ in the run directory, also for its checkpoints; in the exported "
+                        "folder; next to a lone checkpoint; in ./pretrained-NAME for --pretrained)")
+    add_progress_argument(p)
     p.set_defaults(func=cmd_evaluate)
 
 
-def _table(results: dict) -> str:
+def metrics_table(results: dict, features: str) -> str:
+    """The printed table of ``results`` (bare metric names, as computed), each row labelled with its extractor."""
     rows = []
 
-    def add(name, key, std=None, fmt="{:.4f}"):
+    def add(key, std=None, fmt="{:.4f}"):
         if key in results:
             v = fmt.format(results[key])
             if std and std in results:
                 v += " ± " + fmt.format(results[std])
-            rows.append((name, v))
-    add("IS", "is_mean", "is_std", "{:.3f}")
-    add("FID", "fid", None, "{:.3f}")
-    add("KID", "kid_mean", "kid_std", "{:.5f}")
-    add("precision", "precision")
-    add("recall", "recall")
-    add("class accuracy", "class_accuracy")
+            rows.append((metric_label(key, features), v))
+    add("is_mean", "is_std", "{:.3f}")
+    add("fid", None, "{:.3f}")
+    add("kid_mean", "kid_std", "{:.5f}")
+    add("precision")
+    add("recall")
+    add("class_accuracy")
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {n:<{width}}  {v}" for n, v in rows)
+
+
+def output_folder(args: argparse.Namespace, run: LoadedRun) -> Path:
+    """``--out`` or the default folder for the JSON record."""
+    return Path(args.out) if args.out else run.output_base / "eval"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -83,6 +98,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--num-real {args.num_real}: must be >= 2")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be >= 1")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file; --out names a folder (the JSON file name inside is automatic)")
+    source_of(args)  # SOURCE or --pretrained, before any process group is set up
     # Under torchrun every process samples and extracts its share; rank 0 gathers the features,
     # computes the metrics and writes the result.
     dist = dist_utils.init_from_env(args.device)
@@ -93,7 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device = dist_utils.resolve_device(args.device, dist)  # a torchrun process's own device
     except RuntimeError as e:  # torch.device() of a name it does not know
         raise UsageError(str(e)) from None
-    run = load_run(args.run, ema=not args.no_ema, device=device)
+    run = load_from_args(args, device)
     features = args.features or dataset_spec(run.dataset).features
 
     # Everything that can fail without compute fails here, before sampling.
@@ -125,8 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     shards = f" in {dist.world} processes" if dist.world > 1 else ""
-    say(f"evaluating {run.checkpoint} (step {run.step}, {'raw' if args.no_ema else 'EMA'} generator) with "
-        f"{features} features: {args.num_samples} samples{shards}"
+    say(f"evaluating {run.describe()} with {features_title(features)}: {args.num_samples} samples{shards}"
         + (f" against {reference.description}" if reference else ""))
     images, labels = generate(run.G, args.num_samples, None, args.seed, args.batch_size, device,
                               progress=progress, shard=(dist.rank, dist.world))
@@ -144,22 +161,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
 
     record = {
-        "metrics": {k: v for k, v in results.items() if k not in ("num_fake", "num_real", "kid_subset_size")},
+        "metrics": metric_keys({k: v for k, v in results.items() if k not in ("num_fake", "num_real", "kid_subset_size")},
+                               features),
         "num_generated": results["num_fake"], "num_real": results.get("num_real"),
         "kid_subset_size": results.get("kid_subset_size"),
         "extractor": extractor,
         "reference": None if reference is None else {
             "dataset": reference.dataset, "split": reference.split, "resolution": reference.resolution,
             "channels": reference.channels, "num_images": results.get("num_real"), "description": reference.description},
-        "step": run.step, "checkpoint": str(run.checkpoint), "generator": "raw" if args.no_ema else "ema",
+        "model": run.provenance(),
         "seed": args.seed, "seconds": round(seconds, 1), "device": str(device), "processes": dist.world,
         "versions": {"sagan": sagan.__version__, "torch_fidelity": torch_fidelity.__version__, "torch": torch.__version__},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    base = run.run_dir or run.checkpoint.parent
-    out = Path(args.out) if args.out else RunDir(base).eval / f"step_{run.step:08d}-{features}-{args.split}.json"
+    name = f"step_{run.step:08d}-{features}-{args.split}{'' if run.ema else '-raw'}.json"
+    out = output_folder(args, run) / name
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     ref = f" vs {results['num_real']} real ({args.split})" if "num_real" in results else ""
-    print(f"{results['num_fake']} generated{ref}, {features} features, {seconds:.0f}s:\n{_table(results)}\nwrote {out}")
+    print(f"{results['num_fake']} generated{ref}, {features_title(features)}, {seconds:.0f}s:\n"
+          f"{metrics_table(results, features)}\nwrote {out}")
     dist_utils.shutdown()
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import sagan
 from sagan.commands.common import add_device_argument, add_source_arguments, load_from_args
 from sagan.errors import UsageError
 from sagan.models.export import ONNX_INFO_NAME, ONNX_NAME, save_export, write_onnx_export
-from sagan.train.checkpoint import read_best
+from sagan.train.checkpoint import read_best_record
+from sagan.train.rundir import RunDir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,12 +43,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} exists; choose another folder with --out (nothing is overwritten)")
     tracked = run.tracked_fid
     if tracked is None and run.run_dir is not None:
-        fid, step = read_best(run.run_dir / "checkpoints" / "best.pt")
-        if step == run.step:
-            tracked = {"fid": fid, "step": step}
+        best = read_best_record(RunDir(run.run_dir).best)
+        if best is not None and best["step"] == run.step:  # the newest checkpoint is also the best
+            tracked = best
+    trained_by = None
+    if run.run_dir is not None:
+        try:
+            trained_by = json.loads(RunDir(run.run_dir).version.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            trained_by = None
     info = {
         "step": run.step, "ema": run.ema, "checkpoint": str(run.checkpoint), "checkpoint_kind": run.which,
         "tracked_fid": tracked, "dataset": run.dataset, "config": run.cfg.to_dict(),
+        "trained_by": trained_by,  # the run's version.json: the command, code commit and versions
         "sagan_version": sagan.__version__, "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if run.kind != "checkpoint":  # re-exporting an export keeps its record

@@ -1,19 +1,23 @@
-"""``sagan train``: start a run (preset, config file, overrides) or continue one (``--resume``)."""
+"""``sagan train``: start a run (preset, config file, overrides), fine-tune a trained model
+(``--init-from``) or continue a run (``--resume``)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import yaml
 
-from sagan.config import PRESETS, Config, config_from_dict, load_config, parse_override, set_value, validate
+from sagan.config import (PRESETS, Config, ModelConfig, config_from_dict, load_config, parse_override, set_value,
+                          validate)
 from sagan.data import load_data
 from sagan.errors import CheckpointError, UsageError
 from sagan.metrics.tracking import TrainingFID
 from sagan.models import count_parameters
 from sagan.train import distributed as dist_utils
 from sagan.train.checkpoint import newest_loadable_checkpoint
+from sagan.train.finetune import InitWeights, check_data_fits, fine_tune_model, read_init_weights
 from sagan.train.run import Trainer
 from sagan.train.rundir import RunDir, default_run_name, new_run_dir, write_run_info
 from sagan.viz.attention import generator_attention_figure
@@ -31,17 +35,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", metavar="DIR", help="parent folder of run directories (default runs/)")
     p.add_argument("--name", help="run directory name (default PRESET-DATE-TIME; never overwritten)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
+    p.add_argument("--init-from", metavar="SOURCE",
+                   help="fine-tune: start a new run from a trained model's weights (run directory, checkpoint file, "
+                        "folder written by 'sagan export', or shipped model name; same as --set train.init_from=SOURCE; "
+                        "docs/finetuning.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
 
-def _train_config(args: argparse.Namespace) -> Config:
+def _train_config(args: argparse.Namespace) -> tuple[Config, InitWeights | None]:
+    """The run's config, and the weights it starts from when it fine-tunes a trained model."""
     overrides = list(args.overrides)
     if args.data is not None:
         overrides.append(f"data.root={args.data}")
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     if args.resume:
+        if args.init_from is not None:
+            raise UsageError(f"--init-from starts a new run from a trained model and --resume {args.resume} continues "
+                             "a run from its own checkpoints; give one of them")
         run_dir = Path(args.resume)
         cfg_file = RunDir(run_dir).config
         if not run_dir.is_dir():
@@ -58,10 +70,41 @@ def _train_config(args: argparse.Namespace) -> Config:
             if not (key.startswith("train.") or key in ("data.root", "data.num_workers", "data.download")):
                 raise UsageError(f"--set {key}: on resume only train.* and data.root/num_workers/download may "
                                 "change (the checkpoint was made for the rest)")
+            if key == "train.init_from":
+                raise UsageError(f"--set {key}: a resumed run continues from its own checkpoints; "
+                                 "start a new run to fine-tune from another model")
             set_value(cfg, key, value)
         validate(cfg)
-        return cfg
-    return load_config(args.preset, args.config, overrides)
+        return cfg, None
+    cfg = load_config(args.preset, args.config, overrides)
+    if args.init_from is not None:
+        set_value(cfg, "train.init_from", args.init_from)
+        validate(cfg)
+    if cfg.train.init_from is None:
+        return cfg, None
+    init = read_init_weights(cfg.train.init_from)
+    cfg.model = fine_tune_model(cfg.model, _explicit_model_keys(args, overrides), init)
+    cfg.train.init_from = init.source  # the checkpoint file / exported folder it resolved to, for config.yaml
+    validate(cfg)
+    return cfg, init
+
+
+def _explicit_model_keys(args: argparse.Namespace, overrides: list[str]) -> set[str]:
+    """The ``model`` keys the command line chose: every one with --preset (or a config file's
+    ``preset:``), else those of the config file's ``model`` section and of --set model.*."""
+    every = {f.name for f in dataclasses.fields(ModelConfig)}
+    file_data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) if args.config else None
+    file_data = file_data if isinstance(file_data, dict) else {}  # load_config has checked the file already
+    if args.preset or file_data.get("preset"):
+        return every
+    keys = set(file_data.get("model") or {})
+    for text in overrides:
+        key, value = parse_override(text)
+        if key == "model" and isinstance(value, dict):
+            keys |= set(value)
+        elif key.startswith("model."):
+            keys.add(key.split(".")[1])
+    return keys & every
 
 
 def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
@@ -78,7 +121,7 @@ def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = _train_config(args)
+    cfg, init = _train_config(args)
     if args.name and not args.resume:
         cfg.name = args.name
         validate(cfg)  # a plain directory name (no slashes, not empty), checked before any data is read
@@ -96,6 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                         f"number of processes ({dist.world})")
     if cfg.model.conditional and data.num_classes == 0:
         say("note: the data has a single class folder, so the model is unconditional")
+    if init is not None:
+        check_data_fits(init, data.num_classes, data.channels)  # before a run directory is made
 
     resuming = bool(args.resume)
     if args.resume:
@@ -123,11 +168,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, run_dir, data, dist, progress=not args.no_progress, fid=fid)
     if resuming:
         step = trainer.resume()
+        if trainer.restored_from is None and cfg.train.init_from:  # stopped before its first checkpoint
+            init = init or read_init_weights(cfg.train.init_from)
+            check_data_fits(init, data.num_classes, data.channels)
+            say(trainer.initialise_from(init))
         if step >= cfg.train.steps:
             say(f"run {run_dir} is already at step {step} >= train.steps={cfg.train.steps}; "
                 "raise it with --steps N to train longer")
         else:
             say(f"resuming {run_dir} from step {step}")
+    elif init is not None:
+        say(trainer.initialise_from(init))
+    init = None  # the source's weights are in the models now; free the copies
+    if trainer.frozen_d:
+        say(f"FreezeD: the first {cfg.train.freeze_d_blocks} of {len(trainer.D.blocks)} discriminator blocks "
+            "are frozen (train.freeze_d_blocks)")
     per_proc = f" = {trainer.local_batch} per process x {dist.world} process{'es' if dist.world > 1 else ''}"
     if dist.world > 1:
         per_proc += f" ({dist_utils.backend_name()}, sync_bn={'on' if cfg.train.sync_bn else 'off'})"

@@ -5,6 +5,8 @@
 - :mod:`sagan.metrics.classifier`: the offline Fashion-MNIST classifier and its training.
 - :mod:`sagan.metrics.reference`: real reference images and their cache names.
 - :mod:`sagan.metrics.tracking`: FID during training (:class:`TrainingFID`).
+- :mod:`sagan.metrics.naming`: metric names that carry the extractor (``fid`` with Inception,
+  ``fid_fmnist`` with the Fashion-MNIST classifier): :func:`~sagan.metrics.naming.metric_key`.
 
 Imports are lazy so that ``import sagan.metrics`` stays cheap.
 """

@@ -133,9 +133,10 @@ def _batches(n: int, batch_size: int, gen: torch.Generator | None):
 def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     model.eval()
     correct = 0
+    device = next(model.parameters()).device
     for idx in _batches(len(images_uint8), batch_size, None):
-        logits = model(prepare_input(images_uint8[idx]))
-        correct += int((logits.argmax(1) == labels[idx]).sum())
+        logits = model(prepare_input(images_uint8[idx]).to(device))
+        correct += int((logits.argmax(1).cpu() == labels[idx]).sum())
     return correct / len(images_uint8)
 
 
@@ -144,22 +145,28 @@ def feature_rms(model: FMNISTClassifier, images_uint8: torch.Tensor, batch_size:
     """sqrt(E |f|^2 / d) of the raw (unscaled) penultimate features over ``images_uint8``."""
     model.eval()
     total = 0.0
+    device = next(model.parameters()).device
     for idx in _batches(len(images_uint8), batch_size, None):
-        total += float(model.fc(model.body(prepare_input(images_uint8[idx]))).double().pow(2).sum())
+        total += float(model.fc(model.body(prepare_input(images_uint8[idx]).to(device))).double().pow(2).sum())
     return math.sqrt(total / (len(images_uint8) * FEATURE_DIM))
 
 
 def train_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
                      test_labels: torch.Tensor, out: str | Path = WEIGHTS_FILE, seed: int = 0, epochs: int = 4,
-                     batch_size: int = 128, lr: float = 3e-3, log: Callable[[str], None] = print) -> TrainResult:
+                     batch_size: int = 128, lr: float = 3e-3, log: Callable[[str], None] = print,
+                     device: str | torch.device = "cpu", progress: bool = False) -> TrainResult:
     """Train the classifier on uint8 (N, 1, 32, 32) images, seeded; write weights + metadata to ``out``.
 
-    AdamW with a one-cycle schedule; augmentation: random horizontal flips and 2-pixel shifts.
-    Deterministic on a given machine and thread count for a given seed.
+    AdamW with a one-cycle schedule; augmentation: random horizontal flips and 2-pixel shifts
+    (drawn on the CPU, whatever ``device``). Deterministic on a given machine, device and thread
+    count for a given seed. ``progress``: a bar per epoch.
     """
+    from tqdm import tqdm
+
+    device = torch.device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = FMNISTClassifier()
+    model = FMNISTClassifier().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     steps_per_epoch = math.ceil(len(train_images) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
@@ -167,13 +174,15 @@ def train_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, tes
     for epoch in range(epochs):
         model.train()
         loss_sum, n_seen = 0.0, 0
-        for idx in _batches(len(train_images), batch_size, gen):
+        bar = tqdm(_batches(len(train_images), batch_size, gen), total=steps_per_epoch, disable=not progress,
+                   desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
+        for idx in bar:
             x = prepare_input(train_images[idx])
             flip = torch.rand(len(x), generator=gen) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
             x = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
-            loss = F.cross_entropy(model(x), train_labels[idx])
+            loss = F.cross_entropy(model(x.to(device)), train_labels[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -191,10 +200,11 @@ def train_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, tes
     info = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "test_accuracy": test_acc, "train_accuracy_first10k": train_acc,
             "train_seconds": round(seconds, 1), "feature_scale": float(model.feature_scale),
-            "torch": str(torch.__version__)}
+            "device": device.type, "torch": str(torch.__version__)}
+    weights = {k: v.cpu() for k, v in model.state_dict().items()}
     try:
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "model": model.state_dict(), "info": info}, f)
+            torch.save({"format": FORMAT, "model": weights, "info": info}, f)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
         raise UsageError(f"could not write the classifier weights {out}: {type(e).__name__}: {e} "
                          "(the previous file, if any, is intact)") from e

@@ -25,6 +25,7 @@ from sagan.errors import InceptionWeightsError
 from sagan.metrics.evaluation import (ReferenceFeatures, class_accuracy_applies, extract_with, fake_feature_layers,
                                       fidelity_kwargs, gather_features, reference_features, scores_from_features)
 from sagan.metrics.extractors import FIDELITY_NAMES, register_extractors, resolve_inception_weights
+from sagan.metrics.naming import metric_key
 from sagan.metrics.reference import training_reference
 from sagan.train.distributed import DistInfo
 from sagan.train.runs import generate
@@ -40,11 +41,14 @@ def resolve_training_features(cfg: Config) -> str:
 
 
 class TrainingFID:
-    """Call with the EMA generator; returns ``{"eval/fid": ..., "eval/seconds": ...}``.
+    """Call with the EMA generator; returns ``{fid_key: ..., "eval/seconds": ...}``.
 
-    Also ``eval/is`` and ``eval/class_acc`` with the Fashion-MNIST classifier (class accuracy when
-    the model has its classes). On ranks other than 0 only ``eval/seconds``. Build with
-    :meth:`from_config`, which returns None when tracking is off.
+    The scalars are named for the extractor (:mod:`sagan.metrics.naming`): ``eval/fid`` with
+    Inception, ``eval/fid_fmnist`` with the Fashion-MNIST classifier, which also gives
+    ``eval/is_fmnist`` and ``eval/class_acc`` (class accuracy when the model has its classes).
+    ``fid_key`` and ``best_fid_key`` say which names the trainer reads and writes. On ranks other
+    than 0 only ``eval/seconds``. Build with :meth:`from_config`, which returns None when tracking
+    is off.
     """
 
     def __init__(self, cfg: Config, data: ImageData, device: torch.device, features: str | None = None,
@@ -53,6 +57,8 @@ class TrainingFID:
         self.dist = dist or DistInfo()
         self.every, self.num_samples = cfg.train.fid_every, cfg.train.fid_samples
         self.features = features or resolve_training_features(cfg)
+        self.fid_key = metric_key("eval/fid", self.features)
+        self.best_fid_key = metric_key("eval/best_fid", self.features)
         register_extractors()
         self.weights = inception_weights
         if self.features == "inception" and self.weights is None:
@@ -114,9 +120,9 @@ class TrainingFID:
         labels = f1.pop("labels", None)
         scores = scores_from_features(f1, self.metrics, self.features, self._real, self._kw,
                                       fake_labels=labels if self.class_acc else None)
-        out = {"eval/fid": float(scores["fid"])}
+        out = {self.fid_key: float(scores["fid"])}
         if "is_mean" in scores:
-            out["eval/is"] = scores["is_mean"]
+            out[metric_key("eval/is", self.features)] = scores["is_mean"]
         if "class_accuracy" in scores:
             out["eval/class_acc"] = scores["class_accuracy"]
         out["eval/seconds"] = time.perf_counter() - t0

@@ -190,13 +190,21 @@ def save_best(state: dict[str, Any], path: Path, step: int, best: dict[str, Any]
 
 def read_best(path: Path) -> tuple[float, int]:
     """(FID, step) recorded in ``best.pt``; (inf, -1) when there is none or it cannot be read."""
+    record = read_best_record(path)
+    return (float(record["fid"]), int(record["step"])) if record else (float("inf"), -1)
+
+
+def read_best_record(path: Path) -> dict[str, Any] | None:
+    """The ``best`` record of ``best.pt`` (fid, step, features, num_samples); None when absent or unreadable."""
     if not Path(path).is_file():
-        return float("inf"), -1
+        return None
     try:  # mmap: only the small "best" record is actually read
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return float(state["best"]["fid"]), int(state["best"]["step"])
+        record = dict(state["best"])
+        float(record["fid"]), int(record["step"])
+        return record
     except Exception:  # noqa: BLE001 - an unreadable best.pt is simply replaced by the next best
-        return float("inf"), -1
+        return None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

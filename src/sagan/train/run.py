@@ -30,6 +30,7 @@ from sagan.models import attention_layers, build_models
 from sagan.train import distributed as dist_utils
 from sagan.train.checkpoint import (check_compatible, list_checkpoints, newest_loadable_checkpoint, read_best,
                                     remove_stale_temp_files, save_best, save_checkpoint)
+from sagan.train.finetune import InitWeights, freeze_d_blocks, load_init_weights
 from sagan.train.guard import DivergenceGuard, any_rank, describe_problem, log_event
 from sagan.train.logger import ScalarLogger
 from sagan.train.rundir import RunDir, code_version
@@ -65,6 +66,8 @@ class Evaluator(Protocol):
     """Training-time FID (``sagan.metrics.tracking.TrainingFID``): scores of the EMA generator."""
     features: str
     num_samples: int
+    fid_key: str  # the scalar names, labelled by features (sagan.metrics.naming)
+    best_fid_key: str
 
     def due(self, step: int) -> bool: ...
     def __call__(self, g: torch.nn.Module) -> dict[str, float]: ...
@@ -103,6 +106,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         names = list(data.class_names) if len(data.class_names) == self.num_classes else None
         g, d = build_models(cfg.model, self.num_classes, self.channels, class_names=names)
+        self.frozen_d = freeze_d_blocks(d, t.freeze_d_blocks)  # FreezeD; before DDP wraps D
         _seed_globals(t.seed + self.dist.rank)
         if t.sync_bn and self.dist.world > 1:
             g = dist_utils.convert_sync_batchnorm(g)  # same state-dict keys: checkpoints unchanged
@@ -123,6 +127,7 @@ class Trainer:
         # Running sums of the scalars since the last log row; checkpointed so logs resume exactly.
         self.log_acc: dict[str, float] = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0.0}
         self._initial_state: dict[str, Any] | None = None
+        self.restored_from: Path | None = None  # the checkpoint resume() loaded, if any
 
     # The step's models and state, under the names the rest of the package uses.
     G = property(lambda self: self.maths.G)
@@ -201,9 +206,15 @@ class Trainer:
         if state is not None:
             self.check_compatible(path, state)
             self.restore(state, path)
+            self.restored_from = path
         elif self.logger is not None:
             self.logger.rewind(self.step)
         return self.step
+
+    def initialise_from(self, init: InitWeights) -> str:
+        """Start G, the EMA copy and (when the source has one) D from a trained model's weights
+        (fine-tuning, ``train.init_from``); returns the start-up line saying what was loaded."""
+        return load_init_weights(init, self.G, self.ema.shadow, self.D, self.num_classes)
 
     def save(self) -> Path | None:
         if not self.is_main:
@@ -232,17 +243,21 @@ class Trainer:
         return {f"gamma/{k}": float(v.gamma.detach()) for k, v in {**self.attn_g, **self.attn_d}.items()}
 
     def track_fid(self) -> dict[str, float]:
-        """Evaluate the EMA generator, log the scores, and keep ``best.pt`` when FID improved."""
+        """Evaluate the EMA generator, log the scores, and keep ``best.pt`` when FID improved.
+
+        The scalars are named for the extractor by the evaluator (``eval/fid`` with Inception,
+        ``eval/fid_fmnist`` with the Fashion-MNIST classifier: ``fid_key``, ``best_fid_key``);
+        ``best.pt``'s record keeps ``fid`` next to ``features``."""
         with rng_isolated(self.device):
             scalars = self.fid(self.ema.shadow)
-        if "eval/fid" not in scalars:  # not rank 0: its share of the samples is delivered
+        if self.fid.fid_key not in scalars:  # not rank 0: its share of the samples is delivered
             return scalars
-        fid = scalars["eval/fid"]
+        fid = scalars[self.fid.fid_key]
         if fid < self.best_fid:
             self.best_fid, self.best_step = fid, self.step
             save_best(self.state_dict(), self.run.best, self.step, {
                 "fid": fid, "step": self.step, "features": self.fid.features, "num_samples": self.fid.num_samples})
-        scalars["eval/best_fid"] = self.best_fid
+        scalars[self.fid.best_fid_key] = self.best_fid
         if self.logger is not None:
             self.logger.log(self.step, scalars)
         return scalars

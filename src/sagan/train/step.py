@@ -130,13 +130,16 @@ class SAGANStep:
     def g_step(self) -> torch.Tensor:
         """One generator update; D's weights are not updated, so their gradients are not computed."""
         z, y_fake = self.latent()
-        self.D.requires_grad_(False)
+        trainable = [p for p in self.D.parameters() if p.requires_grad]  # frozen ones (FreezeD) stay frozen
+        for p in trainable:
+            p.requires_grad_(False)
         try:
             with self.autocast():
                 loss_g = g_loss(self.cfg.loss.name, at_least_fp32(self.D(self.G_train(z, y_fake), y_fake)))
             self._update(loss_g, self.opt_g, self.scaler_g)
         finally:
-            self.D.requires_grad_(True)
+            for p in trainable:
+                p.requires_grad_(True)
         return loss_g
 
     def __call__(self) -> StepStats:
