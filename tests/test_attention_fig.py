@@ -163,17 +163,28 @@ def test_auto_points_lie_on_the_object_and_are_spread():
 
 # --------------------------------------------------------------------------- the command
 
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    """The tiny run's generator written by ``sagan export`` (read-only for tests: copy to modify)."""
+    out = tmp_path_factory.mktemp("export") / "exp"
+    assert main(["export", str(tiny_run), "--out", str(out)]) == 0
+    return out
+
+
 def test_attention_command_g_and_d(tiny_run, tmp_path, capsys):
-    out_g = tmp_path / "g.png"
     assert main(["attention", str(tiny_run), "--points", "8,8;20,24", "--class", "1", "-n", "2",
-                 "--out", str(out_g)]) == 0
-    assert "G attention" in capsys.readouterr().out
-    with Image.open(out_g) as im:
+                 "--out", str(tmp_path / "figs")]) == 0
+    out = capsys.readouterr().out
+    png = tmp_path / "figs" / "attention_G_step4_seed0_class1.png"
+    assert f"wrote {png} (G attention, generated images)" in out
+    assert "(latest checkpoint, step 4, EMA generator)" in out  # which weights were drawn
+    with Image.open(png) as im:
         assert im.format == "PNG"
-    out_d = tmp_path / "d.png"
     assert main(["attention", str(tiny_run), "--model", "d", "--class", "class_0", "--layer", "attn16",
-                 "-n", "2", "--out", str(out_d)]) == 0
-    assert out_d.is_file()
+                 "-n", "2", "--out", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "attention_D_step4_seed0_class0.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "attention_D_step4_seed0_class0.png", "attention_G_step4_seed0_class1.png"]
 
 
 def test_attention_command_default_output_in_run_dir(tiny_run, tmp_path):
@@ -183,6 +194,40 @@ def test_attention_command_default_output_in_run_dir(tiny_run, tmp_path):
     assert (run / "attention" / "attention_G_step4_seed3.png").is_file()
 
 
+def test_attention_command_on_an_exported_folder(exported, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    shutil.copytree(exported, exp)
+    assert main(["attention", str(exp), "--class", "class_1", "-n", "1", "--points", "4,4", "--device", "cpu"]) == 0
+    png = exp / "attention" / "attention_G_step4_seed0_class1.png"
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.width > 100
+    assert f"from exported model {exp} (step 4, EMA generator)" in capsys.readouterr().out
+
+
+def test_attention_command_on_a_shipped_model_writes_to_the_working_directory(exported, tmp_path, monkeypatch,
+                                                                               capsys):
+    import sagan.models.export as export_mod
+    import sagan.train.runs as runs_mod
+    shipped = tmp_path / "package_data"
+    shutil.copytree(exported, shipped / "tinyshipped")
+    monkeypatch.setattr(export_mod, "PRETRAINED_DIR", shipped)
+    monkeypatch.setattr(runs_mod, "PRETRAINED_DIR", shipped)
+    monkeypatch.chdir(tmp_path)
+    assert main(["attention", "--pretrained", "tinyshipped", "-n", "1", "--num-points", "1"]) == 0
+    assert (tmp_path / "pretrained-tinyshipped" / "attention" / "attention_G_step4_seed0.png").is_file()
+    assert not (shipped / "tinyshipped" / "attention").exists()  # package data is never written to
+    assert "from shipped model tinyshipped" in capsys.readouterr().out
+
+
+def test_attention_command_model_d_on_an_export_is_a_usage_error(exported, capsys):
+    assert main(["attention", str(exported), "--model", "d"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"sagan attention: error: --model d: the exported model {exported} holds only the generator (no "
+                   "discriminator); give the run directory it was exported from, or a training checkpoint, to "
+                   "draw D's attention")
+    assert not (exported / "attention").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--class", "7"], "--class 7: no such class; this model has classes 0..1 (0=class_0, 1=class_1)"),
     (["--class", "shoes"], "--class shoes: no such class"),
@@ -190,12 +235,24 @@ def test_attention_command_default_output_in_run_dir(tiny_run, tmp_path):
     (["--points", "a,b"], "is not 'x,y'"),
     (["--layer", "G.attn8"], "--layer: attention layer 'G.attn8' not found; this model has G.attn16"),
     (["--model", "d", "--layer", "G.attn16"], "this model has D.attn16"),
-    (["--out", "fig.jpg"], "give a file name ending in .png"),
+    (["--out", "figs/fig.png"], "--out figs/fig.png: --out is a folder (the PNG's name is automatic); "
+                                "give e.g. --out figs/fig"),
+    (["--checkpoint", "best"], "--checkpoint best: "),
+    (["--pretrained", "nosuchmodel"], "--pretrained nosuchmodel: no such shipped model"),
+    (["--device", "nosuchdevice"], "--device nosuchdevice: "),
 ])
 def test_attention_command_user_errors(tiny_run, capsys, args, message):
-    assert main(["attention", str(tiny_run), *args]) == 2
+    assert main(["attention", *([] if "--pretrained" in args else [str(tiny_run)]), *args]) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_attention_command_checkpoint_best_without_best_pt(tiny_run, capsys):
+    assert not (tiny_run / "checkpoints" / "best.pt").exists()
+    assert main(["attention", str(tiny_run), "--checkpoint", "best"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sagan attention: error: --checkpoint best: {tiny_run} has no checkpoints/best.pt")
+    assert "use --checkpoint latest" in err and "\n" not in err
 
 
 def test_attention_command_model_without_attention(tiny_folder, tmp_path, capsys):
@@ -205,4 +262,4 @@ def test_attention_command_model_without_attention(tiny_folder, tmp_path, capsys
     capsys.readouterr()
     assert main(["attention", str(tmp_path / "noattn")]) == 2
     err = capsys.readouterr().err
-    assert "G of this run has no attention layers (model.g_attn=[]); nothing to draw; try --model d" in err
+    assert "G of this model has no attention layers (model.g_attn=[]); nothing to draw; try --model d" in err

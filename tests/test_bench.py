@@ -86,15 +86,31 @@ def test_train_step_bench_counts_flops_and_samples():
 
 def test_bench_command_writes_json_and_markdown(tmp_path):
     # --only attention runs the attention section in this process, which pins malloc: a child process.
-    out, md = tmp_path / "r.json", tmp_path / "b.md"
+    out, md = tmp_path / "results", tmp_path / "b.md"  # --out: a folder, created
     res = subprocess.run([sys.executable, "-m", "sagan", "bench", "--only", "attention", "--sizes", "8",
-                          "--attn-batch", "1", "--attn-channels", "16", "--reps", "1", "--json", str(out),
-                          "--markdown", str(md), "--note", "test run"],
+                          "--attn-batch", "1", "--attn-channels", "16", "--reps", "1", "--out", str(out),
+                          "--markdown", str(md), "--note", "test run", "--device", "cpu"],
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    data = json.loads(out.read_text())
+    assert f"wrote {out / 'results.json'}" in res.stdout
+    data = json.loads((out / "results.json").read_text())
     assert data["malloc_thresholds_pinned"] is True
     assert {r["impl"] for r in data["attention"]} == {"fused", "explicit", "naive"}
     assert data["sdpa_backend"]["biggan_as_run"] == data["sdpa_backend"]["paper"]
     text = md.read_text()
     assert "## 1. Attention layer" in text and "| paper | 8x8 | fused |" in text and "test run" in text
+
+
+def test_bench_flag_errors_before_measuring(tmp_path, capsys):
+    from sagan.cli import main
+    (tmp_path / "taken").write_text("")
+    for args, message in [
+        (["--out", str(tmp_path / "r.json")], f"--out is a folder (the results are written as results.json in it); "
+                                              f"give e.g. --out {tmp_path / 'r'}"),
+        (["--out", str(tmp_path / "taken")], "is a file; --out names the folder to write results.json into"),
+        (["--device", "nosuchdevice"], "--device nosuchdevice: "),
+    ]:
+        assert main(["bench", "--only", "attention", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

@@ -30,17 +30,22 @@ def _rewrite_class_names(run_dir: Path, names: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def evil_report(tiny_run, tmp_path_factory) -> Path:
-    """The tiny run, renamed to a name full of HTML, with hostile class names, an evaluation JSON
-    and a FID column; its report."""
+    """The tiny run, renamed to a name full of HTML, with hostile class names, evaluation JSON
+    (Inception keys of an older record, Fashion-MNIST classifier keys of a current one) and FID
+    columns (the classifier's, and an older run's plain ``eval/fid``); its report."""
     run = tmp_path_factory.mktemp("evil") / EVIL_RUN
     shutil.copytree(tiny_run, run)
     _rewrite_class_names(run, EVIL_CLASSES)
     (run / "eval").mkdir()
     (run / "eval" / "step_00000004-classifier-test.json").write_text(json.dumps(
         {"metrics": {"fid": 123.25, "kid_mean": 0.5}, "step": 4, "note": "<b>not bold</b>"}))
+    (run / "eval" / "step_00000004-fmnist-test.json").write_text(json.dumps(
+        {"metrics": {"fid_fmnist": 45.5, "is_mean_fmnist": 3.25, "class_accuracy": 0.75}, "step": 4}))
     (run / "metrics_extra.json").write_text("{not json")
     lines = (run / "metrics.csv").read_text().splitlines()
-    lines = [lines[0] + ",fid"] + [ln + ("," if i < len(lines) - 2 else ",99.5") for i, ln in enumerate(lines[1:])]
+    last = len(lines) - 2
+    lines = [lines[0] + ",eval/fid_fmnist,eval/best_fid_fmnist,eval/fid"] + [
+        ln + (",,," if i < last else ",99.5,99.5,120.0") for i, ln in enumerate(lines[1:])]
     (run / "metrics.csv").write_text("\n".join(lines) + "\n")
     assert main(["report", str(run), "--explorer-images", "3"]) == 0
     return run / "report.html"
@@ -97,9 +102,15 @@ def test_report_escapes_run_and_class_names(evil_report):
 
 def test_report_sections_curves_and_metrics(evil_report):
     html = evil_report.read_text(encoding="utf-8")
-    for title in ("Hinge losses", "Discriminator outputs D(real) / D(fake)", "Attention gamma", "FID (lower is better)"):
+    for title in ("Hinge losses", "Discriminator outputs D(real) / D(fake)", "Attention gamma",
+                  "FID (Fashion-MNIST classifier features; lower is better)",
+                  "FID (Inception features; lower is better)"):  # the tiny run's plain eval/fid: Inception
         assert f'alt="{R.html_escape(title)}' in html, title
+    assert 'title="eval/fid_fmnist, eval/best_fid_fmnist"' in html and 'title="eval/fid"' in html
     assert "eval/step_00000004-classifier-test.json" in html and "metrics.fid" in html and "123.25" in html
+    assert "<td>metrics.fid_fmnist</td><td>FID (Fashion-MNIST classifier features)</td><td>45.5</td>" in html
+    assert "<td>metrics.fid</td><td>FID (Inception)</td><td>123.25</td>" in html
+    assert "<td>metrics.class_accuracy</td><td>class accuracy</td><td>0.75</td>" in html
     assert "metrics_extra.json" in html and "could not read" in html
     assert "Generator attention on generated images" in html
     assert "Discriminator attention on real training images" in html
@@ -128,11 +139,105 @@ def test_explorer_encoding_round_trips_the_maps():
     np.testing.assert_allclose(w2[:, 0], maps[:, 1 * 8 + 1].numpy(), atol=float(maps.max()) / 255 * 0.51 + 1e-7)
 
 
-def test_report_command_errors(tmp_path, capsys):
+def test_fid_charts_say_which_features():
+    cols = ["step", "loss_d", "eval/fid_fmnist", "eval/best_fid_fmnist", "eval/is_fmnist", "eval/class_acc",
+            "eval/fid", "eval/seconds"]
+    groups = {title: names for title, names, _ in R.curve_groups(cols)}
+    assert R.metric_features("eval/is_mean_fmnist") == ("is_mean", "fmnist")
+    assert R.metric_features("metrics.kid_mean") == ("kid_mean", "inception")
+    assert R.metric_features("eval/class_acc") is None and R.metric_features("kid_subset_size") is None
+    assert groups["FID (Fashion-MNIST classifier features; lower is better)"] == ["eval/fid_fmnist",
+                                                                                 "eval/best_fid_fmnist"]
+    assert groups["IS (Fashion-MNIST classifier features; higher is better)"] == ["eval/is_fmnist"]
+    assert groups["FID (Inception features; lower is better)"] == ["eval/fid"]
+    assert groups["eval/seconds"] == ["eval/seconds"] and groups["eval/class_acc"] == ["eval/class_acc"]
+    # an older run wrote eval/fid whatever the features; its config says the classifier's
+    old = {title: names for title, names, _ in R.curve_groups(["step", "eval/fid", "eval/best_fid"], "fmnist")}
+    assert old == {"FID (Fashion-MNIST classifier features; lower is better)": ["eval/fid", "eval/best_fid"]}
+    # a Fashion-MNIST run resumed across the renaming: both columns on one chart
+    resumed = R.curve_groups(["step", "eval/fid", "eval/fid_fmnist"], "fmnist")
+    assert resumed == [("FID (Fashion-MNIST classifier features; lower is better)", ["eval/fid", "eval/fid_fmnist"],
+                        "FID")]
+    step = np.arange(4.0)
+    charts = R.training_charts({"step": step, "eval/fid": np.array([np.nan, 80.0, np.nan, 60.0])}, "fmnist")
+    assert [c.title for c in charts] == ["FID (Fashion-MNIST classifier features; lower is better)"]
+    assert charts[0].uri.startswith("data:image/png;base64,") and charts[0].columns == ["eval/fid"]
+
+
+def test_plain_fid_features_of_older_runs():
+    from types import SimpleNamespace
+
+    from sagan.config import Config
+    cfg = Config()
+    cfg.data.dataset, cfg.train.fid_features = "fashion_mnist", "auto"
+    assert R.plain_metric_features(SimpleNamespace(cfg=cfg, tracked_fid=None)) == "fmnist"
+    cfg.data.dataset = "image_folder"
+    assert R.plain_metric_features(SimpleNamespace(cfg=cfg, tracked_fid=None)) == "inception"
+    assert R.plain_metric_features(SimpleNamespace(cfg=cfg, tracked_fid={"fid": 1.0, "features": "fmnist"})) == "fmnist"
+    cfg.train.fid_features = "fmnist"
+    assert R.plain_metric_features(SimpleNamespace(cfg=cfg, tracked_fid=None)) == "fmnist"
+
+
+def test_metrics_json_tables_label_the_features(tmp_path):
+    old = tmp_path / "old.json"  # an older sagan evaluate record: plain keys, the extractor named
+    old.write_text(json.dumps({"metrics": {"fid": 30.0, "kid_mean": 0.01}, "extractor": {"name": "fmnist"}}))
+    t = R.json_table(old, tmp_path)
+    assert t.columns == ["key", "metric", "value"]
+    assert ["metrics.fid", "FID (Fashion-MNIST classifier features)", "30"] in t.rows
+    assert ["metrics.kid_mean", "KID (Fashion-MNIST classifier features)", "0.01"] in t.rows
+    assert ["extractor.name", "", "fmnist"] in t.rows
+    rows = tmp_path / "rows.json"  # a list of records: the column headers are labelled
+    rows.write_text(json.dumps([{"step": 1, "precision_fmnist": 0.5, "fid": 9.0}]))
+    t = R.json_table(rows, tmp_path)
+    assert t.columns == ["step", "precision (Fashion-MNIST classifier features) [precision_fmnist]",
+                         "FID (Inception) [fid]"]
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"note": "no metrics here"}))
+    assert R.json_table(plain, tmp_path).columns == ["key", "value"]
+
+
+def test_report_command_errors(tiny_run, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
-    assert "is not a directory; give a run directory" in capsys.readouterr().err
+    assert "no such run directory, checkpoint file or exported model" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "has no checkpoints" in capsys.readouterr().err
+    assert main(["report", str(tiny_run), "--checkpoint", "best"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sagan report: error: --checkpoint best: {tiny_run} has no checkpoints/best.pt")
+    assert len(err.splitlines()) == 1
+    assert main(["report", str(tiny_run), "--out", str(tmp_path / "r.html")]) == 2
+    assert ("--out is a folder (the report is written as report.html in it); give e.g. --out "
+            f"{tmp_path / 'r'}") in capsys.readouterr().err
+    assert main(["report"]) == 2
+    assert "give a SOURCE" in capsys.readouterr().err
+    assert not (tiny_run / "report.html").exists()
+
+
+def test_report_of_an_exported_folder(tiny_run, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    assert main(["export", str(tiny_run), "--out", str(exp)]) == 0
+    assert main(["report", str(exp), "--explorer-images", "2", "--no-progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    page = exp / "report.html"
+    assert f"wrote {page}" in out and f"from exported model {exp} (step 4, EMA generator)" in out
+    html = page.read_text(encoding="utf-8")
+    assert "<title>SAGAN model exp (exported)</title>" in html
+    assert "a folder written by &#39;sagan export&#39;: the generator without its training record" in html
+    assert "<th>parameters</th><td>G " in html and "(generator only: no discriminator)" in html
+    assert "Generator attention on generated images" in html
+    assert "Discriminator attention: not drawn: this model holds only the generator." in html
+    assert html.count("the generator without its training record") == 4  # overview, evolution, curves, metrics
+    assert 'id="evo-data"' not in html and '<div class="charts">' not in html
+    data = json.loads(re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', html,
+                                re.S).group(1))
+    assert [lay["label"] for lay in data["layers"]] == ["G.attn16"] and len(data["images"]) == 2
+    assert "the training config stored with the exported model" in html  # the config section, from the export
+    assert "<th>export.checkpoint_kind</th><td>latest</td>" in html and "<th>weights.kind</th><td>export</td>" in html
+    assert html.count('class="pix" src="data:image/png') == 2  # one row per class, no training grids
+    assert not re.search(r"https?://", html)
+    # --out names a folder
+    assert main(["report", str(exp), "--out", str(tmp_path / "pages"), "--explorer-images", "1", "--no-real"]) == 0
+    assert (tmp_path / "pages" / "report.html").is_file()
 
 
 # --------------------------------------------------------------------------- in a real browser

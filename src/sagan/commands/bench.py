@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from sagan.bench.measure import DEFAULT_SIZES, PRESETS, SECTIONS, run_benchmarks
 from sagan.bench.render import render
+from sagan.commands.common import add_device_argument, device_from_args
 from sagan.errors import UsageError
 from sagan.fileio import atomic_write_text
+
+
+RESULTS_NAME = "results.json"  # what --out DIR holds
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -22,6 +27,13 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out)
+    if out_dir.suffix.lower() == ".json":
+        raise UsageError(f"--out {args.out}: --out is a folder (the results are written as {RESULTS_NAME} in it); "
+                         f"give e.g. --out {out_dir.parent / out_dir.stem}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {args.out} is a file; --out names the folder to write {RESULTS_NAME} into")
+    device_from_args(args)  # an unknown device name: one line now, not after the first benchmark
     only = args.only.split(",") if args.only else None
     unknown = sorted(set(only or ()) - set(SECTIONS))
     if unknown:
@@ -30,7 +42,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             attn_batch=args.attn_batch, attn_channels=args.attn_channels,
                             presets=args.presets.split(","), train_batch=args.train_batch,
                             overrides=args.overrides, reps=args.reps, threads=args.threads, note=args.note or "")
-    out = atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    out = atomic_write_text(out_dir / RESULTS_NAME, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     if args.markdown:
         atomic_write_text(args.markdown, render(result))
@@ -50,9 +62,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="config override for the training-step benchmark, e.g. --set train.channels_last=true")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions (median reported)")
-    p.add_argument("--device", default="auto")
+    add_device_argument(p)
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--note", help="free text stored with the results (e.g. 'CPU shared with a training run')")
-    p.add_argument("--json", default="benchmarks/results.json", help="output JSON (default benchmarks/results.json)")
+    p.add_argument("--out", metavar="DIR", default="benchmarks",
+                   help=f"folder to write {RESULTS_NAME} into, created if needed (default benchmarks/)")
     p.add_argument("--markdown", metavar="FILE", help="also render FILE (e.g. docs/benchmarks.md)")
     p.set_defaults(func=cmd_bench)

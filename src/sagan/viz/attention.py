@@ -15,6 +15,7 @@ untrained layer) is not mistaken for a sharp one.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,8 +183,9 @@ def auto_points(image: torch.Tensor, k: int = 3, seed: int = 0) -> list[tuple[in
 
 # --------------------------------------------------------------------------- maps from models
 
-def has_attention(model: nn.Module) -> bool:
-    return any(isinstance(m, SelfAttention2d) for m in model.modules())
+def has_attention(model: nn.Module | None) -> bool:
+    """Whether ``model`` has an attention layer (False for None: a source without a discriminator)."""
+    return model is not None and any(isinstance(m, SelfAttention2d) for m in model.modules())
 
 
 def attention_labels(model: nn.Module, prefix: str) -> dict[int, str]:
@@ -403,10 +405,9 @@ def real_images(run, n: int, cls: int | None, seed: int, data_root: str | None =
     ``run.cfg``). DataError when the data cannot be loaded or has no image of ``cls``.
     """
     cfg = run.cfg
-    if data_root is not None:
-        cfg.data.root = data_root
+    data_cfg = dataclasses.replace(cfg.data, root=data_root) if data_root is not None else cfg.data
     try:
-        data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
+        data = load_data(data_cfg, cfg.model.resolution, cfg.model.conditional)
     except DataError as e:
         raise DataError(f"--model d needs the real images the run was trained on: {e} "
                         "(pass --data PATH if they moved)") from None
@@ -446,7 +447,8 @@ def run_attention_figure(run, which: str, out_path: str | Path, cls: int | None 
                          data_root: str | None = None) -> Path | None:
     """The attention figure of a loaded run: ``which="G"`` draws the generator on generated
     images (of class ``cls``, or spread over all classes), ``"D"`` the discriminator on real
-    training images. Returns the PNG's path, or None when that model has no attention layer."""
+    training images. Returns the PNG's path, or None when that model has no attention layer (or,
+    for ``"D"``, when the run has no discriminator: an exported or shipped generator)."""
     if which == "G":
         return generator_attention_figure(
             run.G, out_path, classes=[cls] if cls is not None else None, class_names=run.class_names,

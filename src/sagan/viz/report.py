@@ -1,8 +1,18 @@
-"""A self-contained HTML report of a run: ``build_report(run_dir)`` writes ``report.html``.
+"""A self-contained HTML report of a model: ``build_report(source)`` writes ``report.html``.
 
-Each part of the page comes from one ``*_section`` function (overview, config, version, sample
+The source is anything ``sagan.train.runs.load_run`` loads. A run directory (or a checkpoint in
+one) has a training record - metrics.csv, the training sample grids, evaluation JSON - and the
+report shows it; an exported folder or a shipped model has none, and the report shows the model
+(config, provenance, samples, G's attention) with a note where the training record would be.
+
+Each part of the page comes from one ``*_section`` function (overview, config, provenance, sample
 grids, evolution, charts, metrics tables, attention figures, explorer); ``build_report`` gathers
 them into a ``Report`` and ``render`` fills the template.
+
+Metrics that depend on the feature extractor carry its name as a suffix (``eval/fid_fmnist``,
+``fid_fmnist``: the Fashion-MNIST classifier; no suffix: Inception; ``sagan.metrics.naming``);
+charts and tables say which.
+Older runs wrote ``eval/fid`` whatever the features: their best.pt record or config says which.
 
 Everything the page shows is inside the one file: images as ``data:`` URIs, plots rendered with
 matplotlib to PNG, attention maps for the interactive explorer precomputed and embedded as
@@ -33,11 +43,14 @@ import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from sagan.data.datasets import to_uint8
+from sagan.data.datasets import dataset_spec, to_uint8
 from sagan.data.grid import grid_png
 from sagan.errors import UsageError
 from sagan.fileio import atomic_write_text
+from sagan.metrics.naming import (FEATURE_METRICS, METRIC_TITLES, STANDARD_FEATURES, features_title,
+                                  metric_label)
 from sagan.models import count_parameters
+from sagan.models.export import export_info
 from sagan.train.rundir import RunDir
 from sagan.train.runs import LoadedRun, generate, load_run
 from sagan.viz import attention as A
@@ -105,8 +118,46 @@ class Chart:
     columns: list[str]
 
 
-def curve_groups(columns: list[str]) -> list[tuple[str, list[str], str]]:
-    """(title, columns, y-label) of each chart, from the column names of metrics.csv."""
+def metric_features(key: str, plain: str = STANDARD_FEATURES) -> tuple[str, str] | None:
+    """(metric, features) of a key named by ``sagan.metrics.naming.metric_key``: ``eval/fid_fmnist``
+    -> ("fid", "fmnist"), ``metrics.kid_mean`` -> ("kid_mean", ``plain``); None for a key that is
+    no feature statistic. ``plain``: the features behind un-suffixed keys (Inception, but not for
+    older runs: ``plain_metric_features``)."""
+    leaf = re.split(r"[./]", key)[-1]
+    if leaf in FEATURE_METRICS:
+        return leaf, plain
+    base, _, features = leaf.rpartition("_")
+    return (base, features) if base in FEATURE_METRICS and features else None
+
+
+def metric_title(key: str, plain: str = STANDARD_FEATURES) -> str | None:
+    """What a person reads for a metric key: ``eval/fid_fmnist`` -> "FID (Fashion-MNIST classifier
+    features)", ``class_accuracy`` -> "class accuracy"; None for keys that are no metric."""
+    found = metric_features(key, plain)
+    if found:
+        return metric_label(*found)
+    return METRIC_TITLES.get(re.split(r"[./]", key)[-1])
+
+
+def plain_metric_features(run: LoadedRun) -> str:
+    """The features behind a run's un-suffixed ``eval/fid``: Inception for current runs, which name
+    the Fashion-MNIST classifier's as ``eval/fid_fmnist``; older runs wrote ``eval/fid`` for
+    either, so their best.pt record (when these are its weights) or their config says which."""
+    features = (run.tracked_fid or {}).get("features")
+    if isinstance(features, str) and features:
+        return features
+    features = run.cfg.train.fid_features
+    if features == "auto":
+        try:
+            features = dataset_spec(run.cfg.data.dataset).features
+        except UsageError:
+            return STANDARD_FEATURES
+    return features or STANDARD_FEATURES
+
+
+def curve_groups(columns: list[str], plain: str = STANDARD_FEATURES) -> list[tuple[str, list[str], str]]:
+    """(title, columns, y-label) of each chart, from the column names of metrics.csv; ``plain``:
+    the features behind un-suffixed FID/IS columns (``plain_metric_features``)."""
     cols = [c for c in columns if c != "step"]
     groups: list[tuple[str, list[str], str]] = []
     used: set[str] = set()
@@ -119,6 +170,13 @@ def curve_groups(columns: list[str]) -> list[tuple[str, list[str], str]]:
     take("Hinge losses", ["loss_d", "loss_g"] + [c for c in cols if c.startswith("loss")], "loss")
     take("Discriminator outputs D(real) / D(fake)", ["d_real", "d_fake"], "mean D output")
     take("Attention gamma (weight of the attention branch)", [c for c in cols if c.startswith("gamma")], "gamma")
+    found = {c: metric_features(c, plain) for c in cols}
+    for features in dict.fromkeys(f[1] for f in found.values() if f):  # in the order the columns come
+        label = features_title(features)
+        take(f"FID ({label}; lower is better)",
+             [c for c, f in found.items() if f and f[0] in ("fid", "best_fid") and f[1] == features], "FID")
+        take(f"IS ({label}; higher is better)",
+             [c for c, f in found.items() if f and f[0] in ("is", "is_mean") and f[1] == features], "IS")
     take("FID (lower is better)", [c for c in cols if "fid" in c.lower()], "FID")
     for c in cols:
         if c not in used:
@@ -126,7 +184,7 @@ def curve_groups(columns: list[str]) -> list[tuple[str, list[str], str]]:
     return groups
 
 
-def training_charts(columns: dict[str, np.ndarray]) -> list[Chart]:
+def training_charts(columns: dict[str, np.ndarray], plain: str = STANDARD_FEATURES) -> list[Chart]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -134,7 +192,7 @@ def training_charts(columns: dict[str, np.ndarray]) -> list[Chart]:
     if step is None or len(step) == 0:
         return []
     charts = []
-    for title, names, ylabel in curve_groups(list(columns)):
+    for title, names, ylabel in curve_groups(list(columns), plain):
         fig, ax = plt.subplots(figsize=(5.6, 3.2), layout="constrained")
         for name in names:
             y = columns[name]
@@ -192,19 +250,35 @@ def flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix or "value", _fmt(obj))]
 
 
+def json_features(obj: Any) -> str:
+    """The features behind a JSON record's un-suffixed metric keys: the extractor an older
+    ``sagan evaluate`` record names, else Inception."""
+    name = obj.get("extractor", {}).get("name") if isinstance(obj, dict) and isinstance(obj.get("extractor"), dict) \
+        else None
+    return name if isinstance(name, str) and name else STANDARD_FEATURES
+
+
 def json_table(path: Path, root: Path) -> JsonTable:
+    """A metrics JSON file as a table; metrics that depend on the feature extractor are labelled
+    with it ("FID (Fashion-MNIST classifier features)")."""
     rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return JsonTable(rel, error=f"could not read: {e}")
     if isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
+        plain = json_features(obj[0])
         flat = [dict(flatten(r)) for r in obj]
         cols: list[str] = []
         for r in flat:
             cols += [k for k in r if k not in cols]
-        return JsonTable(rel, cols, [[r.get(c, "") for c in cols] for r in flat])
-    return JsonTable(rel, ["key", "value"], [[k, v] for k, v in flatten(obj)])
+        heads = [f"{metric_title(c, plain)} [{c}]" if metric_title(c, plain) else c for c in cols]
+        return JsonTable(rel, heads, [[r.get(c, "") for c in cols] for r in flat])
+    plain = json_features(obj)
+    rows = [(k, metric_title(k, plain), v) for k, v in flatten(obj)]
+    if not any(label for _, label, _ in rows):
+        return JsonTable(rel, ["key", "value"], [[k, v] for k, _, v in rows])
+    return JsonTable(rel, ["key", "metric", "value"], [[k, label or "", v] for k, label, v in rows])
 
 
 def metrics_json_files(run_dir: Path) -> list[Path]:
@@ -275,22 +349,27 @@ def explorer_data(images: torch.Tensor, titles: list[str], maps: dict[str, torch
 class Report:
     """Everything the template shows."""
     title: str
-    run_dir: str
+    source: str  # the run directory, checkpoint, exported folder or shipped name (header line)
     generated: str
     overview: list[tuple[str, str]]
     config: dict[str, Any]
     config_yaml: str
-    version: list[tuple[str, str]]
+    config_source: str  # where config_yaml comes from
+    provenance: list[tuple[str, str]]  # which weights, code version, command line / export record
+    samples_title: str
     class_grid: list[tuple[str, str]]  # (class name, data URI of one row of samples)
     latest: tuple[int, str] | None  # (step, data URI) of the newest samples/step_*.png
     evolution: list[dict[str, Any]]  # {"step", "uri"}
+    evolution_note: str | None
     charts: list[Chart]
     charts_note: str | None
     json_tables: list[JsonTable]
+    metrics_note: str | None
     figures: list[tuple[str, str]]  # (caption, data URI)
     figure_notes: list[str]
     explorer: dict[str, Any] | None
     explorer_note: str
+    record_note: str | None = None  # why there are no curves etc. (an export, a shipped model)
 
 
 def _figure_uri(draw: Callable[[Path], Path | None]) -> str | None:
@@ -304,46 +383,106 @@ def class_name(names: list[str], c: int) -> str:
     return names[c] if c < len(names) else f"class {c}"
 
 
+def no_record_note(run: LoadedRun) -> str | None:
+    """Why ``run`` has no training record (curves, sample evolution, evaluations); None when it has one."""
+    if run.run_dir is not None:
+        return None
+    if run.kind == "pretrained":
+        return (f"{run.checkpoint.name} is a model shipped with sagan-torch: a generator without its training "
+                "record, so there are no training curves, sample evolution or evaluation results here.")
+    if run.kind == "export":
+        return ("This is a folder written by 'sagan export': the generator without its training record. "
+                "Training curves, the sample evolution and evaluation results are in the run directory it was "
+                "exported from (sagan report RUN_DIR).")
+    return (f"{run.checkpoint} is not inside a run directory, so there is no training record (metrics.csv, "
+            "samples/, eval/) to show.")
+
+
+def report_title(run: LoadedRun) -> str:
+    if run.run_dir is not None:
+        return f"SAGAN run {run.run_dir.name}"
+    if run.kind == "pretrained":
+        return f"SAGAN model {run.checkpoint.name} (shipped with sagan-torch)"
+    if run.kind == "export":
+        return f"SAGAN model {run.checkpoint.name} (exported)"
+    return f"SAGAN checkpoint {run.checkpoint.name}"
+
+
 # --------------------------------------------------------------------------- the report's sections
 
-def overview_section(run: LoadedRun, run_dir: Path) -> list[tuple[str, str]]:
-    """(label, value) rows: run, checkpoint, data, resolution, attention placement, parameters, classes."""
+def tracked_fid_text(tracked: dict | None) -> str | None:
+    """"12.345 at step 1000 (Fashion-MNIST classifier features)" from a best.pt / export record."""
+    if not tracked or not isinstance(tracked.get("fid"), (int, float)):
+        return None
+    features = tracked.get("features")
+    return (f"{tracked['fid']:.3f}" + (f" at step {tracked['step']}" if "step" in tracked else "")
+            + (f" ({features_title(features)})" if isinstance(features, str) and features else ""))
+
+
+def overview_section(run: LoadedRun) -> list[tuple[str, str]]:
+    """(label, value) rows: source, weights, step, data, resolution, attention placement, parameters, classes."""
     cfg = run.cfg
-    n_g, n_d = count_parameters(run.G), count_parameters(run.D)
-    rows = [
-        ("run", run_dir.name), ("directory", str(run_dir.resolve())), ("step", str(run.step)),
-        ("checkpoint", str(run.checkpoint.name)),
-        ("data", f"{cfg.data.dataset} ({run.num_classes} classes)" if run.num_classes else f"{cfg.data.dataset}"),
+    if run.run_dir is not None:
+        rows = [("run", run.run_dir.name), ("directory", str(run.run_dir.resolve()))]
+    elif run.kind == "pretrained":
+        rows = [("model", f"{run.checkpoint.name} (shipped with sagan-torch)")]
+    elif run.kind == "export":
+        rows = [("model", f"{run.checkpoint.name} (exported generator)"), ("folder", str(run.checkpoint.resolve()))]
+    else:
+        rows = [("checkpoint file", str(run.checkpoint.resolve()))]
+    rows += [("weights", run.describe()), ("step", str(run.step))]
+    if run.kind == "checkpoint":
+        rows.append(("checkpoint", f"{run.checkpoint.name} ({run.which})"))
+    fid = tracked_fid_text(run.tracked_fid)
+    if fid:
+        rows.append(("tracked FID", fid))
+    dataset = run.dataset or cfg.data.dataset
+    n_g = count_parameters(run.G)
+    rows += [
+        ("data", f"{dataset} ({run.num_classes} classes)" if run.num_classes else f"{dataset}"),
         ("resolution", f"{cfg.model.resolution}x{cfg.model.resolution}, {run.channels} channel(s)"),
-        ("attention", f"G at {cfg.model.g_attn or 'none'}, D at {cfg.model.d_attn or 'none'} "
-                      f"({cfg.model.attn_variant} variant)"),
-        ("parameters", f"G {n_g / 1e6:.2f}M, D {n_d / 1e6:.2f}M"),
+        ("attention", f"G at {cfg.model.g_attn or 'none'}"
+                      + (f", D at {cfg.model.d_attn or 'none'}" if run.D is not None else "")
+                      + f" ({cfg.model.attn_variant} variant)"),
+        ("parameters", f"G {n_g / 1e6:.2f}M, D {count_parameters(run.D) / 1e6:.2f}M" if run.D is not None
+                       else f"G {n_g / 1e6:.2f}M (generator only: no discriminator)"),
     ]
     if run.class_names:
         rows.append(("classes", ", ".join(f"{i}: {n}" for i, n in enumerate(run.class_names))))
     return rows
 
 
-def config_section(run: LoadedRun, run_dir: Path) -> tuple[dict[str, Any], str]:
-    """The config as a tree and as YAML text: RUN_DIR/config.yaml when present, else the checkpoint's."""
-    cfg_file = RunDir(run_dir).config
-    config_yaml = cfg_file.read_text(encoding="utf-8") if cfg_file.is_file() else run.cfg.to_yaml()
+def config_section(run: LoadedRun) -> tuple[dict[str, Any], str, str]:
+    """The config as a tree and as YAML text, and where it comes from: RUN_DIR/config.yaml when
+    there is one, else the checkpoint's or the export's record of the training config."""
+    cfg_file = RunDir(run.run_dir).config if run.run_dir is not None else None
+    if cfg_file is not None and cfg_file.is_file():
+        config_yaml, where = cfg_file.read_text(encoding="utf-8"), "config.yaml as written in the run directory"
+    else:
+        config_yaml = run.cfg.to_yaml()
+        where = ("the training config stored with the exported model" if run.kind != "checkpoint"
+                 else "the config stored in the checkpoint")
     try:
         config = yaml.safe_load(config_yaml) or {}
     except yaml.YAMLError:
         config = run.cfg.to_dict()
-    return config, config_yaml
+    return config, config_yaml, where
 
 
-def version_section(run_dir: Path) -> list[tuple[str, str]]:
-    """RUN_DIR/version.json flattened to (key, value) rows; empty when missing or unreadable."""
-    vfile = RunDir(run_dir).version
-    if not vfile.is_file():
-        return []
-    try:
-        return flatten(json.loads(vfile.read_text(encoding="utf-8")))
-    except ValueError:
-        return []
+def provenance_section(run: LoadedRun) -> list[tuple[str, str]]:
+    """(key, value) rows: which weights (``run.provenance()``), then RUN_DIR/version.json (code
+    version, command line) or an export's record (minus the config, shown on its own)."""
+    rows = flatten(run.provenance(), "weights")
+    if run.run_dir is not None:
+        vfile = RunDir(run.run_dir).version
+        if vfile.is_file():
+            try:
+                rows += flatten(json.loads(vfile.read_text(encoding="utf-8")))
+            except ValueError:
+                rows.append(("version.json", "could not be read"))
+    elif run.kind != "checkpoint":
+        rows += flatten({k: v for k, v in export_info(run.G).items() if k != "config"}, "export")
+    return rows
 
 
 def sample_grids_section(run: LoadedRun, seed: int, device: str | torch.device, cols: int = 8
@@ -379,12 +518,12 @@ def evolution_section(run_dir: Path, max_frames: int) -> tuple[list[dict[str, An
     return evolution, latest
 
 
-def charts_section(run_dir: Path) -> tuple[list[Chart], str | None]:
+def charts_section(run_dir: Path, plain: str = STANDARD_FEATURES) -> tuple[list[Chart], str | None]:
     """The training curves from RUN_DIR/metrics.csv, and a note when there are none."""
     metrics_csv = RunDir(run_dir).metrics
     if not metrics_csv.is_file():
         return [], "No metrics.csv in the run directory."
-    charts = training_charts(read_metrics_csv(metrics_csv))
+    charts = training_charts(read_metrics_csv(metrics_csv), plain)
     return charts, None if charts else "metrics.csv has no rows yet."
 
 
@@ -405,7 +544,9 @@ def attention_figures_section(run: LoadedRun, seed: int, device: str | torch.dev
             figures.append(("Generator attention on generated images (auto query points)", uri))
     else:
         notes.append(f"G has no attention layers (model.g_attn={run.cfg.model.g_attn}).")
-    if A.has_attention(run.D) and real_attention:
+    if run.D is None:
+        notes.append("Discriminator attention: not drawn: this model holds only the generator.")
+    elif A.has_attention(run.D) and real_attention:
         try:
             real, labels = A.real_images(run, 4, None, seed, data_root)
         except UsageError as e:
@@ -435,43 +576,76 @@ def explorer_section(run: LoadedRun, seed: int, device: str | torch.device, n_im
     explorer = explorer_data(images, titles, maps, start, budget)
     strided = [f"{lay['label']} every {lay['stride']} feature cells" for lay in explorer["layers"]
                if lay["stride"] > 1]
-    note = "Query maps are stored for " + "; ".join(strided) + " to keep the file small." if strided else ""
-    return explorer, note
+    notes = ["Query maps are stored for " + "; ".join(strided) + " to keep the file small."] if strided else []
+    if run.D is None:
+        notes.append("Only the generator's layers: this model holds no discriminator.")
+    return explorer, " ".join(notes)
 
 
 # --------------------------------------------------------------------------- the report
 
-def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int = 0,
+def build_report(source: LoadedRun | str | Path, out_dir: str | Path | None = None, seed: int = 0,
                  explorer_images: int | None = None, max_evolution: int = 24, device: str | torch.device = "cpu",
                  data_root: str | None = None, real_attention: bool = True,
-                 explorer_budget: int = EXPLORER_BUDGET_BYTES) -> Path:
-    """Write the run's self-contained HTML report; returns its path (default RUN_DIR/report.html).
+                 explorer_budget: int = EXPLORER_BUDGET_BYTES, progress: bool = False) -> Path:
+    """Write the self-contained HTML report of ``source`` (a ``LoadedRun``, or anything
+    ``load_run`` takes) as ``out_dir/report.html``; returns its path. Default ``out_dir``: the
+    run directory, else ``run.output_base`` (an export's folder, ``./pretrained-NAME``).
 
     ``explorer_images``: generated images in the attention explorer (default one per class, at
     most 10; 6 for unconditional models). ``real_attention``: also draw D's attention on real
     images when the run's data can be loaded (``data_root`` overrides where it is).
     """
-    run_dir = Path(run_dir)
-    run = load_run(run_dir, device=device)
-    if run.run_dir is not None:
-        run_dir = run.run_dir
-    out = Path(out) if out else RunDir(run_dir).report
-    overview = overview_section(run, run_dir)
-    config, config_yaml = config_section(run, run_dir)
-    version = version_section(run_dir)
+    from tqdm import tqdm
+    run = source if isinstance(source, LoadedRun) else load_run(source, device=device)
+    out = RunDir(Path(out_dir) if out_dir is not None else run.output_base).report  # report.html in any folder
+    record = run.run_dir  # None: no training record (an export, a shipped model, a loose checkpoint)
+    note = no_record_note(run)
+    stages = ["model", "samples", "training record", "attention figures", "attention explorer", "page"]
+    bar = tqdm(total=len(stages), desc="report", unit="part", disable=not progress, leave=False)
+
+    started: list[str] = []
+
+    def stage(what: str) -> None:  # the previous part is done; ``what`` starts
+        if started:
+            bar.update(1)
+        started.append(what)
+        bar.set_postfix_str(what)
+    stage("model")
+    overview = overview_section(run)
+    config, config_yaml, config_source = config_section(run)
+    provenance = provenance_section(run)
+    stage("samples")
     class_grid = sample_grids_section(run, seed, device)
-    evolution, latest = evolution_section(run_dir, max_evolution)
-    charts, charts_note = charts_section(run_dir)
-    json_tables = metrics_tables_section(run_dir)
+    samples_title = (f"{'One row per class (same noise in each column)' if run.num_classes else 'Samples'}, "
+                     f"{'EMA' if run.ema else 'raw'} generator at step {run.step}")
+    stage("training record")
+    if record is not None:
+        evolution, latest = evolution_section(record, max_evolution)
+        evolution_note = None if evolution else "No samples/step_*.png in the run directory."
+        charts, charts_note = charts_section(record, plain_metric_features(run))
+        json_tables = metrics_tables_section(record)
+    else:
+        evolution, latest, evolution_note, charts, charts_note, json_tables = [], None, note, [], note, []
+    metrics_note = note if record is None else (
+        None if json_tables else "No evaluation results yet (no evaluation*.json, metrics*.json or eval/*.json in "
+                                 "the run directory); run 'sagan evaluate RUN_DIR' to compute FID and friends.")
+    stage("attention figures")
     figures, figure_notes = attention_figures_section(run, seed, device, data_root, real_attention)
+    stage("attention explorer")
     explorer, explorer_note = explorer_section(run, seed, device, explorer_images, explorer_budget)
+    stage("page")
     report = Report(
-        title=f"SAGAN run {run_dir.name}", run_dir=str(run_dir.resolve()),
+        title=report_title(run), source=str(record.resolve() if record is not None else run.checkpoint),
         generated=time.strftime("%Y-%m-%d %H:%M"), overview=overview, config=config, config_yaml=config_yaml,
-        version=version, class_grid=class_grid, latest=latest, evolution=evolution, charts=charts,
-        charts_note=charts_note, json_tables=json_tables, figures=figures, figure_notes=figure_notes,
-        explorer=explorer, explorer_note=explorer_note)
-    return atomic_write_text(out, render(report))
+        config_source=config_source, provenance=provenance, samples_title=samples_title, class_grid=class_grid,
+        latest=latest, evolution=evolution, evolution_note=evolution_note, charts=charts, charts_note=charts_note,
+        json_tables=json_tables, metrics_note=metrics_note, figures=figures, figure_notes=figure_notes,
+        explorer=explorer, explorer_note=explorer_note, record_note=note)
+    path = atomic_write_text(out, render(report))
+    bar.update(1)
+    bar.close()
+    return path
 
 
 def render(report: Report) -> str:
