@@ -1,6 +1,8 @@
 """Append the training-step rows of extra ``sagan bench`` runs to a results file.
 
-    python benchmarks/merge.py benchmarks/results.json extra1.json [extra2.json ...]
+    python benchmarks/merge.py benchmarks/results.json other/results.json [more/results.json ...]
+
+(each argument a results.json written by `sagan bench --out DIR`)
 
 Used for variants of a preset measured in separate runs (e.g. ``--set train.channels_last=true``).
 Each appended row keeps the fp32 matmul rate measured in its own run
