@@ -1,6 +1,7 @@
 """The CLI as a user calls it: train a few steps, resume, sample; clear errors on bad input."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import shutil
@@ -137,3 +138,30 @@ def test_console_script_and_module_entry_points():
     exe = shutil.which("sagan")
     assert exe is not None, "the 'sagan' console script is not installed"
     assert subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout.startswith("sagan-torch")
+
+
+def test_every_command_shares_the_common_flags():
+    """--no-progress everywhere, --device defaulting to auto where there is a device, --out a folder
+    (train-evaluator's is the one weights file it writes, and says so)."""
+    from sagan.cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"train", "sample", "interpolate", "export", "evaluate", "attention", "report", "bench"} <= set(sub.choices)
+    for name, parser in sub.choices.items():
+        opts = {s: a for a in parser._actions for s in a.option_strings}
+        assert "--no-progress" in opts, name
+        if "--device" in opts:
+            assert opts["--device"].default in ("auto", None) and "auto" in opts["--device"].help, name
+        out = opts["--out"]
+        if name == "train-evaluator":
+            assert out.metavar == "FILE" and "not a folder" in out.help
+        else:
+            assert out.metavar == "DIR" and "folder" in out.help, name
+        if name in ("sample", "interpolate", "export", "evaluate", "attention", "report"):
+            assert {"--checkpoint", "--pretrained"} <= set(opts), name
+
+
+def test_train_device_flag_is_the_config_key(tiny_folder, tmp_path):
+    from sagan.commands.train import _train_config
+    from sagan.cli import build_parser
+    args = build_parser().parse_args(["train", "--device", "cpu", "--data", str(tiny_folder)])
+    assert _train_config(args)[0].train.device == "cpu"

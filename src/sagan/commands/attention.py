@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sagan.commands.common import (add_device_argument, add_source_arguments, device_from_args, load_from_args,
-                                   resolve_class)
+from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
+                                   device_from_args, load_from_args, resolve_class)
 from sagan.errors import UsageError
 from sagan.viz.attention import has_attention, layer_choice, parse_points, run_attention_figure
 
@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"attention_{{G,D}}_step<STEP>_seed<S>[_class<C>].png (default: {OUT_SUBDIR}/ in the run directory "
                         f"or exported folder; for --pretrained NAME ./pretrained-NAME/{OUT_SUBDIR})")
     add_device_argument(p)
+    add_progress_argument(p, has_bars=False)
     p.set_defaults(func=cmd_attention)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sagan.bench.measure import DEFAULT_SIZES, PRESETS, SECTIONS, run_benchmarks
 from sagan.bench.render import render
-from sagan.commands.common import add_device_argument, device_from_args
+from sagan.commands.common import add_device_argument, add_progress_argument, device_from_args
 from sagan.errors import UsageError
 from sagan.fileio import atomic_write_text
 
@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="config override for the training-step benchmark, e.g. --set train.channels_last=true")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions (median reported)")
     add_device_argument(p)
+    add_progress_argument(p, has_bars=False)
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--note", help="free text stored with the results (e.g. 'CPU shared with a training run')")
     p.add_argument("--out", metavar="DIR", default="benchmarks",

@@ -33,8 +33,11 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available, else CPU), cpu, cuda, cuda:N")
 
 
-def add_progress_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+def add_progress_argument(p: argparse.ArgumentParser, has_bars: bool = True) -> None:
+    """``--no-progress`` on every command, so scripts can pass it to all of them."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars" if has_bars else
+                   "accepted for scripts that pass it to every command; this one draws no progress bars")
 
 
 def source_of(args: argparse.Namespace) -> str:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import sagan
-from sagan.commands.common import add_device_argument, add_source_arguments, load_from_args
+from sagan.commands.common import add_progress_argument, add_source_arguments, load_from_args
 from sagan.errors import UsageError
 from sagan.models.export import ONNX_INFO_NAME, ONNX_NAME, save_export, write_onnx_export
 from sagan.train.checkpoint import read_best_record
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the folder to create (default SOURCE_RUN/export-step<STEP>[-onnx]); never overwritten")
     p.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
                    help="safetensors (default; loads with from_pretrained) or onnx (for onnxruntime and friends)")
-    add_device_argument(p)
+    add_progress_argument(p, has_bars=False)  # the weights are read and written on the CPU: no --device
     p.set_defaults(func=cmd_export)
 
 

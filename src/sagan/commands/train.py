@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override one value, e.g. --set optim.lr_d=2e-4 (repeatable)")
     p.add_argument("--data", metavar="PATH", help="dataset location (same as --set data.root=PATH)")
     p.add_argument("--steps", type=int, help="number of generator steps (same as --set train.steps=N)")
+    p.add_argument("--device", help="auto (the preset's default: CUDA when available, else CPU), cpu, cuda, cuda:N "
+                                    "(same as --set train.device=NAME)")
     p.add_argument("--out", default="runs", metavar="DIR", help="parent folder of run directories (default runs/)")
     p.add_argument("--name", help="run directory name (default PRESET-DATE-TIME; never overwritten)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
@@ -50,6 +52,8 @@ def _train_config(args: argparse.Namespace) -> tuple[Config, InitWeights | None]
         overrides.append(f"data.root={args.data}")
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
+    if args.device is not None:
+        overrides.append(f"train.device={args.device}")
     if args.resume:
         if args.init_from is not None:
             raise UsageError(f"--init-from starts a new run from a trained model and --resume {args.resume} continues "
