@@ -214,7 +214,7 @@ def test_cli_says_once_that_mp4_needs_imageio_ffmpeg(tiny_run, tmp_path, capsys,
 @pytest.mark.parametrize("argv, message", [
     (["--seeds", "5"], "at least two seeds"),
     (["--seeds", "0,0"], "follows itself"),
-    (["--seeds", "0,x"], "whole numbers"),
+    (["--seeds", "0,x"], "is not a seed (a whole number >= 0)"),
     (["--seeds", "0,1", "--classes", "0,1"], "not both"),
     (["--classes", "class_0"], "at least two classes"),
     (["--classes", "0,1", "--class", "0"], "--seed"),

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from sagan.cli import main
-from sagan.commands.sample import class_folder_name, compact_seeds, parse_seeds
+from sagan.commands.common import compact_seeds, parse_seeds
+from sagan.commands.sample import class_folder_name
 from sagan.errors import UsageError
 from sagan.models import Generator
 from sagan.models.export import save_export

@@ -7,12 +7,15 @@ picks among a run directory's checkpoints. See ``sagan.train.runs.load_run``.
 from __future__ import annotations
 
 import argparse
+import re
 
 from sagan.errors import UsageError
 from sagan.models.export import pretrained_names
 from sagan.train.distributed import resolve_device
 from sagan.train.runs import LoadedRun, load_run
 
+MAX_SEED = 2**63 - 1
+MAX_SEEDS = 1_000_000  # seeds per call (a typo like 0-10000000000 fails at once)
 SOURCE_METAVAR = "SOURCE"
 SOURCE_HELP = "run directory, checkpoint file, or folder written by 'sagan export'"
 
@@ -98,3 +101,47 @@ def resolve_classes(text: str | None, num_classes: int, class_names: list[str], 
     if not items:
         raise UsageError(f"{flag} {text!r}: give comma-separated class indices or names, e.g. 0,3,Sneaker")
     return [resolve_class(t, num_classes, class_names, flag) for t in items]  # type: ignore[misc]
+
+
+def parse_seeds(text: str, flag: str = "--seeds", unique: bool = True) -> list[int]:
+    """``"0-99"``, ``"3,7,10-12"`` -> the seeds in the order given; one-line UsageError otherwise.
+    ``unique``: a seed given twice is an error (one image per seed); a walk may come back to one."""
+    def bad(why: str) -> UsageError:
+        return UsageError(f"{flag} {text!r}: {why}; give seeds and inclusive ranges, e.g. 0-99 or 3,7,10-12")
+
+    spans: list[tuple[int, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)
+        if not m:
+            raise bad(f"{item!r} is not a seed (a whole number >= 0) or a range A-B" if item else "an empty item")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise bad(f"the range {item} runs backwards")
+        if hi > MAX_SEED:
+            raise bad(f"{hi} is larger than the largest seed, {MAX_SEED}")
+        spans.append((lo, hi))
+    count = sum(hi - lo + 1 for lo, hi in spans)
+    if count > MAX_SEEDS:
+        raise bad(f"{count} seeds; at most {MAX_SEEDS} per call")
+    seeds = [s for lo, hi in spans for s in range(lo, hi + 1)]
+    seen: set[int] = set()
+    for s in seeds if unique else ():
+        if s in seen:
+            raise bad(f"seed {s} is given twice")
+        seen.add(s)
+    return seeds
+
+
+def compact_seeds(seeds: list[int]) -> str:
+    """The seeds written back as ranges: ``[3, 7, 10, 11, 12]`` -> ``"3,7,10-12"`` (parse_seeds' inverse)."""
+    parts: list[str] = []
+    i = 0
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
+            j += 1
+        parts.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
+        i = j + 1
+    return ",".join(parts)

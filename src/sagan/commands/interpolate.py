@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sagan
 from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
-                                   device_from_args, load_from_args, resolve_class, resolve_classes)
+                                   device_from_args, load_from_args, parse_seeds, resolve_class, resolve_classes)
 from sagan.errors import UsageError
 from sagan.viz.interpolation import (MAX_GIF_FPS, MP4_HINT, class_interpolation, default_scale, render,
                                      seed_interpolation, write_interpolation)
@@ -48,17 +48,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_interpolate)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0,1,5"`` -> [0, 1, 5]; one-line UsageError for anything else."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds {text!r}: give comma-separated whole numbers, e.g. 0,1,2") from None
-    if any(not 0 <= s < 2 ** 63 for s in seeds):
-        raise UsageError(f"--seeds {text!r}: seeds must be between 0 and 2**63 - 1")
-    return seeds
-
-
 def check_endpoints(items: list, flag: str, what: str) -> None:
     """At least two endpoints, and no two consecutive ones the same (a segment that stands still)."""
     if len(items) < 2:
@@ -94,7 +83,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} is a file; give a folder to write the interpolation into")
     if args.seeds is not None or args.classes is None:
-        check_endpoints(parse_seeds(args.seeds or DEFAULT_SEEDS), "--seeds", "seeds")
+        check_endpoints(parse_seeds(args.seeds or DEFAULT_SEEDS, unique=False), "--seeds", "seeds")
 
 
 def _class_label(c: int | None, names: list[str]) -> str:
@@ -119,7 +108,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         plan.settings["class_names"] = [run.class_names[c] if c < len(run.class_names) else str(c) for c in classes]
         what = f"classes {', '.join(_class_label(c, run.class_names) for c in classes)} for seed {seed}"
     else:
-        seeds = parse_seeds(args.seeds or DEFAULT_SEEDS)
+        seeds = parse_seeds(args.seeds or DEFAULT_SEEDS, unique=False)
         cls = resolve_class(args.cls, run.num_classes, run.class_names)
         if cls is None and run.num_classes > 0:
             cls = 0

@@ -23,7 +23,8 @@ import torch
 
 import sagan
 from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
-                                   device_from_args, load_from_args, resolve_classes)
+                                   compact_seeds, device_from_args, load_from_args, parse_seeds,
+                                   resolve_classes)
 from sagan.data.datasets import to_uint8
 from sagan.data.grid import save_grid
 from sagan.errors import UsageError
@@ -34,55 +35,10 @@ FORMATS = ("grid", "npz", "png")
 FORMAT_ALIASES = {"both": ("grid", "npz")}  # the former default's name
 DEFAULT_FORMAT = "grid,npz"
 DEFAULT_NUM, DEFAULT_SEED, DEFAULT_BATCH = 64, 0, 256
-MAX_SEED = 2**63 - 1
-MAX_SEEDS = 1_000_000  # images per call in --seeds mode (a typo like 0-10000000000 fails at once)
 INFO_NAME = "sample_info.json"
 
 
 # --------------------------------------------------------------------------- parsing the flags
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-99"``, ``"3,7,10-12"`` -> the seeds in the order given; one-line UsageError otherwise."""
-    def bad(why: str) -> UsageError:
-        return UsageError(f"--seeds {text!r}: {why}; give seeds and inclusive ranges, e.g. 0-99 or 3,7,10-12")
-
-    spans: list[tuple[int, int]] = []
-    for item in text.split(","):
-        item = item.strip()
-        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)
-        if not m:
-            raise bad(f"{item!r} is not a seed (a whole number >= 0) or a range A-B" if item else "an empty item")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise bad(f"the range {item} runs backwards")
-        if hi > MAX_SEED:
-            raise bad(f"{hi} is larger than the largest seed, {MAX_SEED}")
-        spans.append((lo, hi))
-    count = sum(hi - lo + 1 for lo, hi in spans)
-    if count > MAX_SEEDS:
-        raise bad(f"{count} images; at most {MAX_SEEDS} per call")
-    seeds = [s for lo, hi in spans for s in range(lo, hi + 1)]
-    seen: set[int] = set()
-    for s in seeds:
-        if s in seen:
-            raise bad(f"seed {s} is given twice")
-        seen.add(s)
-    return seeds
-
-
-def compact_seeds(seeds: list[int]) -> str:
-    """The seeds written back as ranges: ``[3, 7, 10, 11, 12]`` -> ``"3,7,10-12"`` (parse_seeds' inverse)."""
-    parts: list[str] = []
-    i = 0
-    while i < len(seeds):
-        j = i
-        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
-            j += 1
-        parts.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
-        i = j + 1
-    return ",".join(parts)
-
 
 def parse_formats(text: str) -> list[str]:
     """``"grid,npz,png"`` (any non-empty subset; ``both`` = grid,npz) -> the formats in FORMATS order."""
