@@ -96,8 +96,8 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
             return super().from_pretrained(str(local), **kwargs)
         name = str(pretrained_model_name_or_path)
         why = (f"{name} is not a folder and not a shipped model ({', '.join(pretrained_names()) or 'none'})")
-        if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "", 1):
-            raise CheckpointError(f"{why}")
+        if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a Hub id ("owner/name")
+            raise CheckpointError(why)
         try:  # a Hugging Face Hub id
             return super().from_pretrained(name, **kwargs)
         except CheckpointError:
