@@ -36,20 +36,24 @@ def reference_attention(layer: SelfAttention2d, x: torch.Tensor) -> tuple[torch.
     return layer.gamma * o + x, beta
 
 
-def _layer(variant: str, channels: int = 16, gamma: float = 0.7, seed: int = 0, bias: bool = False) -> SelfAttention2d:
+def _layer(variant: str, channels: int = 16, gamma: float = 0.7, seed: int = 0, bias: bool = False,
+           reduction: int = 8) -> SelfAttention2d:
     torch.manual_seed(seed)
-    layer = SelfAttention2d(channels, variant, bias=bias).double()
+    layer = SelfAttention2d(channels, variant, bias=bias, reduction=reduction).double()
     with torch.no_grad():
         layer.gamma.fill_(gamma)
     layer.eval()  # freeze the spectral-norm power iteration so every call sees the same weights
     return layer
 
 
-@pytest.mark.parametrize("variant,bias", [("paper", False), ("biggan", False), ("paper", True)],
-                         ids=["paper", "biggan", "paper-bias"])
+@pytest.mark.parametrize("variant,bias,reduction",
+                         [("paper", False, 8), ("biggan", False, 8), ("paper", True, 8),
+                          ("paper", False, 1), ("paper", False, 2), ("paper", False, 4), ("biggan", False, 1)],
+                         ids=["paper", "biggan", "paper-bias", "paper-r1", "paper-r2", "paper-r4", "biggan-r1"])
 @pytest.mark.parametrize("path", ["fused", "explicit"])
-def test_matches_reference_values_and_gradients(variant, bias, path):
-    layer = _layer(variant, bias=bias)
+def test_matches_reference_values_and_gradients(variant, bias, reduction, path):
+    layer = _layer(variant, bias=bias, reduction=reduction)
+    assert layer.f.weight.shape[0] == layer.g.weight.shape[0] == 16 // reduction  # C' = C / reduction
     if bias:  # nn.Conv2d's default init: nonzero biases, so they are really tested
         assert all(conv.bias.abs().sum() > 0 for conv in (layer.f, layer.g, layer.h, layer.v))
     x = torch.randn(2, 16, 4, 6, dtype=torch.double, requires_grad=True)
@@ -182,8 +186,21 @@ def test_recording_attention_collects_maps():
     assert not layer.record_attention
 
 
+@pytest.mark.parametrize("variant", ["paper", "biggan"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("reduction", [1, 2, 4, 8])
+def test_parameter_count_without_building_matches_the_layer(variant, bias, reduction):
+    layer = SelfAttention2d(64, variant, bias=bias, reduction=reduction)
+    assert SelfAttention2d.parameter_count(64, variant, bias, reduction) == sum(p.numel() for p in layer.parameters())
+
+
 def test_channel_requirements_are_explained():
     with pytest.raises(ValueError, match="divisible by 8"):
         SelfAttention2d(12)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        SelfAttention2d(6, reduction=4)
+    with pytest.raises(ValueError, match=r"reduction 3 .*choose one of \(1, 2, 4, 8\)|choose one of \(1, 2, 4, 8\)"):
+        SelfAttention2d(12, reduction=3)
+    SelfAttention2d(12, reduction=4)  # 12 channels are enough for C/4
     with pytest.raises(ValueError, match="variant"):
         SelfAttention2d(16, "nope")

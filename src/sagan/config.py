@@ -22,7 +22,7 @@ from sagan.data.datasets import DATASETS
 from sagan.errors import ConfigError
 from sagan.losses import LOSSES
 from sagan.models.arch import D_ARCH, G_ARCH, RESOLUTIONS, d_attention_sizes, g_attention_sizes
-from sagan.nn.attention import VARIANTS
+from sagan.nn.attention import REDUCTIONS, VARIANTS
 from sagan.nn.spectral import DEFAULT_INIT, INIT_SCHEMES
 
 ON_DIVERGENCE = ("rollback", "stop")
@@ -44,6 +44,11 @@ class ModelConfig:
     d_attn: list[int] = field(default_factory=lambda: [16])
     attn_variant: str = "paper"
     attn_bias: bool = False  # biases on the attention 1x1 convs (the paper has none; older versions had them)
+    attn_reduction: int = 8  # query/key width C/attn_reduction (1, 2, 4 or 8; the paper's C/8)
+    # Residual bottleneck blocks sized like the attention layer (nn.blocks.ResidualBottleneck), at these
+    # feature-map sizes: the attention study's control arm (docs/experiments.md).
+    g_resblock: list[int] = field(default_factory=list)
+    d_resblock: list[int] = field(default_factory=list)
     conditional: bool = True
     g_sn: bool = True
     d_sn: bool = True
@@ -372,19 +377,25 @@ def validate(cfg: Config) -> None:
     _check(m.resolution in RESOLUTIONS,
            f"model.resolution={m.resolution} is not supported; choose one of {list(RESOLUTIONS)}")
     g_sizes, d_sizes = g_attention_sizes(m.resolution), d_attention_sizes(m.resolution)
-    for key, sizes, allowed in (("model.g_attn", m.g_attn, g_sizes), ("model.d_attn", m.d_attn, d_sizes)):
+    for key, sizes, allowed, what in (("model.g_attn", m.g_attn, g_sizes, "attention"),
+                                      ("model.d_attn", m.d_attn, d_sizes, "attention"),
+                                      ("model.g_resblock", m.g_resblock, g_sizes, "residual block"),
+                                      ("model.d_resblock", m.d_resblock, d_sizes, "residual block")):
         bad = [s for s in sizes if s not in allowed]
         _check(not bad, f"{key}={sizes}: the architecture at resolution {m.resolution} never produces "
                         f"a {bad[0] if bad else ''}x{bad[0] if bad else ''} feature map; choose sizes from "
-                        f"{allowed} (or [] for no attention)")
+                        f"{allowed} (or [] for no {what})")
         _check(len(set(sizes)) == len(sizes), f"{key}={sizes} lists a size twice")
+    _check(m.attn_reduction in REDUCTIONS,
+           f"model.attn_reduction={m.attn_reduction}; choose one of {list(REDUCTIONS)} (query/key width C/r)")
+    r = m.attn_reduction
     for key, ch, arch, sizes in (("model.g_ch", m.g_ch, G_ARCH, m.g_attn), ("model.d_ch", m.d_ch, D_ARCH, m.d_attn)):
         _check(1 <= ch <= 4096, f"{key}={ch} must be between 1 and 4096")
         for spec in arch[m.resolution]:
             c = spec.out_mult * ch
-            _check(spec.resolution not in sizes or c % 8 == 0,
+            _check(spec.resolution not in sizes or c % r == 0,
                    f"{key}={ch}: the attention layer at {spec.resolution}x{spec.resolution} would get {c} "
-                   f"channels, which is not divisible by 8 (attention projects to C/8); use e.g. 16, 32 or 64")
+                   f"channels, which is not divisible by {r} (attention projects to C/{r}); use e.g. 16, 32 or 64")
     _check(1 <= m.z_dim <= 4096, f"model.z_dim={m.z_dim} must be between 1 and 4096")
     _check(m.attn_variant in VARIANTS, f"model.attn_variant={m.attn_variant!r}; choose one of {list(VARIANTS)}")
     _check(m.init in INIT_SCHEMES, f"model.init={m.init!r}; choose one of {list(INIT_SCHEMES)}")

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
+from sagan.nn.attention import SelfAttention2d
+from sagan.nn.blocks import ResidualBottleneck, bottleneck_width
+
 BOTTOM_WIDTH = 4
 
 
@@ -68,15 +73,32 @@ def d_attention_sizes(resolution: int) -> list[int]:
     return sorted({s.resolution for s in D_ARCH[resolution]})
 
 
-def checked_specs(arch: dict[int, list[BlockSpec]], resolution: int, attn, who: str) -> list[BlockSpec]:
+def checked_specs(arch: dict[int, list[BlockSpec]], resolution: int, attn, who: str,
+                  what: str = "attention") -> list[BlockSpec]:
     """The block specs for ``resolution``; raises ValueError naming the allowed values when the
-    resolution is not in the table or an attention size is never produced by ``who``."""
+    resolution is not in the table or a size in ``attn`` (of ``what`` layers) is never produced by ``who``."""
     if resolution not in arch:
         raise ValueError(f"resolution {resolution} is not supported; choose one of {sorted(arch)}")
     specs = arch[resolution]
     sizes = {s.resolution for s in specs}
     bad = [a for a in attn if a not in sizes]
     if bad:
-        raise ValueError(f"{who} attention at {bad} is never produced at resolution {resolution}; "
+        raise ValueError(f"{who} {what} at {bad} is never produced at resolution {resolution}; "
                          f"choose from {sorted(sizes)}")
     return specs
+
+
+def extra_layers(channels: int, size: int, attn, resblock, variant: str, use_sn: bool, bias: bool,
+                 reduction: int) -> list[nn.Module]:
+    """The layers that follow a block whose output is ``size`` x ``size`` with ``channels``
+    channels: a ``SelfAttention2d`` when ``size`` is in ``attn``, then a ``ResidualBottleneck``
+    when it is in ``resblock``. The bottleneck's width is chosen so its parameter count is the
+    closest to that of the attention layer the same settings would place there
+    (``bottleneck_width``): the attention study's equal-size control."""
+    layers: list[nn.Module] = []
+    if size in attn:
+        layers.append(SelfAttention2d(channels, variant, spectral_norm=use_sn, bias=bias, reduction=reduction))
+    if size in resblock:
+        target = SelfAttention2d.parameter_count(channels, variant, bias, reduction)
+        layers.append(ResidualBottleneck(channels, bottleneck_width(channels, target, bias), use_sn, bias))
+    return layers

@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sagan.models.arch import D_ARCH, checked_specs
-from sagan.nn.attention import SelfAttention2d
+from sagan.models.arch import D_ARCH, checked_specs, extra_layers
 from sagan.nn.blocks import DBlock
 from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_embedding, sn_linear
 
@@ -18,7 +17,7 @@ class Discriminator(nn.Module):
     size is in ``attn``, ReLU, global sum pooling, SN-linear plus the projection term
     <embed(y), h> when class-conditional (Miyato & Koyama, 2018).
 
-    ``attn_bias`` and ``init`` as for the generator; ``init`` covers the projection embedding too.
+    ``attn_bias``, ``attn_reduction``, ``resblock`` and ``init`` as for the generator; ``init`` covers the projection embedding too.
     """
 
     def __init__(
@@ -32,17 +31,20 @@ class Discriminator(nn.Module):
         use_sn: bool = True,
         attn_bias: bool = False,
         init: str = DEFAULT_INIT,
+        attn_reduction: int = 8,
+        resblock: list[int] | tuple[int, ...] = (),
     ):
         super().__init__()
         specs = checked_specs(D_ARCH, resolution, attn, "discriminator")
+        checked_specs(D_ARCH, resolution, resblock, "discriminator", what="residual block")
         self.resolution, self.ch = resolution, ch
         self.num_classes, self.img_channels = num_classes, img_channels
         self.blocks = nn.ModuleList()
         for i, s in enumerate(specs):
             in_ch = img_channels if i == 0 else s.in_mult * ch
             stage = nn.ModuleList([DBlock(in_ch, s.out_mult * ch, s.resample, preactivation=i > 0, use_sn=use_sn)])
-            if s.resolution in attn:
-                stage.append(SelfAttention2d(s.out_mult * ch, attn_variant, spectral_norm=use_sn, bias=attn_bias))
+            stage.extend(extra_layers(s.out_mult * ch, s.resolution, attn, resblock, attn_variant, use_sn, attn_bias,
+                                      attn_reduction))
             self.blocks.append(stage)
         feat = specs[-1].out_mult * ch
         self.linear = sn_linear(feat, 1, enabled=use_sn)

@@ -7,8 +7,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from sagan.models.arch import BOTTOM_WIDTH, G_ARCH, checked_specs
-from sagan.nn.attention import SelfAttention2d
+from sagan.models.arch import BOTTOM_WIDTH, G_ARCH, checked_specs, extra_layers
 from sagan.nn.blocks import GBlock
 from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_conv3x3, sn_linear
 
@@ -21,8 +20,10 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
     ``num_classes == 0``), attention after the blocks whose output size is in ``attn``,
     then BN-ReLU-conv3x3-tanh.
 
-    ``attn_bias`` gives the attention layers' 1x1 convs biases (the paper has none); ``init`` is
-    the weight initialisation, one of ``sagan.nn.spectral.INIT_SCHEMES`` (see ``init_weights``).
+    ``attn_bias`` gives the attention layers' 1x1 convs biases (the paper has none);
+    ``attn_reduction`` sets their query/key width C/r; ``resblock`` places a
+    ``ResidualBottleneck`` of the attention layer's size after the blocks of those output sizes
+    (the attention study's control, see ``extra_layers``); ``init`` is the weight initialisation, one of ``sagan.nn.spectral.INIT_SCHEMES`` (see ``init_weights``).
     ``class_names`` (optional, one per class) travels with the model into exports.
 
     ``Generator.from_pretrained(NAME_OR_DIR)`` loads a shipped model (``"fmnist32"``), a folder
@@ -42,9 +43,12 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
         attn_bias: bool = False,
         init: str = DEFAULT_INIT,
         class_names: list[str] | None = None,
+        attn_reduction: int = 8,
+        resblock: list[int] | tuple[int, ...] = (),
     ):
         super().__init__()
         specs = checked_specs(G_ARCH, resolution, attn, "generator")
+        checked_specs(G_ARCH, resolution, resblock, "generator", what="residual block")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
         self.class_names = list(class_names) if class_names is not None else []
@@ -55,8 +59,8 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
         self.blocks = nn.ModuleList()
         for s in specs:
             stage = nn.ModuleList([GBlock(s.in_mult * ch, s.out_mult * ch, num_classes, s.resample, use_sn)])
-            if s.resolution in attn:
-                stage.append(SelfAttention2d(s.out_mult * ch, attn_variant, spectral_norm=use_sn, bias=attn_bias))
+            stage.extend(extra_layers(s.out_mult * ch, s.resolution, attn, resblock, attn_variant, use_sn, attn_bias,
+                                      attn_reduction))
             self.blocks.append(stage)
         out_ch = specs[-1].out_mult * ch
         # The output BN is unconditional in the lineage (BigGAN's output_layer).

@@ -17,6 +17,10 @@ checkpoints still load). The authors' released code (also used by BigGAN) is off
 ``variant="biggan"``: query/key at C/8, value h at C/2, keys and values max-pooled 2x2 (N/4 of
 them), output conv C/2 -> C.
 
+``reduction`` sets C' = C/reduction (default 8, the paper's choice; the paper reports that C/1, C/2
+and C/4 work too; ``model.attn_reduction``). In the biggan variant it sets the query/key width
+only; the value stays at C/2.
+
 Two code paths compute the same function:
 * the fused path, ``scaled_dot_product_attention(q, k, v, scale=1.0)`` on contiguous
   (B, heads=1, N, d) tensors, which never materialises the (B, N, N) map; used in training;
@@ -27,6 +31,7 @@ Two code paths compute the same function:
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from typing import Iterator, Literal
 
@@ -38,6 +43,7 @@ from sagan.nn.spectral import sn_conv1x1
 
 Variant = Literal["paper", "biggan"]
 VARIANTS = ("paper", "biggan")
+REDUCTIONS = (1, 2, 4, 8)  # C' = C / reduction for the query/key (and the paper variant's value)
 
 _state = threading.local()
 
@@ -65,28 +71,35 @@ class SelfAttention2d(nn.Module):
     """Self-attention over the positions of a (B, C, H, W) feature map.
 
     Args:
-        channels: C, the input (and output) channel count. Must be divisible by 8
+        channels: C, the input (and output) channel count. Must be divisible by ``reduction``
             (and by 2 for the biggan variant).
         variant: ``"paper"`` (default) or ``"biggan"`` (the authors' released code).
         spectral_norm: wrap the four 1x1 convs in spectral normalisation.
         bias: give the four 1x1 convs biases (default False: the paper's equations have none).
+        reduction: C' = C / reduction, one of ``REDUCTIONS`` (default 8, the paper's).
 
     ``forward(x, return_attention=True)`` also returns the (B, N_query, N_key) map, row j
     being the distribution over key positions for query position j (row-major over H, W).
     For the biggan variant N_key = (H/2)*(W/2).
     """
 
-    def __init__(self, channels: int, variant: Variant = "paper", spectral_norm: bool = True, bias: bool = False):
+    def __init__(self, channels: int, variant: Variant = "paper", spectral_norm: bool = True, bias: bool = False,
+                 reduction: int = 8):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"attention variant {variant!r} is not known; choose one of {VARIANTS}")
-        if channels % 8 != 0:
-            raise ValueError(f"SelfAttention2d needs channels divisible by 8, got {channels}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"attention reduction {reduction!r} is not supported; choose one of {REDUCTIONS}")
+        if channels % reduction != 0 or (variant == "biggan" and channels % 2 != 0):
+            need = reduction if variant == "paper" else math.lcm(reduction, 2)
+            raise ValueError(f"SelfAttention2d with reduction {reduction} needs channels divisible by {need}, "
+                             f"got {channels}")
         self.channels = channels
         self.variant = variant
-        self.qk_channels = channels // 8
+        self.reduction = reduction
+        self.qk_channels = channels // reduction
         self.use_bias = bias
-        self.v_channels = channels // 8 if variant == "paper" else channels // 2
+        self.v_channels = channels // reduction if variant == "paper" else channels // 2
         conv = (lambda i, o: sn_conv1x1(i, o, bias=bias)) if spectral_norm else (
             lambda i, o: nn.Conv2d(i, o, 1, bias=bias))
         # Names follow the paper: g = query, f = key, h = value, v = output projection.
@@ -98,6 +111,14 @@ class SelfAttention2d(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(()))
         self.last_attention: torch.Tensor | None = None
         self.record_attention = False
+
+    @staticmethod
+    def parameter_count(channels: int, variant: Variant = "paper", bias: bool = False, reduction: int = 8) -> int:
+        """Parameters of a ``SelfAttention2d`` with these settings (gamma included), without building one."""
+        qk = channels // reduction
+        v = qk if variant == "paper" else channels // 2
+        weights = 2 * channels * qk + 2 * channels * v
+        return weights + ((2 * qk + v + channels) if bias else 0) + 1
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Query (B, N, d), key (B, M, d), value (B, M, dv), all contiguous."""
@@ -128,15 +149,18 @@ class SelfAttention2d(nn.Module):
             attn = torch.softmax(logits, dim=-1)
             out = torch.bmm(attn.to(val.dtype), val)  # (B, N, dv)
         else:
-            if q.shape[-1] < val.shape[-1]:
+            dv = val.shape[-1]
+            if q.shape[-1] != dv:
                 # PyTorch's flash kernels need one head dim for q, k and v; otherwise SDPA falls
                 # back to the "math" kernel, which materialises the map (biggan: d=C/8, dv=C/2).
-                # Zero-padding q and k leaves every q.k product, hence the result, unchanged.
-                pad = val.shape[-1] - q.shape[-1]
-                q, k = F.pad(q, (0, pad)), F.pad(k, (0, pad))
+                # Zero-padding q and k leaves every q.k product, hence the result, unchanged;
+                # zero-padding v adds output columns that are dropped.
+                width = max(q.shape[-1], dv)
+                q, k = F.pad(q, (0, width - q.shape[-1])), F.pad(k, (0, width - k.shape[-1]))
+                val = F.pad(val, (0, width - dv))
             out = F.scaled_dot_product_attention(
                 q.unsqueeze(1), k.unsqueeze(1), val.unsqueeze(1), scale=1.0
-            ).squeeze(1)
+            ).squeeze(1)[..., :dv]
             attn = None
         out = out.transpose(1, 2).reshape(b, self.v_channels, hgt, wid)
         y = self.gamma * self.v(out) + x
@@ -147,7 +171,8 @@ class SelfAttention2d(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, variant={self.variant!r}, bias={self.use_bias}"
+        return (f"channels={self.channels}, variant={self.variant!r}, bias={self.use_bias}, "
+                f"reduction={self.reduction}")
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sagan.nn.norm import make_bn
-from sagan.nn.spectral import sn_conv1x1, sn_conv3x3
+from sagan.nn.spectral import sn, sn_conv1x1, sn_conv3x3
 
 
 class GBlock(nn.Module):
@@ -75,3 +75,45 @@ class DBlock(nn.Module):
         if self.downsample:
             h = F.avg_pool2d(h, 2)
         return h + self.shortcut(x)
+
+
+class ResidualBottleneck(nn.Module):
+    """A local counterpart of ``SelfAttention2d``: ``y = gamma * o + x`` with ``o`` from a
+    bottleneck of convolutions instead of attention,
+
+        o = conv1x1_{b->C}( ReLU( conv3x3_{b->b}( ReLU( conv1x1_{C->b}(x) ) ) ) ),
+
+    ``gamma`` one scalar starting at 0, as in the attention layer. With the same placement and
+    (by choosing the width ``b``, see ``bottleneck_width``) the same parameter count, it is the
+    control arm of the attention study: what a residual block of equal size does at that feature
+    map, without the non-local view. ``bias`` gives the convs biases, like the attention layer's.
+    """
+
+    def __init__(self, channels: int, width: int, use_sn: bool = True, bias: bool = False):
+        super().__init__()
+        if not 1 <= width <= channels:
+            raise ValueError(f"ResidualBottleneck width must be in 1..{channels}, got {width}")
+        self.channels, self.width = channels, width
+        self.conv_in = sn_conv1x1(channels, width, bias=bias, enabled=use_sn)
+        self.conv_mid = sn(nn.Conv2d(width, width, 3, padding=1, bias=bias), use_sn)
+        self.conv_out = sn_conv1x1(width, channels, bias=bias, enabled=use_sn)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    @staticmethod
+    def parameter_count(channels: int, width: int, bias: bool = False) -> int:
+        """Parameters of a ``ResidualBottleneck(channels, width, bias=bias)``, gamma included."""
+        return 2 * channels * width + 9 * width * width + (2 * width + channels if bias else 0) + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_mid(F.relu(self.conv_in(x)))
+        return self.gamma * self.conv_out(F.relu(h)) + x
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, width={self.width}"
+
+
+def bottleneck_width(channels: int, target_params: int, bias: bool = False) -> int:
+    """The width ``b`` whose ``ResidualBottleneck(channels, b)`` has the parameter count closest
+    to ``target_params`` (e.g. an attention layer's: b = 10 for C = 64, 2180 vs 2049)."""
+    return min(range(1, channels + 1),
+               key=lambda w: abs(ResidualBottleneck.parameter_count(channels, w, bias) - target_params))

@@ -26,7 +26,7 @@ from sagan.config import Config
 from sagan.data.datasets import ImageData
 from sagan.data.stream import BatchStream
 from sagan.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
-from sagan.models import attention_layers, build_models
+from sagan.models import build_models, gamma_layers
 from sagan.train import distributed as dist_utils
 from sagan.train.checkpoint import (check_compatible, list_checkpoints, newest_loadable_checkpoint, read_best,
                                     remove_stale_temp_files, save_best, save_checkpoint)
@@ -117,8 +117,6 @@ class Trainer:
                                d.to(self.device, memory_format=memory_format), self.device, self.dist,
                                self._next_batch, self.num_classes)
         self.local_batch = t.batch_size // self.dist.world
-        self.attn_g = attention_layers(self.G, "G")
-        self.attn_d = attention_layers(self.D, "D")
         self.fixed_z, self.fixed_y, self.grid_cols = fixed_sample_inputs(cfg, self.num_classes, cfg.model.z_dim)
         self.logger = ScalarLogger(self.run_dir) if self.is_main else None
         self.guard = DivergenceGuard(t, cfg.loss.name)
@@ -240,7 +238,8 @@ class Trainer:
         return path
 
     def gammas(self) -> dict[str, float]:
-        return {f"gamma/{k}": float(v.gamma.detach()) for k, v in {**self.attn_g, **self.attn_d}.items()}
+        gated = {**gamma_layers(self.G, "G"), **gamma_layers(self.D, "D")}
+        return {f"gamma/{k}": float(v.gamma.detach()) for k, v in gated.items()}
 
     def track_fid(self) -> dict[str, float]:
         """Evaluate the EMA generator, log the scores, and keep ``best.pt`` when FID improved.

@@ -144,8 +144,9 @@ def _config_of(g: Generator) -> Config:
     m = cfg.model
     m.resolution, m.g_ch, m.z_dim, m.g_attn = g.resolution, g.ch, g.z_dim, list(g._hub_mixin_config.get("attn", []))
     m.conditional = g.num_classes > 0
-    for key in ("attn_variant", "attn_bias", "init"):
+    for key in ("attn_variant", "attn_bias", "init", "attn_reduction"):
         setattr(m, key, g._hub_mixin_config.get(key, getattr(m, key)))
+    m.g_resblock = list(g._hub_mixin_config.get("resblock", []))
     m.g_sn = bool(g._hub_mixin_config.get("use_sn", m.g_sn))
     return cfg
 
