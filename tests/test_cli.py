@@ -146,7 +146,11 @@ def test_every_command_shares_the_common_flags():
     from sagan.cli import build_parser
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert {"train", "sample", "interpolate", "export", "evaluate", "attention", "report", "bench"} <= set(sub.choices)
-    for name, parser in sub.choices.items():
+    commands = dict(sub.choices)
+    study = commands.pop("study")  # its parsers are one level down: sagan study attention|collect|...
+    nested = next(a for a in study._actions if isinstance(a, argparse._SubParsersAction))
+    commands.update({f"study {k}": p for k, p in nested.choices.items()})
+    for name, parser in commands.items():
         opts = {s: a for a in parser._actions for s in a.option_strings}
         assert "--no-progress" in opts, name
         if "--device" in opts:

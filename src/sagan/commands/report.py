@@ -7,6 +7,8 @@ from pathlib import Path
 from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
                                    device_from_args, load_from_args)
 from sagan.errors import UsageError
+from sagan.study.arms import SPEC_FILE, read_spec
+from sagan.study.results import collect, write_report, write_results
 from sagan.viz.report import build_report
 
 
@@ -17,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "results, attention figures and an interactive attention explorer (the generated images use the "
                     "weights --checkpoint picks; the curves are the whole run's). For an exported folder "
                     "or a shipped model (no training record) the report shows the model, its samples and G's "
-                    "attention. The file needs no network access to view. See docs/attention.md.")
+                    "attention. For a study folder ('sagan study') it shows the study's tables and figures, "
+                    "with links to its runs' reports. The file needs no network access to view. "
+                    "See docs/attention.md and docs/experiments.md.")
     add_source_arguments(p)
     p.add_argument("--out", metavar="DIR",
                    help="folder to write report.html into, created if needed (default: the run directory; "
@@ -46,6 +50,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                              f"give e.g. --out {out.parent / out.stem}")
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {args.out} is a file; --out names the folder to write report.html into")
+    if args.source and not args.pretrained and (Path(args.source) / SPEC_FILE).is_file():
+        return _study_report(args)
     device = device_from_args(args)
     run = load_from_args(args, device=device)
     path = build_report(run, args.out, seed=args.seed, explorer_images=args.explorer_images,
@@ -53,4 +59,17 @@ def cmd_report(args: argparse.Namespace) -> int:
                         real_attention=not args.no_real, progress=not args.no_progress)
     size = path.stat().st_size
     print(f"wrote {path} ({size / 2 ** 20:.1f} MiB; open it in a browser, no network needed)\nfrom {run.describe()}")
+    return 0
+
+
+def _study_report(args: argparse.Namespace) -> int:
+    """A study folder: its results (collected now, nothing evaluated) and one page with all of them."""
+    spec = read_spec(args.source)
+    out = Path(args.out) if args.out else Path(args.source)
+    out.mkdir(parents=True, exist_ok=True)
+    results = collect(spec)
+    write_results(out, results)
+    path = write_report(out, results)
+    print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB; open it in a browser, no network needed)\n"
+          f"from the study in {args.source}")
     return 0

@@ -648,12 +648,17 @@ def build_report(source: LoadedRun | str | Path, out_dir: str | Path | None = No
     return path
 
 
-def render(report: Report) -> str:
-    """The report's HTML (Jinja2, autoescaped)."""
+def template_environment() -> Environment:
+    """The Jinja2 environment of the package's HTML pages (autoescaped; shared style ``_style.css.j2``)."""
     env = Environment(loader=PackageLoader("sagan.viz", "templates"),
                       autoescape=select_autoescape(("html", "j2"), default=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["script_json"] = lambda obj: Markup(script_json(obj))
     env.filters["is_mapping"] = lambda v: isinstance(v, dict)
     env.filters["fmt"] = _fmt
-    return env.get_template("report.html.j2").render(r=report)
+    return env
+
+
+def render(report: Report) -> str:
+    """The report's HTML (Jinja2, autoescaped)."""
+    return template_environment().get_template("report.html.j2").render(r=report)

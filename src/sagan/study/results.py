@@ -1,0 +1,300 @@
+"""A study's results from its run directories: tables with bootstrap intervals, and figures.
+
+``collect`` reads every arm x seed run of a study (the training-time FID curve and gamma curves from
+``metrics.csv``, the final scores from its ``sagan evaluate`` record, the wall time from the study's
+logs), names every run that is missing, unfinished or damaged, and summarises the rest: per metric,
+per arm, the mean and standard deviation over seeds and the difference to the baseline arm with a
+95% percentile-bootstrap interval over seeds (arms resampled independently; scipy.stats.bootstrap).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from sagan.fileio import atomic_write_text
+from sagan.metrics.naming import metric_label
+from sagan.study.arms import STUDIES, StudySpec
+from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
+from sagan.train.rundir import RunDir, code_version
+from sagan.viz.study import plot_curves, plot_gammas, write_study_report
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+CURVES_PNG = "curves.png"
+GAMMA_PNG = "gamma.png"
+
+# Final metrics in the tables, in order (bare names; the evaluation record's keys carry the features).
+TABLE_METRICS = ("fid", "kid_mean", "is_mean", "class_accuracy", "precision", "recall")
+LOWER_IS_BETTER = {"fid", "kid_mean", "best_tracked_fid"}
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+@dataclass
+class RunResult:
+    arm: str
+    seed: int
+    dir: str
+    status: str  # finished, missing, unfinished, not evaluated, damaged
+    problem: str | None = None
+    step: int = 0
+    features: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # bare names: fid, is_mean, ...
+    curve: list[list[float]] = field(default_factory=list)  # [step, tracked FID]
+    gammas: dict[str, list[list[float]]] = field(default_factory=dict)  # layer -> [step, gamma]
+    seconds: dict[str, float] = field(default_factory=dict)  # train, evaluate (wall, from the study's logs)
+
+
+def _bare(key: str, features: str) -> str:
+    suffix = f"_{features}"
+    return key[: -len(suffix)] if features != "inception" and key.endswith(suffix) else key
+
+
+def _read_metrics_csv(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "step" not in rows[0]:
+        raise ValueError("no rows with a step column")
+    return [{k: float(v) for k, v in r.items() if k and v not in ("", None)} for r in rows]
+
+
+def _seconds(logs: Path, name: str) -> dict[str, float]:
+    path = logs / f"{name}.json"
+    out: dict[str, float] = {}
+    try:
+        segments = json.loads(path.read_text(encoding="utf-8"))["segments"] if path.is_file() else []
+    except (OSError, ValueError, KeyError, TypeError):
+        return out
+    for seg in segments:
+        kind = "evaluate" if seg.get("what") == "evaluate" else "train"
+        out[kind] = out.get(kind, 0.0) + float(seg.get("seconds", 0.0))
+    return out
+
+
+def read_run(spec: StudySpec, arm_name: str, seed: int) -> RunResult:
+    """One run's numbers, or its status and what is wrong with it."""
+    arm = spec.arm(arm_name)
+    d = spec.run_dir(arm, seed)
+    res = RunResult(arm_name, seed, str(d), "finished")
+    res.seconds = _seconds(Path(spec.out) / LOGS_DIR, spec.run_name(arm, seed))
+    state, step = run_state(spec, arm, seed)
+    res.step = step
+    if state == "new":
+        res.status, res.problem = "missing", "not started (no run directory)"
+        return res
+    if state == "unfinished":
+        res.status, res.problem = "unfinished", f"trained to step {step} of {spec.total_steps}"
+        return res
+    try:
+        cfg = yaml.safe_load(RunDir(d).config.read_text(encoding="utf-8"))
+        if not isinstance(cfg, dict):
+            raise ValueError("not a mapping")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        res.status, res.problem = "damaged", f"config.yaml cannot be read ({type(e).__name__})"
+        return res
+    try:
+        rows = _read_metrics_csv(RunDir(d).metrics)
+    except (OSError, ValueError, csv.Error) as e:
+        res.status, res.problem = "damaged", f"metrics.csv cannot be read ({str(e).splitlines()[0][:80] or type(e).__name__})"
+        return res
+    fid_cols = [k for r in rows for k in r if k.startswith("eval/fid")]
+    fid_col = fid_cols[0] if fid_cols else None
+    res.curve = [[r["step"], r[fid_col]] for r in rows if fid_col and fid_col in r]
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith("gamma/"):
+                res.gammas.setdefault(k[len("gamma/"):], []).append([r["step"], v])
+    if state == "trained":
+        res.status, res.problem = "not evaluated", "trained, no 'sagan evaluate' record yet"
+        return res
+    path = evaluation_file(d, spec.total_steps)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
+        features = record["extractor"]["name"]
+        metrics = {_bare(k, features): float(v) for k, v in record["metrics"].items()
+                   if isinstance(v, (int, float))}
+        res.seconds.setdefault("evaluate", float(record.get("seconds", 0.0)))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        res.status, res.problem = "damaged", f"{path.name if path else 'evaluation record'} cannot be read ({type(e).__name__})"
+        return res
+    res.features = features
+    res.metrics = metrics
+    if res.curve:
+        res.metrics["best_tracked_fid"] = min(v for _, v in res.curve)
+    total = sum(res.seconds.values())
+    if total > 0:
+        res.metrics["minutes"] = total / 60
+    return res
+
+
+def bootstrap_difference(values: list[float], baseline: list[float], seed: int = 0) -> list[float] | None:
+    """95% percentile-bootstrap interval of mean(values) - mean(baseline), the two resampled
+    independently; None when either side has fewer than 2 values."""
+    if len(values) < 2 or len(baseline) < 2:
+        return None
+    from scipy.stats import bootstrap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate resamples (all equal) are fine here
+        ci = bootstrap((np.asarray(values, float), np.asarray(baseline, float)),
+                       lambda a, b, axis: np.mean(a, axis=axis) - np.mean(b, axis=axis),
+                       vectorized=True, paired=False, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
+                       confidence_level=0.95, rng=np.random.default_rng(seed)).confidence_interval
+    return [float(ci.low), float(ci.high)]
+
+
+def summarise(runs: list[RunResult], arms: list[str], baseline: str) -> dict[str, dict[str, Any]]:
+    """metric -> arm -> {mean, std, n, values, diff, ci95} over the finished runs."""
+    finished = [r for r in runs if r.status == "finished"]
+    names = [m for m in (*TABLE_METRICS, "best_tracked_fid", "minutes") if any(m in r.metrics for r in finished)]
+    out: dict[str, dict[str, Any]] = {}
+    for m in names:
+        per_arm = {a: [r.metrics[m] for r in finished if r.arm == a and m in r.metrics] for a in arms}
+        base = per_arm.get(baseline, [])
+        table = {}
+        for a, vals in per_arm.items():
+            if not vals:
+                continue
+            row: dict[str, Any] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1
+                                   else None, "n": len(vals), "values": vals}
+            if a != baseline and base:
+                row["diff"] = float(np.mean(vals) - np.mean(base))
+                row["ci95"] = bootstrap_difference(vals, base)
+            table[a] = row
+        out[m] = table
+    return out
+
+
+def collect(spec: StudySpec) -> dict[str, Any]:
+    """Everything a study's folder holds, as one JSON-able record (``results.json``)."""
+    arms = spec.arms()
+    runs = [read_run(spec, a.name, s) for a, s in spec.runs()]
+    features = next((r.features for r in runs if r.features), None)
+    baseline = arms[0].name
+    return {
+        "study": spec.kind, "description": STUDIES[spec.kind][1], "spec": spec.to_json(),
+        "baseline": baseline, "features": features,
+        "arms": [{"name": a.name, "description": a.description, "overrides": list(a.overrides),
+                  "commands": [spec.train_command(a, s) for s in range(spec.seeds)]} for a in arms],
+        "runs": [asdict(r) for r in runs],
+        "summary": summarise(runs, [a.name for a in arms], baseline),
+        "versions": code_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+# --------------------------------------------------------------------------- results.md
+
+def metric_title(metric: str, features: str | None) -> str:
+    if metric == "best_tracked_fid":
+        return "best training-time FID" + (f" ({metric_label('fid', features).split('(', 1)[1]}" if features else "")
+    if metric == "minutes":
+        return "wall time per run (minutes: training, tracked FID, final evaluation)"
+    return metric_label(metric, features or "inception")
+
+
+def _digits(scale: float, metric: str) -> int:
+    a = abs(scale)
+    return 5 if metric == "kid_mean" else 3 if a < 10 else 2 if a < 100 else 1
+
+
+def _num(v: float | None, metric: str, scale: float | None = None) -> str:
+    """``v`` with the decimals that suit ``scale`` (default ``v``: a table's mean sets its row's)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.{_digits(v if scale is None else scale, metric)}f}"
+
+
+def intro_lines(results: dict[str, Any]) -> list[str]:
+    spec, base = results["spec"], results["baseline"]
+    runs = results["runs"]
+    finished = sum(r["status"] == "finished" for r in runs)
+    base_run = (f"Base run: preset {spec['preset'] or 'fmnist32'}" + (f", config {spec['config']}" if spec["config"] else "")
+                + (f", --set {' '.join(spec['sets'])}" if spec["sets"] else "")
+                + f"; {spec['steps'] or 'the config’s'} steps; seeds 0-{spec['seeds'] - 1}; final scores from "
+                f"'sagan evaluate' on {spec['eval_samples']} samples (EMA generator). Baseline arm: {base}.")
+    return [f"{results['description']}.", base_run,
+            f"{finished} of {len(runs)} runs finished and evaluated. Each cell: mean ± std over seeds (n); Δ: the "
+            f"difference of the means to {base}, with a 95% percentile-bootstrap interval over seeds (with 2-3 seeds a "
+            "rough guide, not a test)."]
+
+
+def summary_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tables of results.md and the study report: the arms, then one per metric (cells formatted)."""
+    base, feats = results["baseline"], results["features"]
+    tables = [{"title": "Arms", "short": "Arms", "header": ["arm", "what it changes", "overrides"],
+               "rows": [[a["name"], a["description"], " ".join(a["overrides"])] for a in results["arms"]]}]
+    for metric, table in results["summary"].items():
+        better = ("cost, not quality" if metric == "minutes" else
+                  "lower is better" if metric in LOWER_IS_BETTER else "higher is better")
+        rows = []
+        for a in results["arms"]:
+            row = table.get(a["name"])
+            if row is None:
+                rows.append([a["name"], "no finished run", "", ""])
+                continue
+            mean = row["mean"]
+            std = f" ± {_num(row['std'], metric, mean)}" if row["std"] is not None else ""
+            diff = _num(row["diff"], metric, mean) if "diff" in row else ("(baseline)" if a["name"] == base else "")
+            ci = row.get("ci95")
+            ci_text = (f"[{_num(ci[0], metric, mean)}, {_num(ci[1], metric, mean)}]" if ci
+                       else ("n < 2" if "diff" in row else ""))
+            rows.append([a["name"], f"{_num(row['mean'], metric)}{std} ({row['n']})", diff, ci_text])
+        tables.append({"title": f"{metric_title(metric, feats)} ({better})", "short": metric_title(metric, feats).split(" (")[0],
+                       "header": ["arm", "mean ± std (n)", f"Δ vs {base}", "95% CI of Δ"], "rows": rows})
+    return tables
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    lines = [f"# Study: {results['study']}", ""]
+    for p in intro_lines(results):
+        lines += [p, ""]
+    for t in summary_tables(results):
+        lines += [f"## {t['title']}", "", "| " + " | ".join(t["header"]) + " |",
+                  "|" + "|".join("---" if i == 0 or t["title"] == "Arms" else "---:" for i in range(len(t["header"]))) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t["rows"]]
+        lines.append("")
+    others = [r for r in results["runs"] if r["status"] != "finished"]
+    if others:
+        lines += ["## Runs not in the tables", ""]
+        lines += [f"- `{r['dir']}`: {r['status']}: {r['problem']}" for r in others]
+        lines.append("")
+    lines += [f"Figures: `{CURVES_PNG}` (training-time FID per arm: mean over seeds, band min-max), "
+              f"`{GAMMA_PNG}` (gamma of every attention / bottleneck layer)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(folder: str | Path, results: dict[str, Any]) -> Path:
+    """The study's report.html (``sagan report STUDY``): tables, figures, and links to the runs' reports."""
+    folder = Path(folder)
+    runs = []
+    for r in results["runs"]:
+        run_dir = Path(r["dir"])
+        report = RunDir(run_dir).report
+        rel = report.relative_to(folder) if report.is_file() and report.is_relative_to(folder) else None
+        runs.append({"name": run_dir.name, "status": r["status"], "note": r["problem"],
+                     "report": str(rel) if rel else None})
+    figures = [("Training-time FID per arm (mean over seeds, band min-max)", folder / CURVES_PNG),
+               ("gamma of every attention / bottleneck layer", folder / GAMMA_PNG)]
+    return write_study_report(folder, f"Study: {results['study']}", intro_lines(results), summary_tables(results),
+                              figures, runs)
+
+
+def write_results(folder: str | Path, results: dict[str, Any]) -> list[Path]:
+    """results.json, results.md, curves.png and gamma.png in the study folder (each written atomically)."""
+    folder = Path(folder)
+    atomic_write_text(folder / RESULTS_JSON, json.dumps(results, indent=1) + "\n")
+    atomic_write_text(folder / RESULTS_MD, results_markdown(results))
+    written = [folder / RESULTS_JSON, folder / RESULTS_MD]
+    arms = [a["name"] for a in results["arms"]]
+    for path, draw in ((folder / CURVES_PNG, plot_curves), (folder / GAMMA_PNG, plot_gammas)):
+        if draw(results["runs"], arms, path, results["features"]):
+            written.append(path)
+    return written

@@ -1,0 +1,132 @@
+"""Figures and the HTML page of a study (``sagan study``, ``sagan report STUDY``).
+
+Works on plain data (the run records of ``results.json`` and already formatted tables), so this
+layer knows nothing of how studies are run.
+"""
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sagan.fileio import atomic_path, atomic_write_text
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _band(series: list[list[list[float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Steps where every series has a value, and the mean, min and max over the series there."""
+    if not series:
+        return None
+    common = set.intersection(*({s for s, _ in ser} for ser in series))
+    if not common:
+        return None
+    steps = np.array(sorted(common))
+    vals = np.array([[dict((s, v) for s, v in ser)[st] for st in steps] for ser in series])
+    return steps, vals.mean(0), vals.min(0), vals.max(0)
+
+
+def _save(fig, path: Path) -> None:
+    plt = _pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _colours(arms: list[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+    cmap = colormaps["tab10"]
+    return {a: cmap(i % 10) for i, a in enumerate(arms)}
+
+
+def plot_curves(runs: list[dict[str, Any]], arms: list[str], path: Path, features: str | None) -> bool:
+    """Training-time FID against step, one line per arm (mean over its seeds, band min-max);
+    False (and no file) when no run has a curve."""
+    plt = _pyplot()
+    colours = _colours(arms)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    drawn = False
+    for arm in arms:
+        series = [r["curve"] for r in runs if r["arm"] == arm and r["curve"]]
+        band = _band(series)
+        if band is None:
+            continue
+        steps, mean, lo, hi = band
+        ax.plot(steps, mean, marker="o", ms=3, color=colours[arm], label=f"{arm} ({len(series)} seeds)")
+        if len(series) > 1:
+            ax.fill_between(steps, lo, hi, color=colours[arm], alpha=0.18, linewidth=0)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    feats = {"fmnist": "Fashion-MNIST classifier features", "inception": "Inception"}.get(features or "", features)
+    ax.set(xlabel="generator step", ylabel=f"FID ({feats})" if feats else "FID",
+           title="Training-time FID (EMA generator): mean over seeds, band min-max")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def plot_gammas(runs: list[dict[str, Any]], arms: list[str], path: Path, features: str | None = None) -> bool:  # noqa: ARG001
+    """gamma of every attention / bottleneck layer against step: one panel per layer, one line per
+    arm (mean over seeds, band min-max); False (and no file) when no run has such a layer."""
+    layers = sorted({name for r in runs for name in r["gammas"]}, key=lambda n: (n[0] != "G", n))
+    if not layers:
+        return False
+    plt = _pyplot()
+    colours = _colours(arms)
+    cols = min(3, len(layers))
+    rows = -(-len(layers) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False, layout="constrained")
+    for ax, layer in zip(axes.flat, layers):
+        for arm in arms:
+            band = _band([r["gammas"][layer] for r in runs if r["arm"] == arm and layer in r["gammas"]])
+            if band is None:
+                continue
+            steps, mean, lo, hi = band
+            ax.plot(steps, mean, color=colours[arm], label=arm)
+            ax.fill_between(steps, lo, hi, color=colours[arm], alpha=0.18, linewidth=0)
+        ax.axhline(0, color="#999", lw=0.8)
+        ax.set_title(layer, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(layers):]:
+        ax.axis("off")
+    fig.suptitle("gamma (y = gamma * o + x) per layer: mean over seeds, band min-max", fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _uri(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def write_study_report(folder: Path, title: str, intro: list[str], tables: list[dict[str, Any]],
+                       figures: list[tuple[str, Path]], runs: list[dict[str, Any]]) -> Path:
+    """``folder/report.html``: one self-contained page with the study's tables, figures and runs.
+
+    ``tables``: ``{"title", "header", "rows"}`` with cells already formatted; ``runs``: ``{"name",
+    "status", "note", "report"}`` (``report`` a path relative to ``folder`` or None)."""
+    from sagan.viz.report import template_environment
+
+    images = [(caption, uri) for caption, p in figures if (uri := _uri(p))]
+    html = template_environment().get_template("study.html.j2").render(
+        title=title, intro=intro, tables=tables, images=images, runs=runs,
+        generated=time.strftime("%Y-%m-%d %H:%M"))
+    out = Path(folder) / "report.html"
+    atomic_write_text(out, html)
+    return out

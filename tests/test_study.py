@@ -1,0 +1,260 @@
+"""``sagan study``: arms resolve to the right configs and commands on several presets; a tiny study
+runs end to end through the CLI, survives a SIGTERM in its second run (finished runs skipped, the
+interrupted one resumed) and writes its results; ``collect`` names missing and damaged runs."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sagan.cli import main
+from sagan.errors import UsageError
+from sagan.study.arms import StudySpec, read_spec
+from sagan.study.results import RunResult, bootstrap_difference, summarise
+
+
+def _spec(kind: str, preset: str, **kw) -> StudySpec:
+    return StudySpec(kind=kind, out="studies/x", preset=preset, **kw)
+
+
+@pytest.mark.parametrize("preset", ["fmnist32", "cifar32", "imagenet128"])
+def test_stabilisation_arms_resolve_to_the_papers_settings(preset):
+    spec = _spec("stabilisation", preset, steps=100)
+    assert [a.name for a in spec.arms()] == ["sn-d", "sn-gd", "sn-gd-ttur"]
+    want = {"sn-d": (False, True, 1e-4, 1e-4), "sn-gd": (True, True, 1e-4, 1e-4), "sn-gd-ttur": (True, True, 1e-4, 4e-4)}
+    for arm in spec.arms():
+        for seed in (0, 1):
+            cfg = spec.config_of(arm, seed)
+            m, o, t = cfg.model, cfg.optim, cfg.train
+            assert (m.g_sn, m.d_sn, o.lr_g, o.lr_d) == want[arm.name]
+            assert (t.n_dis, t.seed, t.steps, t.fid_every, cfg.preset) == (1, seed, 100, 12, preset)
+            # The printed command is what a user runs, and it resolves to the same config.
+            cmd = spec.train_command(arm, seed)
+            assert cmd[:4] == ["sagan", "train", "--preset", preset]
+            assert cmd[-5:] == ["--out", str(Path("studies/x/runs")), "--name", f"{arm.name}-s{seed}", "--no-progress"]
+            from sagan.cli import build_parser
+            from sagan.commands.train import _train_config
+            parsed, _ = _train_config(build_parser().parse_args(cmd[1:]))
+            assert parsed.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("preset,arms,d_sizes", [
+    ("fmnist32", ["none", "attn8", "attn16", "attn32", "res8", "res16", "res32"], {8: [8], 16: [16], 32: []}),
+    ("cifar32", ["none", "attn8", "attn16", "attn32", "res8", "res16", "res32"], {8: [8], 16: [16], 32: []}),
+    ("imagenet128", ["none", "attn8", "attn16", "attn32", "attn64", "res8", "res16", "res32", "res64"],
+     {8: [8], 16: [16], 32: [32], 64: [64]}),
+])
+def test_attention_arms_place_attention_or_an_equal_block_at_each_size(preset, arms, d_sizes):
+    spec = _spec("attention", preset)
+    assert [a.name for a in spec.arms()] == arms
+    for arm in spec.arms():
+        m = spec.config_of(arm, 0).model
+        if arm.name == "none":
+            assert (m.g_attn, m.d_attn, m.g_resblock, m.d_resblock) == ([], [], [], [])
+            continue
+        size = int(arm.name.lstrip("atnres"))
+        placed = (m.g_attn, m.d_attn) if arm.name.startswith("attn") else (m.g_resblock, m.d_resblock)
+        other = (m.g_resblock, m.d_resblock) if arm.name.startswith("attn") else (m.g_attn, m.d_attn)
+        assert placed == ([size], d_sizes[size]) and other == ([], [])
+        assert spec.config_of(arm, 0).train.steps == spec.base_config().train.steps  # the preset's, by default
+
+
+@pytest.mark.parametrize("preset", ["fmnist32", "imagenet128"])
+def test_reduction_arms(preset):
+    spec = _spec("reduction", preset, seeds=3)
+    assert [a.name for a in spec.arms()] == ["r8", "r4", "r2", "r1"]
+    assert [spec.config_of(a, 0).model.attn_reduction for a in spec.arms()] == [8, 4, 2, 1]
+    assert len(spec.runs()) == 12 and spec.runs()[:3] == [(spec.arms()[0], s) for s in range(3)]
+    with pytest.raises(UsageError, match="has none"):
+        _spec("reduction", preset, sets=["model.g_attn=[]", "model.d_attn=[]"]).arms()
+
+
+def test_arms_subset_and_bad_settings_fail_in_one_line():
+    spec = _spec("attention", "fmnist32", arms_only=["attn16", "none"])
+    assert [a.name for a in spec.arms()] == ["attn16", "none"]
+    for kw, msg in (({"arms_only": ["attn64"]}, "arms are none, attn8"), ({"seeds": 0}, "--seeds 0"),
+                    ({"steps": 0}, "--steps 0"), ({"sets": ["model.g_ch=-1"]}, "model.g_ch")):
+        with pytest.raises(Exception, match=msg):
+            _spec("attention", "fmnist32", **kw).check()
+
+
+def test_list_prints_runnable_commands_and_a_folder_keeps_its_study(tmp_path, capsys):
+    out = tmp_path / "st"
+    args = ["study", "stabilisation", "--steps", "50", "--seeds", "3", "--list", "--out", str(out)]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 9 and all(shlex.split(ln)[:2] == ["sagan", "train"] for ln in lines)
+    assert "--name sn-d-s2" in lines[2] and "train.steps=50" in lines[0]
+    assert read_spec(out).steps == 50  # study.json is there for 'sagan study collect'
+    assert main(args) == 0  # same settings: fine
+    capsys.readouterr()
+    assert main(["study", "stabilisation", "--steps", "60", "--list", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a different study" in err and "steps: 60 here, 50 in the folder" in err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("mine")
+    assert main(["study", "attention", "--list", "--out", str(tmp_path / "other")]) == 2
+    assert "not a study folder" in capsys.readouterr().err
+    assert (tmp_path / "other" / "x.txt").read_text() == "mine"
+
+
+def test_bootstrap_interval_and_summary():
+    assert bootstrap_difference([1.0], [2.0, 3.0]) is None
+    lo, hi = bootstrap_difference([10.0, 12.0, 11.0], [20.0, 22.0, 21.0])
+    assert -12.0 <= lo <= -10.0 <= hi <= -8.0  # the difference of the means is -10, resamples stay in [-12, -8]
+    runs = [RunResult("a", s, f"d{s}", "finished", metrics={"fid": v}) for s, v in enumerate((20.0, 22.0))]
+    runs += [RunResult("b", s, f"e{s}", "finished", metrics={"fid": v}) for s, v in enumerate((10.0, 12.0))]
+    runs.append(RunResult("b", 2, "e2", "unfinished", metrics={"fid": 0.0}))  # left out
+    table = summarise(runs, ["a", "b"], "a")["fid"]
+    assert table["a"]["mean"] == 21.0 and "diff" not in table["a"]
+    assert table["b"]["n"] == 2 and table["b"]["diff"] == -10.0 and table["b"]["std"] == pytest.approx(2 ** 0.5)
+
+
+# --------------------------------------------------------------------------- a tiny study, end to end
+
+# Injected into every child of the study (sitecustomize.py on PYTHONPATH): the run named in
+# $SAGAN_TEST_HOLD_RUN waits after step $SAGAN_TEST_HOLD_STEP until it receives a stop signal, and
+# says so in a marker file first; the test then signals the study, which passes the signal on.
+HOLD_HOOK = r'''
+import os, signal as _signal, time
+_run, _at, _mark = (os.environ.get(k) for k in ("SAGAN_TEST_HOLD_RUN", "SAGAN_TEST_HOLD_STEP", "SAGAN_TEST_HOLD_MARK"))
+if _run and _at and _mark:
+    from sagan.train.run import Trainer
+    _got, _real_signal, _real_step = [], _signal.signal, Trainer.train_step
+
+    def _signal_wrapper(sig, handler):
+        if callable(handler):
+            def wrapped(signum, frame, _h=handler):
+                _got.append(signum)
+                return _h(signum, frame)
+            return _real_signal(sig, wrapped)
+        return _real_signal(sig, handler)
+    _signal.signal = _signal_wrapper
+
+    def _held_step(self):
+        if self.run_dir.name == _run and self.step == int(_at) and not os.path.exists(_mark):
+            open(_mark, "w").close()
+            deadline = time.monotonic() + 120
+            while not _got and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return _real_step(self)
+    Trainer.train_step = _held_step
+'''
+
+
+def _study_args(tiny_folder: Path, out: Path) -> list[str]:
+    return ["study", "stabilisation", "--arms", "sn-d,sn-gd-ttur", "--seeds", "2", "--steps", "6",
+            "--fid-every", "3", "--eval-samples", "40", "--features", "fmnist",
+            "--set", "data.dataset=image_folder", "--set", f"data.root={tiny_folder}",
+            "--set", "model.g_ch=8", "--set", "model.d_ch=8", "--set", "train.batch_size=8",
+            "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.ckpt_every=2",
+            "--set", "train.fid_samples=40", "--set", "train.fid_features=fmnist",
+            "--out", str(out), "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, tiny_folder):
+    """A 2-arm x 2-seed study, SIGTERMed in its second run and re-run to the end. Returns the folder,
+    the first invocation's exit code and output, and the second's output."""
+    work = tmp_path_factory.mktemp("study")
+    out = work / "st"
+    hook = work / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_HOOK)
+    mark = work / "held"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p),
+               SAGAN_TEST_HOLD_RUN="sn-d-s1", SAGAN_TEST_HOLD_STEP="3", SAGAN_TEST_HOLD_MARK=str(mark))
+    cmd = [sys.executable, "-m", "sagan", *_study_args(tiny_folder, out)]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 600
+    while not mark.exists():
+        if first.poll() is not None or time.monotonic() > deadline:
+            first.kill()
+            pytest.fail(f"the study did not reach step 3 of its second run: {first.communicate()[0][-3000:]}")
+        time.sleep(0.1)
+    s0_metrics = out / "runs" / "sn-d-s0" / "metrics.csv"
+    s0_stat = s0_metrics.stat().st_mtime_ns
+    first.send_signal(signal.SIGTERM)
+    out1, _ = first.communicate(timeout=300)
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout + second.stderr
+    return {"out": out, "rc1": first.returncode, "out1": out1, "out2": second.stdout,
+            "s0_unchanged": s0_metrics.stat().st_mtime_ns == s0_stat}
+
+
+def test_tiny_study_survives_a_sigterm_and_resumes(tiny_study):
+    out = tiny_study["out"]
+    assert tiny_study["rc1"] == 128 + signal.SIGTERM, tiny_study["out1"]
+    assert "re-run the same command to continue" in tiny_study["out1"]
+    # The finished run was skipped: trained once, evaluated once, its files untouched.
+    log0 = (out / "logs" / "sn-d-s0.log").read_text()
+    assert log0.count("$ sagan train ") == 1
+    assert log0.count("$ sagan evaluate ") == 1 and tiny_study["s0_unchanged"]
+    assert "1 of 4 runs are trained and evaluated already: skipped" in tiny_study["out2"]
+    # The interrupted run resumed from the checkpoint it wrote on the signal, and was not restarted.
+    log1 = (out / "logs" / "sn-d-s1.log").read_text()
+    assert "stopped by SIGTERM at step 4" in log1
+    assert f"$ sagan train --resume {out / 'runs' / 'sn-d-s1'} --no-progress" in log1
+    assert "resuming" in log1 and "from step 4" in log1
+    segments = json.loads((out / "logs" / "sn-d-s1.json").read_text())["segments"]
+    assert [s["what"] for s in segments] == ["train", "resume", "evaluate"]
+    assert [s["exit_code"] for s in segments] == [128 + signal.SIGTERM, 0, 0]
+
+
+def test_tiny_study_results_have_every_arm_and_seed(tiny_study):
+    out = tiny_study["out"]
+    results = json.loads((out / "results.json").read_text())
+    assert [a["name"] for a in results["arms"]] == ["sn-d", "sn-gd-ttur"] and results["baseline"] == "sn-d"
+    assert sorted((r["arm"], r["seed"], r["status"]) for r in results["runs"]) == [
+        ("sn-d", 0, "finished"), ("sn-d", 1, "finished"), ("sn-gd-ttur", 0, "finished"), ("sn-gd-ttur", 1, "finished")]
+    for r in results["runs"]:
+        assert [s for s, _ in r["curve"]] == [3.0, 6.0]  # training-time FID every 3 steps
+        assert set(r["gammas"]) == {"G.attn16", "D.attn16"} and len(r["gammas"]["G.attn16"]) == 6
+        assert {"fid", "kid_mean", "is_mean", "precision", "recall", "minutes"} <= set(r["metrics"])
+        assert r["seconds"]["train"] > 0 and r["seconds"]["evaluate"] > 0
+    fid = results["summary"]["fid"]
+    assert fid["sn-d"]["n"] == 2 and len(fid["sn-gd-ttur"]["ci95"]) == 2
+    assert fid["sn-gd-ttur"]["diff"] == pytest.approx(fid["sn-gd-ttur"]["mean"] - fid["sn-d"]["mean"])
+    md = (out / "results.md").read_text()
+    assert "## FID (Fashion-MNIST classifier features) (lower is better)" in md
+    assert "| sn-gd-ttur |" in md and "Δ vs sn-d" in md
+    for png in ("curves.png", "gamma.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_collect_names_missing_and_damaged_runs_and_summarises_the_rest(tiny_study, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_study["out"], copy)
+    shutil.rmtree(copy / "runs" / "sn-d-s1")
+    (copy / "runs" / "sn-gd-ttur-s0" / "metrics.csv").write_bytes(b"\x00\x01garbage")
+    for name in ("results.json", "results.md"):
+        (copy / name).unlink()
+    assert main(["study", "collect", str(copy), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 of 4 runs in the results" in printed
+    results = json.loads((copy / "results.json").read_text())
+    status = {(r["arm"], r["seed"]): (r["status"], r["problem"]) for r in results["runs"]}
+    assert status[("sn-d", 1)] == ("missing", "not started (no run directory)")
+    assert status[("sn-gd-ttur", 0)][0] == "damaged" and "metrics.csv" in status[("sn-gd-ttur", 0)][1]
+    assert results["summary"]["fid"]["sn-d"]["n"] == 1 and results["summary"]["fid"]["sn-gd-ttur"]["n"] == 1
+    md = (copy / "results.md").read_text()
+    assert "## Runs not in the tables" in md and "sn-d-s1`: missing" in md and "sn-gd-ttur-s0`: damaged" in md
+    # A folder that is not a study says so.
+    assert main(["study", "collect", str(tmp_path), "--no-progress"]) == 2
+    assert "is not a study folder" in capsys.readouterr().err
+
+
+def test_report_on_a_study_folder_is_one_page(tiny_study, tmp_path, capsys):
+    assert main(["report", str(tiny_study["out"]), "--out", str(tmp_path / "rep"), "--no-progress"]) == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "Study: stabilisation" in html and "sn-gd-ttur" in html and "Δ vs sn-d" in html
+    assert html.count("data:image/png;base64,") == 2  # curves and gamma
+    assert "finished" in html
