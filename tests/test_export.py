@@ -45,7 +45,10 @@ def test_export_records_where_the_weights_came_from(tiny_run, exported):
     assert info["config"]["model"]["g_ch"] == 8  # the whole training config travels with the weights
     g = Generator.from_pretrained(exported)
     assert g.class_names == ["class_0", "class_1"] and export_info(g)["step"] == 4
-    assert (exported / "README.md").is_file()  # the model card huggingface_hub writes
+    card = (exported / "README.md").read_text()  # the model card: what it is, where from, how to load it
+    assert card.startswith("---\nlibrary_name: sagan-torch\n") and "2 classes (class_0, class_1)" in card
+    assert "EMA generator at step 4 (latest checkpoint)" in card and "`sagan train " in card
+    assert 'Generator.from_pretrained("PATH_OR_NAME")' in card
 
 
 def test_an_export_is_a_model_source_like_a_run(tiny_run, exported):

@@ -113,7 +113,53 @@ def save_export(model: torch.nn.Module, out: str | os.PathLike, info: dict[str, 
     config[INFO_KEY] = dict(info, format=EXPORT_FORMAT)
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp, config=config)  # type: ignore[attr-defined]
+        (Path(tmp) / "README.md").write_text(model_card(config), encoding="utf-8")
     return out
+
+
+def model_card(config: dict[str, Any]) -> str:
+    """The folder's README.md: what the model is, where it came from, how to use it (Hub front matter first)."""
+    info = config.get(INFO_KEY, {})
+    names = config.get("class_names") or []
+    classes = (f"{config.get('num_classes')} classes ({', '.join(names)})" if config.get("num_classes")
+               else "unconditional")
+    tracked = info.get("tracked_fid") or {}
+    fid = (f"- training-time FID {tracked['fid']:.2f} at step {tracked.get('step')} on {tracked.get('num_samples')} "
+           f"samples, {tracked.get('features')} features (not comparable with Inception FIDs)\n") if "fid" in tracked else ""
+    command = " ".join((info.get("trained_by") or {}).get("command") or []) or "unknown"
+    cls = "torch.tensor([0, 1, 2, 3])" if config.get("num_classes") else "None"
+    return f"""---
+library_name: sagan-torch
+tags:
+- gan
+- sagan
+- image-generation
+- pytorch_model_hub_mixin
+---
+
+# SAGAN generator ({config.get('resolution')}x{config.get('resolution')}, {classes.split(' (')[0]})
+
+A Self-Attention GAN generator (Zhang et al., https://arxiv.org/abs/1805.08318) written by
+`sagan export` of sagan-torch {info.get('sagan_version', '')}: {config.get('img_channels')}-channel
+{config.get('resolution')}x{config.get('resolution')} images, {classes}, attention at
+{config.get('attn') or 'no'} (feature-map sizes).
+
+- dataset: {info.get('dataset') or 'unknown'}; weights: {'EMA' if info.get('ema', True) else 'raw'} generator at step {info.get('step')} ({info.get('checkpoint_kind', '?')} checkpoint)
+{fid}- trained with: `{command}` (the full config and code version are in `config.json` under `"sagan"`)
+
+```python
+import torch
+from sagan import Generator
+
+G = Generator.from_pretrained("PATH_OR_NAME")   # this folder, a shipped name, or a Hub id
+with torch.no_grad():
+    images = G(torch.randn(4, G.z_dim), {cls})   # (4, C, H, W) in [-1, 1]
+```
+
+```bash
+sagan sample PATH_OR_NAME -n 64        # or --pretrained NAME for a model shipped with sagan-torch
+```
+"""
 
 
 def save_onnx(model: torch.nn.Module, path: str | os.PathLike, opset: int | None = None) -> Path:
