@@ -106,7 +106,7 @@ def test_single_folder_is_unconditional(tmp_path):
 
 @pytest.mark.parametrize("setup, extra, message", [
     ("missing", [], "does not exist"),
-    ("empty", [], "has no sub-folders"),
+    ("empty", [], "is empty: put images in it"),
     ("tiny", ["--set", "train.batch_size=64"], "train.batch_size=64 is larger than the dataset (16 images)"),
     ("tiny", ["--set", "model.resolution=48"], "model.resolution=48 is not supported"),
     ("tiny", ["--set", "optim.lr_dd=1"], "unknown config key 'optim.lr_dd'"),

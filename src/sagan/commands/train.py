@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"train.batch_size={cfg.train.batch_size} (the global batch) must be divisible by the "
                         f"number of processes ({dist.world})")
     if cfg.model.conditional and data.num_classes == 0:
-        say("note: the data has a single class folder, so the model is unconditional")
+        say("note: the data has no classes (a flat folder or a single class folder), so the model is unconditional")
     if init is not None:
         check_data_fits(init, data.num_classes, data.channels)  # before a run directory is made
 

@@ -260,6 +260,23 @@ def check_image(path: str, mode: str = "RGB", size: int = 64) -> tuple[str | Non
         return f"unreadable ({type(e).__name__}: {e})", False
 
 
+class _FlatFolder(torch.utils.data.Dataset):
+    """The images directly in one folder, unlabelled (label 0): a flat folder is unconditional data.
+    ``samples``/``targets``/``classes`` as torchvision's ImageFolder has them."""
+
+    def __init__(self, files: list[str], transform: Callable, loader: Callable):
+        self.samples = [(f, 0) for f in files]
+        self.targets = [0] * len(files)
+        self.classes: list[str] = []
+        self.transform, self.loader = transform, loader
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.loader(self.samples[i][0])), 0
+
+
 class _ImageFolder(torchvision.datasets.ImageFolder):
     """ImageFolder whose classes are the non-hidden sub-folders (no ``.ipynb_checkpoints`` class)."""
 
@@ -282,14 +299,22 @@ class FolderScan:
         return "\n".join(lines)
 
 
-def scan_image_folder(root: Path, classes: list[str], mode: str = "RGB", progress: bool = True,
+def _loose_files(root: Path) -> list[str]:
+    """The non-hidden files directly in ``root`` (not in its sub-folders), sorted."""
+    return sorted(e.path for e in os.scandir(root) if not e.name.startswith(".") and e.is_file())
+
+
+def scan_image_folder(root: Path, classes: list[str] | None, mode: str = "RGB", progress: bool = True,
                       workers: int | None = None) -> FolderScan:
-    """Check every (non-hidden) file under ``root/<class>/``; decided before any training starts."""
+    """Check every (non-hidden) file under ``root/<class>/`` (``classes=None``: the files directly in
+    ``root``, a flat folder); decided before any training starts."""
     files = []
-    for cls in classes:
+    for cls in classes or []:
         for dirpath, dirnames, fnames in sorted(os.walk(os.path.join(str(root), cls), followlinks=True)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             files += [os.path.join(dirpath, f) for f in sorted(fnames) if not f.startswith(".")]
+    if classes is None:
+        files = _loose_files(root)
     workers = workers or min(8, os.cpu_count() or 1)
     scan = FolderScan()
     with warnings.catch_warnings():  # large images are counted below instead of warned about one by one
@@ -321,15 +346,21 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
         subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as e:
         raise DataError(f"image folder {str(root)!r} cannot be read: {e}") from None
-    if not subdirs:
-        raise DataError(f"image folder {str(root)!r} has no sub-folders; put the images in "
-                        f"{root}/<class_name>/ (one sub-folder for unconditional data)")
+    flat = not subdirs  # images directly in the folder: one unlabelled set
     channels = cfg.channels or 3
     mode = "RGB" if channels == 3 else "L"
     try:
-        scan = scan_image_folder(root, [p.name for p in subdirs], mode)
+        scan = scan_image_folder(root, None if flat else [p.name for p in subdirs], mode)
+        loose = [] if flat else _loose_files(root)
     except OSError as e:
         raise DataError(f"image folder {str(root)!r} cannot be read: {e}") from None
+    if flat and not scan.usable and not scan.skipped:
+        raise DataError(f"image folder {str(root)!r} is empty: put images in it (a flat folder is unconditional "
+                        f"data) or in {root}/<class_name>/ (sub-folders are the classes)")
+    if loose:
+        log.warning("%d file(s) directly in %s are not used: the folder has sub-folders, which are the classes "
+                    "(e.g. %s); move them into a class folder, or the sub-folders out, to use them",
+                    len(loose), root, os.path.basename(loose[0]))
     if scan.skipped:
         log.warning("skipped %d of %d files in %s that cannot be used as images:\n%s",
                     len(scan.skipped), len(scan.skipped) + len(scan.usable), root, scan.summary())
@@ -349,6 +380,12 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize([0.5] * channels, [0.5] * channels),
     ])
+    skipped = f", {len(scan.skipped)} unreadable file(s) skipped" if scan.skipped else ""
+    if flat:
+        flat_ds = _FlatFolder(scan.usable, transform, open_image)
+        source = (f"image folder {root} ({len(flat_ds)} images directly in it, no class sub-folders: "
+                  f"unconditional{skipped})")
+        return ImageData("image_folder", source, 0, channels, resolution, [], folder=flat_ds)
     usable = set(scan.usable)
     try:
         ds = _ImageFolder(str(root), transform=transform, loader=open_image,
@@ -362,8 +399,9 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
         log.warning("class folder(s) with no usable image: %s; the model still reserves their labels",
                     ", ".join(empty))
     num_classes = len(classes) if conditional and len(classes) > 1 else 0
-    skipped = f", {len(scan.skipped)} unreadable file(s) skipped" if scan.skipped else ""
-    source = f"image folder {root} ({len(ds)} images in {len(classes)} class folder(s){skipped})"
+    kind = (f"{len(classes)} class folders: class-conditional" if num_classes else
+            f"{len(classes)} class folder(s): unconditional" + ("" if len(classes) == 1 else " (model.conditional=false)"))
+    source = f"image folder {root} ({len(ds)} images in {kind}{skipped})"
     return ImageData("image_folder", source, num_classes, channels, resolution,
                      classes if num_classes else [], folder=ds)
 

@@ -112,7 +112,7 @@ def check_data_fits(init: InitWeights, num_classes: int, channels: int) -> None:
             return f"class-conditional ({n} classes)" if n else "unconditional"
         raise UsageError(f"{FLAG} {init.source}: the source is {kind(init.num_classes)} and the new run would be "
                          f"{kind(num_classes)}; fine-tuning between conditional and unconditional models is not "
-                         "supported (an unconditional run comes from a single class folder or model.conditional=false)")
+                         "supported (an unconditional run comes from a flat folder, a single class folder or model.conditional=false)")
 
 
 def class_tables(model: nn.Module) -> list[str]:
