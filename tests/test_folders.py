@@ -57,3 +57,34 @@ def test_an_empty_folder_says_where_images_go(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="is empty: put images in it .*sub-folders are the classes"):
         load_data(DataConfig(dataset="image_folder", root=str(tmp_path / "empty")), 32)
+
+
+@pytest.mark.parametrize("preset,res,g,d", [("imagefolder64", 32, [16], [16]), ("imagefolder64", 128, [64], [64]),
+                                            ("fmnist32", 64, [32], [32]), ("imagenet128", 32, [16], [16])])
+def test_attention_moves_with_the_resolution_unless_set(preset, res, g, d):
+    from sagan.config import load_config
+    notes: list[str] = []
+    cfg = load_config(preset, None, [f"model.resolution={res}"], notes)
+    assert (cfg.model.g_attn, cfg.model.d_attn) == (g, d)
+    assert len(notes) == 1 and f"placed model.g_attn={g}, model.d_attn={d}" in notes[0]
+    # What the user set stays as set (and is validated as such).
+    cfg = load_config(preset, None, [f"model.resolution={res}", f"model.g_attn=[{res // 4}]"], notes)
+    assert (cfg.model.g_attn, cfg.model.d_attn) == ([res // 4], d)
+    # The preset's own resolution: nothing moves, nothing is said.
+    notes.clear()
+    load_config(preset, None, [], notes)
+    assert notes == []
+
+
+def test_train_resolution_flag_prints_the_placement(tmp_path, tiny_folder, capsys):
+    args = ["train", "--preset", "imagefolder64", "--resolution", "32", "--data", str(tiny_folder),
+            "--set", "model.g_ch=8", "--set", "model.d_ch=8", "--set", "train.batch_size=8", "--steps", "1",
+            "--set", "data.num_workers=0", "--no-progress", "--out", str(tmp_path / "runs"), "--name", "r32"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "model: 32x32, attention in G at [16], in D at [16]" in out
+    assert "note: model.resolution=32 (the preset's is 64): placed model.g_attn=[16], model.d_attn=[16]" in out
+    from sagan.config import config_from_dict
+    import yaml
+    cfg = config_from_dict(yaml.safe_load((tmp_path / "runs" / "r32" / "config.yaml").read_text()))
+    assert (cfg.model.resolution, cfg.model.g_attn, cfg.model.d_attn) == (32, [16], [16])

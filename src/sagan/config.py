@@ -315,8 +315,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(preset_name: str | None = None, file: str | Path | None = None,
-                overrides: list[str] | None = None) -> Config:
-    """Preset, then YAML file, then overrides; validated."""
+                overrides: list[str] | None = None, notes: list[str] | None = None) -> Config:
+    """Preset, then YAML file, then overrides; validated. A resolution other than the preset's moves
+    the attention sizes the user did not set with it (``place_relative_to_resolution``), and the
+    line saying so is appended to ``notes``."""
     file_data: dict[str, Any] = {}
     if file is not None:
         path = Path(file)
@@ -337,11 +339,46 @@ def load_config(preset_name: str | None = None, file: str | Path | None = None,
         raise ConfigError(f"preset: expected a preset name, got {name!r}")
     cfg = preset(name)
     apply_mapping(cfg, {k: v for k, v in file_data.items() if k != "preset"})
+    explicit = set((file_data.get("model") or {}) if isinstance(file_data.get("model"), dict) else {})
     for text in overrides or []:
         key, value = parse_override(text)
         set_value(cfg, key, value)
+        if key == "model" and isinstance(value, dict):
+            explicit |= set(value)
+        elif key.startswith("model."):
+            explicit.add(key.split(".", 1)[1])
+    note = place_relative_to_resolution(cfg, preset(name).model, explicit)
+    if note and notes is not None:
+        notes.append(note)
     validate(cfg)
     return cfg
+
+
+RELATIVE_KEYS = (("g_attn", g_attention_sizes), ("d_attn", d_attention_sizes),
+                 ("g_resblock", g_attention_sizes), ("d_resblock", d_attention_sizes))
+
+
+def place_relative_to_resolution(cfg: Config, base: ModelConfig, explicit: set[str]) -> str | None:
+    """When the resolution differs from the preset's, move the preset's attention (and bottleneck)
+    sizes with it, keeping their ratio to the image size (the presets' 16 of 32, 32 of 64: half the
+    resolution, the paper's placement), for each of those keys the user did not set. Returns a line
+    saying what was placed, or None when nothing moved."""
+    m = cfg.model
+    if m.resolution == base.resolution or m.resolution not in RESOLUTIONS:
+        return None
+    moved = []
+    for key, allowed in RELATIVE_KEYS:
+        if key in explicit:
+            continue
+        sizes = [s * m.resolution // base.resolution for s in getattr(base, key)]
+        sizes = [s for s in sizes if s in allowed(m.resolution)]
+        if sizes != getattr(m, key):
+            setattr(m, key, sizes)
+            moved.append(f"model.{key}={sizes}")
+    if not moved:
+        return None
+    return (f"model.resolution={m.resolution} (the preset's is {base.resolution}): placed {', '.join(moved)}, "
+            f"at the preset's sizes relative to the image; set them to choose others")
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

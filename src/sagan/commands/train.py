@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override one value, e.g. --set optim.lr_d=2e-4 (repeatable)")
     p.add_argument("--data", metavar="PATH", help="dataset location (same as --set data.root=PATH)")
+    p.add_argument("--resolution", type=int, metavar="N",
+                   help="image size, 32, 64, 128 or 256 (same as --set model.resolution=N); attention you did not "
+                        "set moves with it, keeping the preset's placement relative to the image")
     p.add_argument("--steps", type=int, help="number of generator steps (same as --set train.steps=N)")
     p.add_argument("--device", help="auto (the preset's default: CUDA when available, else CPU), cpu, cuda, cuda:N "
                                     "(same as --set train.device=NAME)")
@@ -45,9 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _train_config(args: argparse.Namespace) -> tuple[Config, InitWeights | None]:
-    """The run's config, and the weights it starts from when it fine-tunes a trained model."""
+def _train_config(args: argparse.Namespace, notes: list[str] | None = None) -> tuple[Config, InitWeights | None]:
+    """The run's config, and the weights it starts from when it fine-tunes a trained model; lines
+    worth telling the user (attention placed for another resolution) are appended to ``notes``."""
     overrides = list(args.overrides)
+    if getattr(args, "resolution", None) is not None:
+        if args.resume:
+            raise UsageError("--resolution: a resumed run keeps its resolution (the checkpoint was made for it)")
+        overrides.append(f"model.resolution={args.resolution}")
     if args.data is not None:
         overrides.append(f"data.root={args.data}")
     if args.steps is not None:
@@ -80,7 +88,7 @@ def _train_config(args: argparse.Namespace) -> tuple[Config, InitWeights | None]
             set_value(cfg, key, value)
         validate(cfg)
         return cfg, None
-    cfg = load_config(args.preset, args.config, overrides)
+    cfg = load_config(args.preset, args.config, overrides, notes)
     if args.init_from is not None:
         set_value(cfg, "train.init_from", args.init_from)
         validate(cfg)
@@ -125,7 +133,8 @@ def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg, init = _train_config(args)
+    notes: list[str] = []
+    cfg, init = _train_config(args, notes)
     if args.name and not args.resume:
         cfg.name = args.name
         validate(cfg)  # a plain directory name (no slashes, not empty), checked before any data is read
@@ -135,6 +144,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
     say(f"data: {data.source}; {len(data)} images, "
         f"{data.num_classes or 'no'} classes, {data.channels} channel(s), {cfg.model.resolution}x{cfg.model.resolution}")
+    m = cfg.model
+    say(f"model: {m.resolution}x{m.resolution}, attention in G at {m.g_attn or 'none'}, in D at {m.d_attn or 'none'}"
+        + (f"; residual bottlenecks in G at {m.g_resblock}, in D at {m.d_resblock}" if m.g_resblock or m.d_resblock
+           else ""))
+    for note in notes:
+        say(f"note: {note}")
     if cfg.train.batch_size > len(data):
         raise UsageError(f"train.batch_size={cfg.train.batch_size} is larger than the dataset ({len(data)} images); "
                         f"use at most {len(data)}")
