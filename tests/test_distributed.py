@@ -49,13 +49,15 @@ REL64 = 1e-9
 
 
 # The configurations the 2-process worker runs: plain BN, SyncBN, and SyncBN with a WGAN-GP
-# penalty (its second forward through the DDP-wrapped D, with a double backward, before D's backward).
+# penalty (its second forward through the DDP-wrapped D, with a double backward, before D's backward)
+# plus DiffAugment and flips (their random numbers drawn for the global batch and sharded, like the noise).
 CONFIGS = {"plain": (False, False), "sync": (True, False), "gp": (True, True)}
 
 
 def _tiny_config(sync_bn: bool, gp: bool = False):
     from sagan.config import load_config
-    extra = ["loss.name=wasserstein", "loss.gp_weight=10"] if gp else []
+    extra = ["loss.name=wasserstein", "loss.gp_weight=10", "data.diffaugment=[color,translation,cutout]",
+             "data.hflip=true"] if gp else []
     return load_config("fmnist32", None, [
         "model.g_ch=8", "model.d_ch=8", f"train.batch_size={GLOBAL_BATCH}", "train.device=cpu",
         f"train.sync_bn={str(sync_bn).lower()}", "train.log_every=1000", *extra,

@@ -60,8 +60,8 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 
 # ----------------------------------------------------------------------------- in process
 
-def _trainer(folder: Path, run_dir: Path, steps: int = STEPS) -> Trainer:
-    cfg = load_config("fmnist32", overrides=[*TRAIN_SETS, f"data.root={folder}", f"train.steps={steps}"])
+def _trainer(folder: Path, run_dir: Path, steps: int = STEPS, extra: tuple[str, ...] = ()) -> Trainer:
+    cfg = load_config("fmnist32", overrides=[*TRAIN_SETS, f"data.root={folder}", f"train.steps={steps}", *extra])
     run_dir.mkdir(parents=True, exist_ok=True)
     return Trainer(cfg, run_dir, load_data(cfg.data, cfg.model.resolution, cfg.model.conditional), progress=False)
 
@@ -70,13 +70,15 @@ class _Crash(Exception):
     pass
 
 
-def test_resume_between_checkpoints_is_exact_in_process(tmp_path, tiny_folder, monkeypatch):
-    ref = _trainer(tiny_folder, tmp_path / "ref")
+@pytest.mark.parametrize("extra", [(), ("data.diffaugment=[color,translation,cutout]", "data.hflip=true")],
+                         ids=["plain", "diffaugment-hflip"])
+def test_resume_between_checkpoints_is_exact_in_process(tmp_path, tiny_folder, monkeypatch, extra):
+    ref = _trainer(tiny_folder, tmp_path / "ref", extra=extra)
     ref.fit()
     expected = load_checkpoint(list_checkpoints(tmp_path / "ref" / "checkpoints")[-1])
 
     # A crash at step 5 (between the checkpoints at 3 and 6): metrics rows 4-5 were already logged.
-    crashing = _trainer(tiny_folder, tmp_path / "run")
+    crashing = _trainer(tiny_folder, tmp_path / "run", extra=extra)
     real_step = Trainer.train_step
 
     def crash_after_5(self):
@@ -90,7 +92,7 @@ def test_resume_between_checkpoints_is_exact_in_process(tmp_path, tiny_folder, m
     monkeypatch.undo()
     assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["ckpt_00000003.pt"]
 
-    resumed = _trainer(tiny_folder, tmp_path / "run")
+    resumed = _trainer(tiny_folder, tmp_path / "run", extra=extra)
     assert resumed.resume() == 3
     resumed.fit()
     got = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])

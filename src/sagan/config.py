@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from sagan.data.augment import OPS as AUGMENT_OPS
+from sagan.data.augment import check_policy
 from sagan.data.datasets import DATASETS
 from sagan.errors import ConfigError
 from sagan.losses import LOSSES
@@ -81,6 +83,10 @@ class DataConfig:
     channels: int | None = None  # 1 or 3; None: what the dataset has (1 for Fashion-MNIST)
     download: bool = True
     num_workers: int = 0
+    hflip: bool = False  # flip real images left-right with probability 1/2 (every step; resumes exactly)
+    # DiffAugment policy for D's inputs, real and generated (data/augment.py): any of color, translation,
+    # cutout, in order; [] = off (docs/experiments.md measures when it helps).
+    diffaugment: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -438,6 +444,9 @@ def validate(cfg: Config) -> None:
     _check(m.init in INIT_SCHEMES, f"model.init={m.init!r}; choose one of {list(INIT_SCHEMES)}")
     _check(d.dataset in DATASETS, f"data.dataset={d.dataset!r} is not known; choose one of {list(DATASETS)}")
     _check(d.channels in (None, 1, 3), f"data.channels={d.channels} must be 1, 3 or null (as the data has)")
+    bad_ops = check_policy(d.diffaugment)
+    _check(not bad_ops, f"data.diffaugment={d.diffaugment}: {bad_ops[0] if bad_ops else ''!r} is unknown or repeated; "
+                        f"choose from {list(AUGMENT_OPS)}, each at most once (e.g. [color, translation, cutout])")
     _check(0 <= d.num_workers <= 256, f"data.num_workers={d.num_workers} must be between 0 and 256")
     _check(d.root is None or (d.root.strip() != "" and "\0" not in d.root),
            f"data.root={d.root!r} must be a non-empty path without NUL characters")

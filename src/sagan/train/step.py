@@ -3,10 +3,13 @@
 One call of :class:`SAGANStep` is ``n_dis`` discriminator updates and one generator update with
 the configured loss (hinge by default), then the end-of-step buffer sync and the EMA update:
 
-    for each of n_dis:   x, y  <- real batch;  z, y~ <- noise
-                         L_D = loss_D(D(x, y), D(G(z, y~), y~)) [+ gp_weight * GP]
+    for each of n_dis:   x, y  <- real batch [randomly flipped];  z, y~ <- noise
+                         L_D = loss_D(D(T(x), y), D(T(G(z, y~)), y~)) [+ gp_weight * GP]
                          Adam step on D (lr_d)
-    z, y~ <- noise;      L_G = loss_G(D(G(z, y~), y~));  Adam step on G (lr_g)
+    z, y~ <- noise;      L_G = loss_G(D(T(G(z, y~)), y~));  Adam step on G (lr_g)
+
+T is the DiffAugment policy (``data.diffaugment``, the identity when empty), with its random
+numbers from the noise stream like the latents.
     sync BN/SN buffers over processes;  EMA(G)
 
 Precision has no branches here: autocast and the per-optimiser GradScalers are built once with
@@ -22,6 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from sagan.data.augment import diff_augment, random_hflip
 from sagan.errors import ConfigError
 from sagan.losses import d_loss, g_loss, gradient_penalty
 from sagan.train import distributed as dist_utils
@@ -99,6 +103,14 @@ class SAGANStep:
         y = self._shard(torch.randint(0, self.num_classes, (n,), generator=self.noise)) if self.num_classes else None
         return z, y
 
+    def uniforms(self, k: int) -> torch.Tensor:
+        """(local batch, k) U(0, 1) values from the noise stream, drawn for the global batch and sharded."""
+        return self._shard(torch.rand(self.cfg.train.batch_size, k, generator=self.noise))
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees of ``x`` (real or generated): the DiffAugment policy applied (``x`` when off)."""
+        return diff_augment(x, self.cfg.data.diffaugment, self.uniforms)
+
     # ------------------------------------------------------------------ the updates
     def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         opt.zero_grad(set_to_none=True)
@@ -111,11 +123,14 @@ class SAGANStep:
         loss = self.cfg.loss
         x, y_real = self.next_batch()
         y_real = y_real if self.num_classes else None
+        if self.cfg.data.hflip:
+            x = random_hflip(x, self.uniforms)
         z, y_fake = self.latent()
         with torch.no_grad(), self.autocast():
             fake = self.G(z, y_fake)
         with self.autocast():
-            x_all = torch.cat([x, fake.to(x.dtype)]).contiguous(memory_format=self.memory_format)
+            x_all = torch.cat([self.augment(x), self.augment(fake.to(x.dtype))]).contiguous(
+                memory_format=self.memory_format)
             y_all = torch.cat([y_real, y_fake]) if y_real is not None else None
             scores = at_least_fp32(self.D_train(x_all, y_all))
             real_s, fake_s = scores[: len(x)], scores[len(x):]
@@ -123,7 +138,8 @@ class SAGANStep:
         if loss.gp_weight > 0:
             # Interpolation weights from the noise stream, for the global batch, sharded like the latents.
             alpha = torch.rand(self.cfg.train.batch_size, generator=self.noise)[self.dist.rank::self.dist.world]
-            loss_d = loss_d + loss.gp_weight * gradient_penalty(lambda im: self.D_train(im, y_real), x, fake, alpha)
+            loss_d = loss_d + loss.gp_weight * gradient_penalty(lambda im: self.D_train(self.augment(im), y_real),
+                                                                x, fake, alpha)
         self._update(loss_d, self.opt_d, self.scaler_d)
         return loss_d, real_s, fake_s
 
@@ -135,7 +151,8 @@ class SAGANStep:
             p.requires_grad_(False)
         try:
             with self.autocast():
-                loss_g = g_loss(self.cfg.loss.name, at_least_fp32(self.D(self.G_train(z, y_fake), y_fake)))
+                loss_g = g_loss(self.cfg.loss.name,
+                                at_least_fp32(self.D(self.augment(self.G_train(z, y_fake)), y_fake)))
             self._update(loss_g, self.opt_g, self.scaler_g)
         finally:
             for p in trainable:
