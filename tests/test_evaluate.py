@@ -175,6 +175,8 @@ def test_training_fid_off_when_it_would_never_run_or_inception_is_not_local(tiny
     notes = []
     assert TrainingFID.from_config(cfg, data, torch.device("cpu"), say=notes.append) is None
     assert "training-time FID is off" in notes[0] and INCEPTION_FILE in notes[0]
+    assert f"To turn it on, put it at {tmp_path / 'hub' / 'checkpoints' / INCEPTION_FILE}" in notes[0]  # says how
+    assert load_config("imagefolder64").train.fid_every == load_config("cifar32").train.fid_every == 5000
     cfg.train.fid_features = "inception"
     with pytest.raises(Exception, match=INCEPTION_FILE):
         TrainingFID.from_config(cfg, data, torch.device("cpu"))

@@ -131,7 +131,7 @@ class TrainConfig:
     collapse_window: int = 1000  # steps of the collapse detector's window (0 = off)
     collapse_d_loss: float = 0.05  # |D loss| below this for a whole window counts as "D near 0"
     # FID tracked during training (docs/evaluation.md); the best checkpoint by it is kept as checkpoints/best.pt.
-    fid_every: int = 0  # steps between evaluations (0 = off; the fmnist32 preset uses 1000)
+    fid_every: int = 0  # steps between evaluations (0 = off; fmnist32 uses 1000, cifar32 and imagefolder64 5000)
     fid_samples: int = 2000  # generated images per evaluation (reference: all training images)
     fid_features: str = "auto"  # auto (fmnist for Fashion-MNIST, else inception if its weights are local), fmnist, inception
     # Fine-tuning (docs/finetuning.md): the model the weights start from (sagan train --init-from; the
@@ -170,7 +170,7 @@ def _cifar32() -> Config:
         model=ModelConfig(resolution=32, g_ch=64, d_ch=64, g_attn=[16], d_attn=[16]),
         data=DataConfig(dataset="cifar10"),
         train=TrainConfig(steps=100_000, batch_size=64, ema_decay=0.9999, ema_start=1000,
-                          log_every=50, sample_every=1000, ckpt_every=2000),
+                          log_every=50, sample_every=1000, ckpt_every=2000, fid_every=5000),
     )
 
 
@@ -180,7 +180,7 @@ def _imagefolder64() -> Config:
         model=ModelConfig(resolution=64, g_ch=32, d_ch=32, g_attn=[32], d_attn=[32]),
         data=DataConfig(dataset="image_folder", download=False, num_workers=2),
         train=TrainConfig(steps=100_000, batch_size=64, ema_decay=0.9999, ema_start=1000,
-                          log_every=50, sample_every=1000, ckpt_every=2000),
+                          log_every=50, sample_every=1000, ckpt_every=2000, fid_every=5000),
     )
 
 

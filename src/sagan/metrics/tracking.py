@@ -24,7 +24,8 @@ from sagan.data.datasets import ImageData, dataset_spec, to_uint8
 from sagan.errors import InceptionWeightsError
 from sagan.metrics.evaluation import (ReferenceFeatures, class_accuracy_applies, extract_with, fake_feature_layers,
                                       fidelity_kwargs, gather_features, reference_features, scores_from_features)
-from sagan.metrics.extractors import FIDELITY_NAMES, register_extractors, resolve_inception_weights
+from sagan.metrics.extractors import (FIDELITY_NAMES, INCEPTION_ENV, INCEPTION_FILE, URL_INCEPTION_V3, inception_cache_path,
+                                     register_extractors, resolve_inception_weights)
 from sagan.metrics.naming import metric_key
 from sagan.metrics.reference import training_reference
 from sagan.train.distributed import DistInfo
@@ -81,11 +82,13 @@ class TrainingFID:
         if features == "inception":
             try:
                 weights = resolve_inception_weights(None, download=False)
-            except InceptionWeightsError as e:
+            except InceptionWeightsError:
                 if t.fid_features == "inception":
                     raise
-                say(f"note: training-time FID is off (train.fid_features=auto picked Inception for "
-                    f"{cfg.data.dataset}, and {str(e).splitlines()[0]})")
+                say(f"note: training-time FID is off: train.fid_features=auto picked Inception features for "
+                    f"{cfg.data.dataset}, and the weights file {INCEPTION_FILE} is not here. To turn it on, put "
+                    f"it at {inception_cache_path()} or set {INCEPTION_ENV}=PATH ({URL_INCEPTION_V3}; "
+                    "docs/evaluation.md)")
                 return None
         return cls(cfg, data, device, features, weights, dist)
 
