@@ -114,3 +114,22 @@ def test_bench_flag_errors_before_measuring(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_bench_data_path_next_to_the_training_step(tmp_path, tiny_folder, capsys):
+    """--data PATH: the loader's images/s (0 and 2 workers) beside a training step of the same batch."""
+    from sagan.bench.render import render
+    from sagan.cli import main
+    args = ["bench", "--only", "data", "--presets", "imagefolder64", "--data", str(tiny_folder), "--train-batch", "4",
+            "--set", "model.resolution=32", "--set", "model.g_ch=8", "--set", "model.d_ch=8", "--reps", "1",
+            "--device", "cpu", "--out", str(tmp_path / "b")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "data path imagefolder64 on image folder" in out and "limits training" in out
+    (row,) = json.loads((tmp_path / "b" / "results.json").read_text())["data"]
+    assert [r["num_workers"] for r in row["loaders"]] == [0, 2] and row["images"] == 16 and row["resolution"] == 32
+    assert all(r["images_per_s"] > 0 for r in row["loaders"]) and row["train_step_images_per_s"] > 0
+    assert row["limit"] in ("data path", "training step")
+    assert "## Data path vs training step" in render(json.loads((tmp_path / "b" / "results.json").read_text()))
+    assert main(["bench", "--only", "data", "--out", str(tmp_path / "c")]) == 2
+    assert "give its folder with --data PATH" in capsys.readouterr().err

@@ -47,14 +47,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from sagan.config import load_config
-from sagan.data.datasets import ImageData, dataset_spec
+from sagan.data.datasets import ImageData, dataset_spec, load_data
+from sagan.data.stream import BatchStream
 from sagan.models import count_parameters
 from sagan.nn.attention import SelfAttention2d, double_backward_mode
 from sagan.train.distributed import resolve_device
 from sagan.train.run import Trainer
 
 METHOD = __doc__.split("Method", 1)[1].strip()  # written into the JSON
-SECTIONS = ("matmul", "precision", "attention", "train")
+SECTIONS = ("matmul", "precision", "attention", "train", "data")  # data: only with a dataset (--data)
 PRESETS = ("fmnist32", "cifar32", "imagefolder64", "imagenet128")
 DEFAULT_SIZES = (16, 32, 64, 128)
 # Per-preset batch for the training-step benchmark on CPU (the presets' own batches, except
@@ -336,6 +337,33 @@ def train_step_bench(preset_name: str, batch: int, device: torch.device, reps: i
             "overrides": overrides or []}
 
 
+def data_path_bench(preset_name: str, root: str, batch: int, overrides: list[str] | None = None,
+                    batches: int = 20, workers: tuple[int, ...] = (0, 2)) -> dict[str, Any]:
+    """Images/s of the data path alone (decode, resize, batch: what a training step waits for) on the
+    dataset at ``root`` with ``preset_name``'s data settings, for each loader worker count, next to
+    one training step of the same model and batch on synthetic data, so a user sees which one limits
+    training. The loaders' start-up (first batch) is timed apart from the steady batches."""
+    cfg = load_config(preset_name, None, [f"data.root={root}", *(overrides or [])])
+    if cfg.data.dataset not in ("image_folder",) and not root:
+        raise ValueError("the data section needs a dataset folder")
+    data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
+    rows = []
+    for w in workers:
+        stream = BatchStream(data, min(batch, len(data)), seed=0, num_workers=w)
+        t0 = time.perf_counter()
+        next(stream)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            next(stream)
+        steady = time.perf_counter() - t0
+        stream.close()
+        rows.append({"num_workers": w, "first_batch_s": round(first, 3),
+                     "images_per_s": batches * min(batch, len(data)) / steady})
+    return {"preset": preset_name, "source": data.source, "images": len(data), "batch": batch,
+            "resolution": cfg.model.resolution, "loaders": rows, "overrides": overrides or []}
+
+
 @torch.no_grad()
 def sampling_bench(g: nn.Module, batch: int, device: torch.device, reps: int = 3) -> dict[str, Any]:
     """EMA generator in eval mode: images per second at ``batch``."""
@@ -398,7 +426,7 @@ def attention_in_fresh_process(device: str, sizes: Iterable[int], batch: int, ch
 def run_benchmarks(device: str = "auto", only: Iterable[str] | None = None, sizes: Iterable[int] = DEFAULT_SIZES,
                    attn_batch: int = 8, attn_channels: int = 64, presets: Iterable[str] = PRESETS,
                    train_batch: int | None = None, overrides: Iterable[str] = (), reps: int = 3,
-                   threads: int | None = None, note: str = "", log=print) -> dict[str, Any]:
+                   threads: int | None = None, note: str = "", log=print, data_root: str | None = None) -> dict[str, Any]:
     """Run the sections in ``only`` (default all of SECTIONS) and return the results.
 
     ``train_batch``: one batch for every preset (default: CPU_TRAIN_BATCH on CPU, the preset's
@@ -408,7 +436,7 @@ def run_benchmarks(device: str = "auto", only: Iterable[str] | None = None, size
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
-    only = set(only) if only else set(SECTIONS)
+    only = set(only) if only else set(SECTIONS) - ({"data"} if data_root is None else set())
     sizes = tuple(sizes)
     result: dict[str, Any] = {"machine": machine_info(dev), "notes": note or "",
                               "malloc_thresholds_pinned": False,
@@ -434,6 +462,22 @@ def run_benchmarks(device: str = "auto", only: Iterable[str] | None = None, size
                 f"{row['flops_per_step'] / 1e9:8.1f} GFLOP/step, {row['gflops_per_s']:7.1f} GFLOP/s "
                 f"({row['gflops_per_s'] / result['matmul_fp32']['gflops'] * 100:.0f}% of matmul); "
                 f"EMA sampling {row['sampling']['images_per_s']:.1f} img/s")
+    if "data" in only:
+        result["data"] = []
+        for name in presets:
+            batch = train_batch or (CPU_TRAIN_BATCH[name] if dev.type == "cpu" else load_config(name).train.batch_size)
+            row = data_path_bench(name, str(data_root), batch, overrides=list(overrides))
+            step = next((r for r in result.get("train", []) if r["preset"] == name), None)
+            if step is None:
+                step = train_step_bench(name, batch, dev, reps, overrides=list(overrides))
+            row["train_step_images_per_s"] = step["images_per_s"]
+            best = max(r["images_per_s"] for r in row["loaders"])
+            row["limit"] = "data path" if best < step["images_per_s"] else "training step"
+            result["data"].append(row)
+            loaders = ", ".join(f"{r['num_workers']} workers {r['images_per_s']:.0f} img/s "
+                                f"(first batch {r['first_batch_s']:.1f} s)" for r in row["loaders"])
+            log(f"data path {name} on {row['source']}: {loaders}; training step {step['images_per_s']:.1f} img/s "
+                f"at batch {batch}: the {row['limit']} limits training")
     if "attention" in only and dev.type == "cpu" and len(only) > 1:
         # Memory is measured from the resident-set high-water mark, which is exact only in a
         # process whose heap has not grown yet: run the attention section in a fresh one.

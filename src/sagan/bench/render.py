@@ -95,6 +95,24 @@ def _train_section(res: dict[str, Any]) -> list[str]:
     return out
 
 
+def _data_section(res: dict[str, Any]) -> list[str]:
+    rows = res.get("data") or []
+    if not rows:
+        return []
+    out = ["## Data path vs training step", "",
+           "Images/s of loading alone (decode, resize, batch; `sagan bench --data PATH`), per loader worker count, "
+           "next to one training step of the same preset and batch on synthetic images.", "",
+           "| preset | dataset | batch | loader: images / s (first batch) | training step images / s | limit |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        loaders = "; ".join(f"{x['num_workers']} workers: {x['images_per_s']:.0f} ({x['first_batch_s']:.1f} s)"
+                            for x in r["loaders"])
+        out.append(f"| {r['preset']} | {r['source']} | {r['batch']} | {loaders} | "
+                   f"{r['train_step_images_per_s']:.1f} | {r['limit']} |")
+    out.append("")
+    return out
+
+
 def _precision_section(res: dict[str, Any]) -> list[str]:
     p = res.get("precision")
     if not p:
@@ -125,7 +143,7 @@ def render(res: dict[str, Any]) -> str:
     if res.get("notes"):
         lines.append(f"- **Note:** {res['notes']}")
     lines += ["", "## Method", "", res.get("method", ""), ""]
-    lines += _precision_section(res) + _attention_section(res) + _train_section(res)
+    lines += _precision_section(res) + _attention_section(res) + _train_section(res) + _data_section(res)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -35,13 +35,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out} is a file; --out names the folder to write {RESULTS_NAME} into")
     device_from_args(args)  # an unknown device name: one line now, not after the first benchmark
     only = args.only.split(",") if args.only else None
+    if only and "data" in only and not args.data:
+        raise UsageError("--only data measures a dataset's loading speed: give its folder with --data PATH")
     unknown = sorted(set(only or ()) - set(SECTIONS))
     if unknown:
         raise UsageError(f"--only {args.only}: unknown section(s) {', '.join(unknown)}; choose from {','.join(SECTIONS)}")
     result = run_benchmarks(device=args.device, only=only, sizes=_int_list(args.sizes, "--sizes"),
                             attn_batch=args.attn_batch, attn_channels=args.attn_channels,
                             presets=args.presets.split(","), train_batch=args.train_batch,
-                            overrides=args.overrides, reps=args.reps, threads=args.threads, note=args.note or "")
+                            overrides=args.overrides, reps=args.reps, threads=args.threads, note=args.note or "",
+                            data_root=args.data)
     out = atomic_write_text(out_dir / RESULTS_NAME, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     if args.markdown:
@@ -53,7 +56,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark attention, training steps, sampling and precision; write JSON",
                        description="Benchmarks that print tables and write JSON (render it with benchmarks/render.py).")
-    p.add_argument("--only", help="comma-separated subset of: matmul,precision,attention,train (default all)")
+    p.add_argument("--only", help="comma-separated subset of: matmul,precision,attention,train,data (default all; "
+                                  "data only with --data)")
+    p.add_argument("--data", metavar="PATH",
+                   help="an image folder: also measure the data path alone (images/s of decoding and batching, "
+                        "0 and 2 loader workers) next to the training step, per --presets (e.g. imagefolder64)")
     p.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="attention feature-map sizes")
     p.add_argument("--attn-batch", type=int, default=8, help="attention benchmark batch (default 8)")
     p.add_argument("--attn-channels", type=int, default=64, help="attention benchmark channels (default 64)")
