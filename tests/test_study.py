@@ -258,3 +258,11 @@ def test_report_on_a_study_folder_is_one_page(tiny_study, tmp_path, capsys):
     assert "Study: stabilisation" in html and "sn-gd-ttur" in html and "Δ vs sn-d" in html
     assert html.count("data:image/png;base64,") == 2  # curves and gamma
     assert "finished" in html
+
+
+@pytest.mark.parametrize("preset", ["fmnist32", "imagefolder64"])
+def test_augment_arms(preset):
+    spec = _spec("augment", preset, sets=["data.root=/data/small"] if preset == "imagefolder64" else [])
+    assert [a.name for a in spec.arms()] == ["off", "diffaugment", "diffaugment-hflip"]
+    got = [(spec.config_of(a, 0).data.diffaugment, spec.config_of(a, 0).data.hflip) for a in spec.arms()]
+    assert got == [([], False), (["color", "translation", "cutout"], False), (["color", "translation", "cutout"], True)]

@@ -12,6 +12,8 @@ is the baseline the others are compared with.
   residual bottleneck of the attention layer's parameter count at the same places. The paper stops
   at 64x64 (feat64 at 128 px); attention over a 128x128 map (16384 positions) is left out.
 * ``reduction``: the query/key width C/r of the attention layers, r in 8 (the paper's), 4, 2, 1.
+* ``augment``: no augmentation; DiffAugment (color, translation, cutout); DiffAugment and flips
+  (for small data sets, e.g. a folder of a few thousand images).
 """
 from __future__ import annotations
 
@@ -84,10 +86,20 @@ def _reduction(base: Config) -> list[Arm]:
             for r in sorted(REDUCTIONS, reverse=True)]
 
 
+def _augment(base: Config) -> list[Arm]:
+    full = "[color,translation,cutout]"
+    return [Arm("off", ("data.diffaugment=[]", "data.hflip=false"), "no augmentation"),
+            Arm("diffaugment", (f"data.diffaugment={full}", "data.hflip=false"),
+                "DiffAugment color, translation, cutout on D's inputs"),
+            Arm("diffaugment-hflip", (f"data.diffaugment={full}", "data.hflip=true"),
+                "DiffAugment and random left-right flips of the real images")]
+
+
 STUDIES: dict[str, tuple[Callable[[Config], list[Arm]], str]] = {
     "stabilisation": (_stabilisation, "which stabilisers matter: SN on D only / SN on G and D / + TTUR"),
     "attention": (_attention, "where attention helps: none / attention at each size / equal-size residual block"),
     "reduction": (_reduction, "the attention layers' query/key width C/8, C/4, C/2, C/1"),
+    "augment": (_augment, "small data: no augmentation / DiffAugment / DiffAugment and flips"),
 }
 
 
