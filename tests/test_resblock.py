@@ -89,14 +89,15 @@ def test_resblock_placement_follows_the_config_in_g_and_d(name):
     base = preset(name).model
     g_sizes, d_sizes = g_attention_sizes(base.resolution), d_attention_sizes(base.resolution)
     size = g_sizes[0]
-    cfg = load_config(name, None, ["model.g_attn=[]", "model.d_attn=[]", f"model.g_resblock=[{size}]",
+    small = ["model.g_ch=8", "model.d_ch=8"]  # placement is what is tested here (every preset's defaults: test_models)
+    cfg = load_config(name, None, [*small, "model.g_attn=[]", "model.d_attn=[]", f"model.g_resblock=[{size}]",
                                    f"model.d_resblock=[{size}]" if size in d_sizes else "model.d_resblock=[]"])
     g, d = build_models(cfg.model, 10, 3)
     assert list(gamma_layers(g, "G")) == [f"G.res{size}"]
     assert list(gamma_layers(d, "D")) == ([f"D.res{size}"] if size in d_sizes else [])
     assert not any(isinstance(m, SelfAttention2d) for m in [*g.modules(), *d.modules()])
     # Same parameter count as the attention model of the same placement, within 10% of the layer.
-    cfg_attn = load_config(name, None, [f"model.g_attn=[{size}]", "model.d_attn=[]", "model.g_resblock=[]",
+    cfg_attn = load_config(name, None, [*small, f"model.g_attn=[{size}]", "model.d_attn=[]", "model.g_resblock=[]",
                                         "model.d_resblock=[]"])
     g_attn, _ = build_models(cfg_attn.model, 10, 3)
     (layer,) = gamma_layers(g_attn, "G").values()
