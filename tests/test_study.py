@@ -266,3 +266,14 @@ def test_augment_arms(preset):
     assert [a.name for a in spec.arms()] == ["off", "diffaugment", "diffaugment-hflip"]
     got = [(spec.config_of(a, 0).data.diffaugment, spec.config_of(a, 0).data.hflip) for a in spec.arms()]
     assert got == [([], False), (["color", "translation", "cutout"], False), (["color", "translation", "cutout"], True)]
+
+
+def test_an_empty_run_directory_left_by_a_kill_is_started_afresh(tmp_path):
+    from sagan.study.runner import next_command, run_state
+    spec = StudySpec(kind="stabilisation", out=str(tmp_path / "st"), steps=10)
+    arm = spec.arms()[0]
+    spec.run_dir(arm, 0).mkdir(parents=True)  # killed between mkdir and writing config.yaml
+    assert run_state(spec, arm, 0) == ("new", 0) and not spec.run_dir(arm, 0).exists()
+    spec.run_dir(arm, 1).mkdir(parents=True)
+    (spec.run_dir(arm, 1) / "config.yaml").write_text("preset: fmnist32\n")  # started: resumed, never removed
+    assert next_command(spec, arm, 1)[0] == "resume" and spec.run_dir(arm, 1).is_dir()

@@ -62,6 +62,8 @@ def evaluation_file(run_dir: Path, step: int) -> Path | None:
 def run_state(spec: StudySpec, arm: Arm, seed: int) -> tuple[str, int]:
     """(state, step): ``new``, ``unfinished`` (trained to step), ``trained`` (not evaluated) or ``done``."""
     d = spec.run_dir(arm, seed)
+    if d.is_dir() and not any(d.iterdir()):
+        d.rmdir()  # made, then killed before its config was written: nothing to keep (rmdir only removes it empty)
     if not d.exists():
         return "new", 0
     steps = spec.total_steps
