@@ -72,6 +72,9 @@ def plot_curves(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
     ax.set(xlabel="generator step", ylabel=f"FID ({feats})" if feats else "FID",
            title="Training-time FID (EMA generator): mean over seeds, band min-max")
     ax.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 20, 30, not 2 x 10^1
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
