@@ -267,7 +267,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += [f"- `{r['dir']}`: {r['status']}: {r['problem']}" for r in others]
         lines.append("")
     lines += [f"Figures: `{CURVES_PNG}` (training-time FID per arm: mean over seeds, band min-max), "
-              f"`{GAMMA_PNG}` (gamma of every attention / bottleneck layer)."]
+              f"`{GAMMA_PNG}` (gamma of every attention / bottleneck layer, one line per run)."]
     return "\n".join(lines) + "\n"
 
 

@@ -83,7 +83,7 @@ def plot_curves(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
 
 def plot_gammas(runs: list[dict[str, Any]], arms: list[str], path: Path, features: str | None = None) -> bool:  # noqa: ARG001
     """gamma of every attention / bottleneck layer against step: one panel per layer, one line per
-    arm (mean over seeds, band min-max); False (and no file) when no run has such a layer."""
+    run (coloured by arm); False (and no file) when no run has such a layer."""
     layers = sorted({name for r in runs for name in r["gammas"]}, key=lambda n: (n[0] != "G", n))
     if not layers:
         return False
@@ -94,12 +94,13 @@ def plot_gammas(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False, layout="constrained")
     for ax, layer in zip(axes.flat, layers):
         for arm in arms:
-            band = _band([r["gammas"][layer] for r in runs if r["arm"] == arm and layer in r["gammas"]])
-            if band is None:
-                continue
-            steps, mean, lo, hi = band
-            ax.plot(steps, mean, color=colours[arm], label=arm)
-            ax.fill_between(steps, lo, hi, color=colours[arm], alpha=0.18, linewidth=0)
+            # One line per seed: gamma's sign is a free choice of each run (v's weights can absorb it),
+            # so a mean over seeds can sit near 0 while every run's |gamma| grows.
+            seeds = [r for r in runs if r["arm"] == arm and layer in r["gammas"]]
+            for i, r in enumerate(seeds):
+                steps, values = zip(*r["gammas"][layer])
+                ax.plot(steps, values, color=colours[arm], lw=1.2, alpha=0.85,
+                        label=f"{arm} ({len(seeds)} seeds)" if i == 0 else None)
         ax.axhline(0, color="#999", lw=0.8)
         ax.set_title(layer, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
@@ -107,7 +108,7 @@ def plot_gammas(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(layers):]:
         ax.axis("off")
-    fig.suptitle("gamma (y = gamma * o + x) per layer: mean over seeds, band min-max", fontsize=10)
+    fig.suptitle("gamma (y = gamma * o + x) per layer, one line per run", fontsize=10)
     _save(fig, path)
     return True
 
