@@ -226,6 +226,7 @@ def test_tiny_study_results_have_every_arm_and_seed(tiny_study):
     md = (out / "results.md").read_text()
     assert "## FID (Fashion-MNIST classifier features) (lower is better)" in md
     assert "| sn-gd-ttur |" in md and "Δ vs sn-d" in md
+    assert "## Summary (mean ± std over seeds; FID, KID, IS, precision, recall on Fashion-MNIST classifier" in md
     for png in ("curves.png", "gamma.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from sagan.fileio import atomic_write_text
-from sagan.metrics.naming import metric_label
+from sagan.metrics.naming import features_title, metric_label
 from sagan.study.arms import STUDIES, StudySpec
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
 from sagan.train.rundir import RunDir, code_version
@@ -231,6 +231,20 @@ def summary_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
     base, feats = results["baseline"], results["features"]
     tables = [{"title": "Arms", "short": "Arms", "header": ["arm", "what it changes", "overrides"],
                "rows": [[a["name"], a["description"], " ".join(a["overrides"])] for a in results["arms"]]}]
+    summary = results["summary"]
+    if summary:  # every metric at a glance: mean ± std per arm (the per-metric tables below add Δ and its CI)
+        metrics = list(summary)
+        rows = []
+        for a in results["arms"]:
+            cells = []
+            for m in metrics:
+                row = summary[m].get(a["name"])
+                cells.append("" if row is None else _num(row["mean"], m) + (
+                    f" ± {_num(row['std'], m, row['mean'])}" if row["std"] is not None else ""))
+            rows.append([a["name"], *cells])
+        on = f"; FID, KID, IS, precision, recall on {features_title(feats)}" if feats else ""
+        tables.append({"title": f"Summary (mean ± std over seeds{on})", "short": "Summary",
+                       "header": ["arm", *[metric_title(m, feats).split(" (")[0] for m in metrics]], "rows": rows})
     for metric, table in results["summary"].items():
         better = ("cost, not quality" if metric == "minutes" else
                   "lower is better" if metric in LOWER_IS_BETTER else "higher is better")
