@@ -25,6 +25,7 @@ from sagan.metrics.naming import features_title, metric_label
 from sagan.study.arms import STUDIES, StudySpec
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
 from sagan.train.rundir import RunDir, code_version
+from sagan.viz.report import read_metrics_csv
 from sagan.viz.study import plot_curves, plot_gammas, write_study_report
 
 RESULTS_JSON = "results.json"
@@ -58,12 +59,10 @@ def _bare(key: str, features: str) -> str:
     return key[: -len(suffix)] if features != "inception" and key.endswith(suffix) else key
 
 
-def _read_metrics_csv(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "step" not in rows[0]:
-        raise ValueError("no rows with a step column")
-    return [{k: float(v) for k, v in r.items() if k and v not in ("", None)} for r in rows]
+def _series(columns: dict[str, np.ndarray], key: str) -> list[list[float]]:
+    """[step, value] where the column ``key`` of metrics.csv has a value."""
+    steps, values = columns["step"], columns[key]
+    return [[float(a), float(b)] for a, b in zip(steps, values) if not (math.isnan(a) or math.isnan(b))]
 
 
 def _seconds(logs: Path, name: str) -> dict[str, float]:
@@ -101,17 +100,15 @@ def read_run(spec: StudySpec, arm_name: str, seed: int) -> RunResult:
         res.status, res.problem = "damaged", f"config.yaml cannot be read ({type(e).__name__})"
         return res
     try:
-        rows = _read_metrics_csv(RunDir(d).metrics)
+        columns = read_metrics_csv(RunDir(d).metrics)
+        if "step" not in columns or not len(columns["step"]):
+            raise ValueError("no rows with a step column")
     except (OSError, ValueError, csv.Error) as e:
         res.status, res.problem = "damaged", f"metrics.csv cannot be read ({str(e).splitlines()[0][:80] or type(e).__name__})"
         return res
-    fid_cols = [k for r in rows for k in r if k.startswith("eval/fid")]
-    fid_col = fid_cols[0] if fid_cols else None
-    res.curve = [[r["step"], r[fid_col]] for r in rows if fid_col and fid_col in r]
-    for r in rows:
-        for k, v in r.items():
-            if k.startswith("gamma/"):
-                res.gammas.setdefault(k[len("gamma/"):], []).append([r["step"], v])
+    fid_col = next((k for k in columns if k.startswith("eval/fid")), None)
+    res.curve = _series(columns, fid_col) if fid_col else []
+    res.gammas = {k[len("gamma/"):]: _series(columns, k) for k in columns if k.startswith("gamma/")}
     if state == "trained":
         res.status, res.problem = "not evaluated", "trained, no 'sagan evaluate' record yet"
         return res
