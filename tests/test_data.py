@@ -156,6 +156,37 @@ def test_stream_worker_killed_before_the_stop_is_seen(tiny_folder):
         assert torch.equal(x, xr) and torch.equal(y, yr)
 
 
+class _HandOverBroken:
+    """A loader iterator whose worker died while handing over a batch's shared memory."""
+
+    def __init__(self, it):
+        self.it = it
+
+    def __next__(self):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    def _shutdown_workers(self):
+        self.it._shutdown_workers()
+
+
+def test_stream_worker_killed_while_handing_over_a_batch(tiny_folder):
+    """The worker can die while this process is receiving a batch from it; the fetch then fails with
+    a connection error, not PyTorch's "DataLoader worker" one. During a stop that batch, too, is
+    loaded in this process, and it is the one the worker would have made; without a stop it is an error."""
+    data = load_data(DataConfig(dataset="image_folder", root=str(tiny_folder)), 32)
+    reference = [b for b, _ in zip(BatchStream(data, 4, seed=3), range(4))]
+    stream = BatchStream(data, 4, seed=3, num_workers=1)
+    got = [next(stream)]
+    stream._loader_iter = _HandOverBroken(stream._loader_iter)
+    with pytest.raises(ConnectionResetError):
+        next(stream)
+    stream.workers_may_exit = True  # what StopRequest's on_stop does in a run
+    got += [next(stream) for _ in range(3)]
+    assert stream.num_workers == 0
+    for (x, y), (xr, yr) in zip(got, reference):
+        assert torch.equal(x, xr) and torch.equal(y, yr)
+
+
 def test_stream_worker_death_is_an_error_without_a_stop(tiny_folder):
     data = load_data(DataConfig(dataset="image_folder", root=str(tiny_folder)), 32)
     stream = BatchStream(data, 4, seed=5, num_workers=1)

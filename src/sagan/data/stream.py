@@ -119,8 +119,11 @@ class BatchStream:
                     _report_worker_deaths_at_fetch()
             try:
                 x, y = next(self._loader_iter)
-            except RuntimeError as e:
-                if not (self.num_workers and self.workers_may_exit and WORKER_ERROR in str(e)):
+            except (RuntimeError, OSError, EOFError) as e:
+                # A worker that dies while this process receives a batch's shared memory from it
+                # breaks that hand-over with a connection error instead of PyTorch's own message.
+                worker_gone = WORKER_ERROR in str(e) if isinstance(e, RuntimeError) else True
+                if not (self.num_workers and self.workers_may_exit and worker_gone):
                     raise
                 # The stop signal reached the workers too (a scheduler signals the whole process
                 # group). Finish the step with this process loading the batch itself: same indices,
