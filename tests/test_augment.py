@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sagan.config import load_config
-from sagan.data.augment import NUMBERS, OPS, color, cutout, diff_augment, random_hflip, translation
+from sagan.data.augment import (AUTO_MAX_IMAGES, NUMBERS, OPS, color, cutout, diff_augment, random_hflip,
+                                 resolve_policy, translation)
 from sagan.errors import ConfigError
 
 
@@ -118,8 +119,24 @@ def test_the_generator_learns_through_the_augmentation():
 
 
 def test_policy_is_checked_in_one_line():
-    with pytest.raises(ConfigError, match=r"'colour' is unknown or repeated; choose from \['color', 'translation', 'cutout'\]"):
+    with pytest.raises(ConfigError, match=r"'colour' is unknown or repeated; choose auto, or from \['color', 'translation', 'cutout'\]"):
         load_config(None, None, ["data.diffaugment=[colour]"])
     with pytest.raises(ConfigError, match="'cutout' is unknown or repeated"):
         load_config(None, None, ["data.diffaugment=[cutout,cutout]"])
-    assert load_config(None, None, []).data.diffaugment == [] and load_config(None, None, []).data.hflip is False
+    with pytest.raises(ConfigError, match=r"data.diffaugment='color': give auto or a list of operations, e.g. \[color\]"):
+        load_config(None, None, ["data.diffaugment=color"])
+    assert load_config(None, None, []).data.diffaugment == "auto" and load_config(None, None, []).data.hflip is False
+
+
+def test_auto_turns_diffaugment_on_for_small_folders_only():
+    full = ["color", "translation", "cutout"]
+    policy, note = resolve_policy("auto", "image_folder", AUTO_MAX_IMAGES - 1)
+    assert policy == full and f"{AUTO_MAX_IMAGES - 1} images (fewer than {AUTO_MAX_IMAGES})" in note
+    policy, note = resolve_policy("auto", "image_folder", AUTO_MAX_IMAGES)
+    assert policy == [] and "so no DiffAugment" in note
+    assert resolve_policy("auto", "fashion_mnist", 100) == ([], None)  # built-in data sets: off, silently
+    assert resolve_policy("auto", "cifar10", 100) == ([], None)
+    assert resolve_policy([], "image_folder", 10) == ([], None)  # an explicit choice is kept, small folder or not
+    assert resolve_policy(["cutout"], "fashion_mnist", 10) == (["cutout"], None)
+    with pytest.raises(ValueError, match="must be resolved"):
+        diff_augment(torch.zeros(1, 1, 4, 4), "auto", lambda k: torch.zeros(1, k))

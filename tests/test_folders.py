@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import TINY_TRAIN_ARGS, make_image_folder
 
 from sagan.cli import main
@@ -40,6 +41,22 @@ def test_training_on_a_flat_folder_says_it_is_unconditional(tmp_path, tiny_folde
     assert "no class sub-folders: unconditional" in out and "so the model is unconditional" in out
     state = load_checkpoint(list_checkpoints(tmp_path / "runs" / "u" / "checkpoints")[-1])
     assert state["data"]["num_classes"] == 0
+
+
+def test_a_small_folder_trains_with_diffaugment_unless_told_not_to(tmp_path, tiny_folder, capsys):
+    """data.diffaugment=auto (the default) resolves when the folder is read: the note says so, and the
+    run directory stores the operations, so a resume or a report sees what was used."""
+    for name, extra, policy in (("auto", [], ["color", "translation", "cutout"]),
+                                ("off", ["--set", "data.diffaugment=[]"], [])):
+        assert main(["train", *TINY_TRAIN_ARGS, "--data", str(tiny_folder), "--steps", "1", *extra,
+                     "--out", str(tmp_path / "runs"), "--name", name]) == 0
+        out = capsys.readouterr().out
+        assert ("data.diffaugment=auto: 16 images (fewer than 10000), so DiffAugment [color, translation, cutout] is on"
+                in out) == (name == "auto")
+        stored = yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())
+        assert stored["data"]["diffaugment"] == policy
+        state = load_checkpoint(list_checkpoints(tmp_path / "runs" / name / "checkpoints")[-1])
+        assert state["config"]["data"]["diffaugment"] == policy
 
 
 def test_class_folders_say_conditional_and_loose_files_are_named(tmp_path, caplog):

@@ -85,8 +85,9 @@ class DataConfig:
     num_workers: int = 0
     hflip: bool = False  # flip real images left-right with probability 1/2 (every step; resumes exactly)
     # DiffAugment policy for D's inputs, real and generated (data/augment.py): any of color, translation,
-    # cutout, in order; [] = off (docs/experiments.md measures when it helps).
-    diffaugment: list[str] = field(default_factory=list)
+    # cutout, in order; [] = off; auto = all three for image folders of fewer than 10000 images, off
+    # otherwise (resolved when the data is read; docs/experiments.md measures when it helps).
+    diffaugment: list[str] | str = "auto"
 
 
 @dataclass
@@ -444,9 +445,12 @@ def validate(cfg: Config) -> None:
     _check(m.init in INIT_SCHEMES, f"model.init={m.init!r}; choose one of {list(INIT_SCHEMES)}")
     _check(d.dataset in DATASETS, f"data.dataset={d.dataset!r} is not known; choose one of {list(DATASETS)}")
     _check(d.channels in (None, 1, 3), f"data.channels={d.channels} must be 1, 3 or null (as the data has)")
+    _check(not isinstance(d.diffaugment, str) or d.diffaugment == "auto",
+           f"data.diffaugment={d.diffaugment!r}: give auto or a list of operations, e.g. [{d.diffaugment}] "
+           f"or [color, translation, cutout] ([] turns it off)")
     bad_ops = check_policy(d.diffaugment)
     _check(not bad_ops, f"data.diffaugment={d.diffaugment}: {bad_ops[0] if bad_ops else ''!r} is unknown or repeated; "
-                        f"choose from {list(AUGMENT_OPS)}, each at most once (e.g. [color, translation, cutout])")
+                        f"choose auto, or from {list(AUGMENT_OPS)}, each at most once (e.g. [color, translation, cutout])")
     _check(0 <= d.num_workers <= 256, f"data.num_workers={d.num_workers} must be between 0 and 256")
     _check(d.root is None or (d.root.strip() != "" and "\0" not in d.root),
            f"data.root={d.root!r} must be a non-empty path without NUL characters")

@@ -12,6 +12,7 @@ import yaml
 from sagan.config import (PRESETS, Config, ModelConfig, config_from_dict, load_config, parse_override, set_value,
                           validate)
 from sagan.data import load_data
+from sagan.data.augment import resolve_policy
 from sagan.errors import CheckpointError, UsageError
 from sagan.metrics.tracking import TrainingFID
 from sagan.models import count_parameters
@@ -148,7 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     say(f"model: {m.resolution}x{m.resolution}, attention in G at {m.g_attn or 'none'}, in D at {m.d_attn or 'none'}"
         + (f"; residual bottlenecks in G at {m.g_resblock}, in D at {m.d_resblock}" if m.g_resblock or m.d_resblock
            else ""))
-    for note in notes:
+    cfg.data.diffaugment, augment_note = resolve_policy(cfg.data.diffaugment, cfg.data.dataset, len(data))
+    for note in notes + ([augment_note] if augment_note else []):
         say(f"note: {note}")
     if cfg.train.batch_size > len(data):
         raise UsageError(f"train.batch_size={cfg.train.batch_size} is larger than the dataset ({len(data)} images); "

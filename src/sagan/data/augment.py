@@ -77,14 +77,41 @@ def cutout(x: torch.Tensor, u: torch.Tensor, ratio: float = CUTOUT_RATIO) -> tor
 FUNCTIONS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def check_policy(policy: Sequence[str]) -> list[str]:
-    """The unknown or repeated operation names in ``policy`` (empty when it is valid)."""
+# ``data.diffaugment: auto`` (the default): the full policy for image folders smaller than this,
+# nothing otherwise. The A/B behind the choice is in docs/experiments.md ("Small data sets").
+AUTO = "auto"
+AUTO_POLICY = ("color", "translation", "cutout")
+AUTO_MAX_IMAGES = 10_000
+
+
+def check_policy(policy: Sequence[str] | str) -> list[str]:
+    """The unknown or repeated operation names in ``policy`` (empty when it is valid or ``auto``)."""
+    if isinstance(policy, str):
+        return [] if policy == AUTO else [policy]
     bad = [p for p in policy if p not in OPS]
     return bad + [p for i, p in enumerate(policy) if p in OPS and p in policy[:i]]
 
 
+def resolve_policy(policy: Sequence[str] | str, dataset: str, num_images: int) -> tuple[list[str], str | None]:
+    """The operations ``policy`` stands for, given the data, and a line saying what ``auto`` chose
+    (None when the policy was explicit or auto chose nothing for a built-in dataset)."""
+    if policy != AUTO:
+        return list(policy), None
+    if dataset == "image_folder":
+        if num_images < AUTO_MAX_IMAGES:
+            ops = list(AUTO_POLICY)
+            return ops, (f"data.diffaugment=auto: {num_images} images (fewer than {AUTO_MAX_IMAGES}), so DiffAugment "
+                         f"[{', '.join(ops)}] is on against D overfitting; data.diffaugment=[] turns it off")
+        return [], (f"data.diffaugment=auto: {num_images} images (at least {AUTO_MAX_IMAGES}), so no DiffAugment; "
+                    f"data.diffaugment=[{', '.join(AUTO_POLICY)}] turns it on")
+    return [], None
+
+
 def diff_augment(x: torch.Tensor, policy: Sequence[str], draw: Draw) -> torch.Tensor:
-    """``x`` with the operations of ``policy`` applied in order (``x`` itself when the policy is empty)."""
+    """``x`` with the operations of ``policy`` applied in order (``x`` itself when the policy is empty).
+    ``auto`` must be resolved first (``resolve_policy``)."""
+    if isinstance(policy, str):
+        raise ValueError(f"data.diffaugment={policy!r} must be resolved to a list of operations (resolve_policy)")
     if not policy:
         return x
     u = draw(sum(NUMBERS[p] for p in policy))

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from sagan.config import Config
+from sagan.data.augment import resolve_policy
 from sagan.data.datasets import ImageData
 from sagan.data.stream import BatchStream
 from sagan.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
@@ -101,6 +102,8 @@ class Trainer:
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
         self.num_classes, self.channels = data.num_classes, data.channels
+        # ``auto`` (the default) becomes a concrete policy for this data; 'sagan train' has done it already.
+        cfg.data.diffaugment, _ = resolve_policy(cfg.data.diffaugment, cfg.data.dataset, len(data))
         # Identical initial weights on every rank (DDP would broadcast rank 0's to G and D, but
         # not to the EMA copy), then per-rank global streams.
         torch.manual_seed(t.seed)
