@@ -193,7 +193,7 @@ def metric_title(metric: str, features: str | None) -> str:
     if metric == "best_tracked_fid":
         return "best training-time FID" + (f" ({metric_label('fid', features).split('(', 1)[1]}" if features else "")
     if metric == "minutes":
-        return "wall time per run (minutes: training, tracked FID, final evaluation)"
+        return "wall minutes per run (training, tracked FID, final evaluation)"
     return metric_label(metric, features or "inception")
 
 
