@@ -59,6 +59,17 @@ def test_a_small_folder_trains_with_diffaugment_unless_told_not_to(tmp_path, tin
         assert state["config"]["data"]["diffaugment"] == policy
 
 
+def test_no_progress_hides_the_folder_scan_bar(tmp_path, tiny_folder, capsys, monkeypatch):
+    """The scan of a large folder shows a bar; 'sagan train --no-progress' (a study's runs, logs)
+    shows none."""
+    import sagan.data.datasets as datasets
+    monkeypatch.setattr(datasets, "SCAN_PROGRESS_MIN", 1)  # the tiny folder counts as large
+    for name, flags in (("quiet", TINY_TRAIN_ARGS), ("bars", [a for a in TINY_TRAIN_ARGS if a != "--no-progress"])):
+        assert main(["train", *flags, "--data", str(tiny_folder), "--steps", "1", "--out", str(tmp_path / "runs"),
+                     "--name", name]) == 0
+        assert ("scanning images" in capsys.readouterr().err) == (name == "bars")
+
+
 def test_class_folders_say_conditional_and_loose_files_are_named(tmp_path, caplog):
     root = make_image_folder(tmp_path / "mixed", classes=3, per_class=2)
     shutil.copy(next((root / "class_0").iterdir()), root / "stray.png")

@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     dist = dist_utils.init_from_env(cfg.train.device)
     dist_utils.quiet_non_main(dist)
     say = dist_utils.rank0_print(dist)
-    data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
+    data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional, progress=not args.no_progress)
     say(f"data: {data.source}; {len(data)} images, "
         f"{data.num_classes or 'no'} classes, {data.channels} channel(s), {cfg.model.resolution}x{cfg.model.resolution}")
     m = cfg.model

@@ -335,7 +335,7 @@ def scan_image_folder(root: Path, classes: list[str] | None, mode: str = "RGB", 
     return scan
 
 
-def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True) -> ImageData:
+def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True, progress: bool = True) -> ImageData:
     if cfg.root is None:
         raise DataError("data.dataset=image_folder needs a folder: pass --data PATH "
                         "(sub-folders of PATH are the classes)")
@@ -350,7 +350,7 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
     channels = cfg.channels or 3
     mode = "RGB" if channels == 3 else "L"
     try:
-        scan = scan_image_folder(root, None if flat else [p.name for p in subdirs], mode)
+        scan = scan_image_folder(root, None if flat else [p.name for p in subdirs], mode, progress=progress)
         loose = [] if flat else _loose_files(root)
     except OSError as e:
         raise DataError(f"image folder {str(root)!r} cannot be read: {e}") from None
@@ -413,7 +413,7 @@ class DatasetSpec:
     """What a dataset is; adding a dataset is one entry here plus its loader."""
     name: str  # the value of data.dataset
     title: str
-    load: Callable[..., ImageData]  # (data config, resolution, conditional, train) -> ImageData
+    load: Callable[..., ImageData]  # (data config, resolution, conditional, train, progress) -> ImageData
     channels: int | None  # native channels; None: chosen by data.channels (3 by default)
     num_classes: int | None  # None: the folder's class sub-folders
     train_size: int | None  # images in the standard training split; None for folders
@@ -428,13 +428,13 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("fashion_mnist", "Fashion-MNIST",
-                lambda cfg, res, cond, train: load_fashion_mnist(cfg, res, train),
+                lambda cfg, res, cond, train, progress: load_fashion_mnist(cfg, res, train),
                 channels=1, num_classes=10, train_size=60_000, splits=("train", "test"), features="fmnist"),
     DatasetSpec("cifar10", "CIFAR-10",
-                lambda cfg, res, cond, train: load_cifar10(cfg, res, train),
+                lambda cfg, res, cond, train, progress: load_cifar10(cfg, res, train),
                 channels=3, num_classes=10, train_size=50_000, splits=("train", "test"), features="inception"),
     DatasetSpec("image_folder", "an image folder",
-                lambda cfg, res, cond, train: load_image_folder(cfg, res, cond),
+                lambda cfg, res, cond, train, progress: load_image_folder(cfg, res, cond, progress),
                 channels=None, num_classes=None, train_size=None, splits=("train",), features="inception"),
 )}
 
@@ -447,9 +447,11 @@ def dataset_spec(name: str) -> DatasetSpec:
         raise ConfigError(f"data.dataset={name!r} is not known; choose one of {sorted(DATASETS)}") from None
 
 
-def load_data(cfg: DataConfig, resolution: int, conditional: bool = True, train: bool = True) -> ImageData:
-    """Load the configured dataset; raises ``DataError`` with a fix when it cannot."""
-    data = dataset_spec(cfg.dataset).load(cfg, resolution, conditional, train)
+def load_data(cfg: DataConfig, resolution: int, conditional: bool = True, train: bool = True,
+              progress: bool = True) -> ImageData:
+    """Load the configured dataset; raises ``DataError`` with a fix when it cannot. ``progress``:
+    a progress bar while a large folder is scanned."""
+    data = dataset_spec(cfg.dataset).load(cfg, resolution, conditional, train, progress)
     if not conditional:
         data.num_classes = 0
         data.class_names = []

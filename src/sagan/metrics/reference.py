@@ -150,7 +150,7 @@ def reference_for(data_cfg: DataConfig, resolution: int, channels: int, split: s
         folder = Path(cfg.root).expanduser()
 
     def loader():
-        data = load_data(cfg, resolution, conditional=True, train=(split == "train"))
+        data = load_data(cfg, resolution, conditional=True, train=(split == "train"), progress=progress)
         if data.images is not None:
             images, labels = data.images, data.labels
         else:
