@@ -99,6 +99,23 @@ def test_list_prints_runnable_commands_and_a_folder_keeps_its_study(tmp_path, ca
     assert main(["study", "stabilisation", "--steps", "60", "--list", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "holds a different study" in err and "steps: 60 here, 50 in the folder" in err
+    # More seeds or more arms (same baseline) extend the study; fewer seeds or another baseline do not.
+    assert main(["study", "stabilisation", "--steps", "50", "--seeds", "4", "--list", "--out", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert "extending the study" in cap.err and "seeds 3 -> 4" in cap.err and len(cap.out.splitlines()) == 12
+    assert read_spec(out).seeds == 4
+    assert main(["study", "stabilisation", "--steps", "50", "--seeds", "2", "--list", "--out", str(out)]) == 2
+    assert "seeds: 2 here, 4 in the folder" in capsys.readouterr().err
+    sub = tmp_path / "sub"
+    base = ["study", "attention", "--steps", "50", "--list", "--out", str(sub)]
+    assert main(base + ["--arms", "none,attn32"]) == 0
+    assert main(base + ["--arms", "attn32,none"]) == 2  # another baseline
+    assert "arms_only" in capsys.readouterr().err
+    assert main(base + ["--arms", "none,attn32,res32"]) == 0
+    assert "arms + res32" in capsys.readouterr().err and read_spec(sub).arms_only == ["none", "attn32", "res32"]
+    assert main(base) == 0 and read_spec(sub).arms_only is None  # all arms
+    assert main(base + ["--arms", "none,attn32"]) == 2  # dropping arms is not extending
+    assert read_spec(sub).arms_only is None
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("mine")
     assert main(["study", "attention", "--list", "--out", str(tmp_path / "other")]) == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 from sagan.commands.common import add_progress_argument
@@ -45,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         k.add_argument("--features", choices=["inception", "fmnist"], default=None,
                        help="features of the final evaluation (default: fmnist for Fashion-MNIST, else inception)")
         k.add_argument("--out", metavar="DIR", help="the study folder (default studies/STUDY-PRESET); re-run with the "
-                                                    "same folder to continue")
+                                                    "same folder to continue it, or with more --seeds or --arms to "
+                                                    "extend it")
         k.add_argument("--list", action="store_true",
                        help="print the 'sagan train' command of every arm x seed, one per line, and write the study "
                             "folder's study.json (for 'sagan study collect'); trains nothing")
@@ -82,12 +84,12 @@ def _open_folder(spec: StudySpec) -> None:
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {folder} is a file; --out names the study folder")
     if (folder / SPEC_FILE).is_file():
-        differences = spec.same_runs_as(read_spec(folder))
-        if differences:
-            raise UsageError(f"{folder} holds a different study ({'; '.join(differences)}); use another --out, or "
-                             "the same settings to continue it")
-        return
-    if folder.is_dir() and any(folder.iterdir()):
+        added = spec.extends(read_spec(folder))
+        if not added:
+            return
+        print(f"note: extending the study in {folder}: {', '.join(added)}; its finished runs are kept",
+              file=sys.stderr)
+    elif folder.is_dir() and any(folder.iterdir()):
         raise UsageError(f"--out {folder} exists and is not a study folder (no {SPEC_FILE}); choose another --out")
     import json
     folder.mkdir(parents=True, exist_ok=True)

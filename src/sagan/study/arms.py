@@ -215,10 +215,25 @@ class StudySpec:
     def to_json(self) -> dict[str, Any]:
         return {"format": SPEC_FORMAT, **dataclasses.asdict(self)}
 
-    def same_runs_as(self, other: "StudySpec") -> list[str]:
-        """The settings in which ``other`` differs from this spec (empty when they define the same runs)."""
-        a, b = dataclasses.asdict(self), dataclasses.asdict(other)
-        return [f"{k}: {a[k]!r} here, {b[k]!r} in the folder" for k in a if k != "out" and a[k] != b[k]]
+    def extends(self, stored: "StudySpec") -> list[str]:
+        """What this spec adds to the ``stored`` one when it holds every run of it unchanged (more seeds,
+        more arms, the same baseline): e.g. ``["seeds 2 -> 3"]``; empty when they define the same runs.
+        Raises UsageError naming the settings that differ otherwise (a study's finished runs are kept)."""
+        a, b = dataclasses.asdict(self), dataclasses.asdict(stored)
+        differ = [k for k in a if k not in ("out", "seeds", "arms_only") and a[k] != b[k]]
+        mine, theirs = [x.name for x in self.arms()], [x.name for x in stored.arms()]
+        if self.seeds < stored.seeds:
+            differ.append("seeds")
+        if not set(theirs) <= set(mine) or mine[0] != theirs[0]:
+            differ.append("arms_only")
+        if differ:
+            raise UsageError(f"{self.out} holds a different study ("
+                             + "; ".join(f"{k}: {a[k]!r} here, {b[k]!r} in the folder" for k in differ)
+                             + "); use another --out, or the same settings to continue it (more --seeds or "
+                               "--arms, with the same baseline arm, extend it)")
+        added = [f"seeds {stored.seeds} -> {self.seeds}"] if self.seeds > stored.seeds else []
+        new_arms = [n for n in mine if n not in theirs]
+        return added + ([f"arms + {','.join(new_arms)}"] if new_arms else [])
 
 
 def read_spec(folder: str | Path) -> StudySpec:
