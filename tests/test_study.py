@@ -3,6 +3,7 @@ runs end to end through the CLI, survives a SIGTERM in its second run (finished 
 interrupted one resumed) and writes its results; ``collect`` names missing and damaged runs."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shlex
@@ -123,6 +124,26 @@ def test_list_prints_runnable_commands_and_a_folder_keeps_its_study(tmp_path, ca
     assert (tmp_path / "other" / "x.txt").read_text() == "mine"
 
 
+def test_d_margin_and_smoothing_against_plain_loops():
+    from sagan.study.results import d_margin
+    from sagan.viz.study import _smooth
+    real = [[float(s), 0.1 * s] for s in range(10, 101, 10)]
+    fake = [[float(s), -0.05 * s] for s in range(10, 101, 10) if s != 100]  # a step with no D(fake)
+    # 100 steps: the last 10% is steps > 90, where only step 100 has D(real), and it has no D(fake).
+    assert d_margin({"real": real, "fake": fake}, 100) is None
+    assert d_margin({"real": real}, 100) is None and d_margin({}, 100) is None
+    got = d_margin({"real": real, "fake": fake}, 50)  # steps > 45: 50..90
+    want = sum(0.1 * s + 0.05 * s for s in (50, 60, 70, 80, 90)) / 5
+    assert got == pytest.approx(want, rel=1e-12)
+    series = [[float(i), float(v)] for i, v in enumerate([3, 1, 4, 1, 5, 9, 2])]
+    for window in (1, 3, 7, 10):
+        slow = [[s, sum(v for _, v in series[max(0, i - window + 1): i + 1]) / len(series[max(0, i - window + 1): i + 1])]
+                for i, (s, _) in enumerate(series)]
+        got = _smooth(series, window)
+        assert [s for s, _ in got] == [s for s, _ in slow]
+        assert [v for _, v in got] == pytest.approx([v for _, v in slow], rel=1e-12)
+
+
 def test_bootstrap_interval_and_summary():
     assert bootstrap_difference([1.0], [2.0, 3.0]) is None
     lo, hi = bootstrap_difference([10.0, 12.0, 11.0], [20.0, 22.0, 21.0])
@@ -237,6 +258,13 @@ def test_tiny_study_results_have_every_arm_and_seed(tiny_study):
         assert set(r["gammas"]) == {"G.attn16", "D.attn16"} and len(r["gammas"]["G.attn16"]) == 6
         assert {"fid", "kid_mean", "is_mean", "precision", "recall", "minutes"} <= set(r["metrics"])
         assert r["seconds"]["train"] > 0 and r["seconds"]["evaluate"] > 0
+        # D's margin: by hand from metrics.csv, the rows of the last 10% of the 6 steps (step 6 only).
+        with open(Path(r["dir"]) / "metrics.csv", newline="") as f:
+            rows = [row for row in csv.DictReader(f) if row["d_real"] and float(row["step"]) > 5.4]
+        assert [float(row["step"]) for row in rows] == [6.0]
+        want = float(rows[0]["d_real"]) - float(rows[0]["d_fake"])
+        assert r["metrics"]["d_margin"] == pytest.approx(want, rel=1e-12, abs=1e-12)
+        assert len(r["d_scores"]["real"]) == len(r["d_scores"]["fake"]) == 6
     fid = results["summary"]["fid"]
     assert fid["sn-d"]["n"] == 2 and len(fid["sn-gd-ttur"]["ci95"]) == 2
     assert fid["sn-gd-ttur"]["diff"] == pytest.approx(fid["sn-gd-ttur"]["mean"] - fid["sn-d"]["mean"])
@@ -244,7 +272,8 @@ def test_tiny_study_results_have_every_arm_and_seed(tiny_study):
     assert "## FID (Fashion-MNIST classifier features) (lower is better)" in md
     assert "| sn-gd-ttur |" in md and "Δ vs sn-d" in md
     assert "## Summary (mean ± std over seeds; FID, KID, IS, precision, recall on Fashion-MNIST classifier" in md
-    for png in ("curves.png", "gamma.png"):
+    assert "## D margin (mean D(real) - D(fake), last 10% of steps) (a symptom, not quality" in md
+    for png in ("curves.png", "d_scores.png", "gamma.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -274,7 +303,7 @@ def test_report_on_a_study_folder_is_one_page(tiny_study, tmp_path, capsys):
     assert main(["report", str(tiny_study["out"]), "--out", str(tmp_path / "rep"), "--no-progress"]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "Study: stabilisation" in html and "sn-gd-ttur" in html and "Δ vs sn-d" in html
-    assert html.count("data:image/png;base64,") == 2  # curves and gamma
+    assert html.count("data:image/png;base64,") == 3  # curves, D's scores and gamma
     assert "finished" in html
 
 

@@ -1,7 +1,7 @@
 """A study's results from its run directories: tables with bootstrap intervals, and figures.
 
-``collect`` reads every arm x seed run of a study (the training-time FID curve and gamma curves from
-``metrics.csv``, the final scores from its ``sagan evaluate`` record, the wall time from the study's
+``collect`` reads every arm x seed run of a study (the training-time FID curve, D's scores and the gamma
+curves from ``metrics.csv``, the final scores from its ``sagan evaluate`` record, the wall time from the study's
 logs), names every run that is missing, unfinished or damaged, and summarises the rest: per metric,
 per arm, the mean and standard deviation over seeds and the difference to the baseline arm with a
 95% percentile-bootstrap interval over seeds (arms resampled independently; scipy.stats.bootstrap).
@@ -26,12 +26,15 @@ from sagan.study.arms import STUDIES, StudySpec
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
 from sagan.train.rundir import RunDir, code_version
 from sagan.viz.report import read_metrics_csv
-from sagan.viz.study import plot_curves, plot_gammas, write_study_report
+from sagan.viz.study import plot_curves, plot_d_scores, plot_gammas, write_study_report
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 CURVES_PNG = "curves.png"
 GAMMA_PNG = "gamma.png"
+D_SCORES_PNG = "d_scores.png"
+# D's margin, mean D(real) - D(fake), is averaged over the logged steps of this last fraction of a run.
+D_MARGIN_TAIL = 0.1
 
 # Final metrics in the tables, in order (bare names; the evaluation record's keys carry the features).
 TABLE_METRICS = ("fid", "kid_mean", "is_mean", "class_accuracy", "precision", "recall")
@@ -51,6 +54,7 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)  # bare names: fid, is_mean, ...
     curve: list[list[float]] = field(default_factory=list)  # [step, tracked FID]
     gammas: dict[str, list[list[float]]] = field(default_factory=dict)  # layer -> [step, gamma]
+    d_scores: dict[str, list[list[float]]] = field(default_factory=dict)  # real / fake -> [step, mean D score]
     seconds: dict[str, float] = field(default_factory=dict)  # train, evaluate (wall, from the study's logs)
 
 
@@ -109,6 +113,7 @@ def read_run(spec: StudySpec, arm_name: str, seed: int) -> RunResult:
     fid_col = next((k for k in columns if k.startswith("eval/fid")), None)
     res.curve = _series(columns, fid_col) if fid_col else []
     res.gammas = {k[len("gamma/"):]: _series(columns, k) for k in columns if k.startswith("gamma/")}
+    res.d_scores = {k: _series(columns, f"d_{k}") for k in ("real", "fake") if f"d_{k}" in columns}
     if state == "trained":
         res.status, res.problem = "not evaluated", "trained, no 'sagan evaluate' record yet"
         return res
@@ -126,10 +131,22 @@ def read_run(spec: StudySpec, arm_name: str, seed: int) -> RunResult:
     res.metrics = metrics
     if res.curve:
         res.metrics["best_tracked_fid"] = min(v for _, v in res.curve)
+    margin = d_margin(res.d_scores, spec.total_steps)
+    if margin is not None:
+        res.metrics["d_margin"] = margin
     total = sum(res.seconds.values())
     if total > 0:
         res.metrics["minutes"] = total / 60
     return res
+
+
+def d_margin(d_scores: dict[str, list[list[float]]], total_steps: int) -> float | None:
+    """Mean of D(real) - D(fake) over the logged steps of the last ``D_MARGIN_TAIL`` of training (None
+    without both series there): how far D separates the training images from G's, which keeps growing
+    when D memorises a small data set."""
+    real, fake = (dict((s, v) for s, v in d_scores.get(k, [])) for k in ("real", "fake"))
+    steps = [s for s in real if s in fake and s > (1 - D_MARGIN_TAIL) * total_steps]
+    return float(np.mean([real[s] - fake[s] for s in steps])) if steps else None
 
 
 def bootstrap_difference(values: list[float], baseline: list[float], seed: int = 0) -> list[float] | None:
@@ -151,7 +168,8 @@ def bootstrap_difference(values: list[float], baseline: list[float], seed: int =
 def summarise(runs: list[RunResult], arms: list[str], baseline: str) -> dict[str, dict[str, Any]]:
     """metric -> arm -> {mean, std, n, values, diff, ci95} over the finished runs."""
     finished = [r for r in runs if r.status == "finished"]
-    names = [m for m in (*TABLE_METRICS, "best_tracked_fid", "minutes") if any(m in r.metrics for r in finished)]
+    names = [m for m in (*TABLE_METRICS, "best_tracked_fid", "d_margin", "minutes")
+             if any(m in r.metrics for r in finished)]
     out: dict[str, dict[str, Any]] = {}
     for m in names:
         per_arm = {a: [r.metrics[m] for r in finished if r.arm == a and m in r.metrics] for a in arms}
@@ -194,6 +212,8 @@ def metric_title(metric: str, features: str | None) -> str:
         return "best training-time FID" + (f" ({metric_label('fid', features).split('(', 1)[1]}" if features else "")
     if metric == "minutes":
         return "wall minutes per run (training, tracked FID, final evaluation)"
+    if metric == "d_margin":
+        return f"D margin (mean D(real) - D(fake), last {D_MARGIN_TAIL:.0%} of steps)"
     return metric_label(metric, features or "inception")
 
 
@@ -244,7 +264,8 @@ def summary_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
                        "header": ["arm", *[metric_title(m, feats).split(" (")[0] for m in metrics]], "rows": rows})
     for metric, table in results["summary"].items():
         better = ("cost, not quality" if metric == "minutes" else
-                  "lower is better" if metric in LOWER_IS_BETTER else "higher is better")
+                  "a symptom, not quality: a gap that keeps growing is D memorising the data" if metric == "d_margin"
+                  else "lower is better" if metric in LOWER_IS_BETTER else "higher is better")
         rows = []
         for a in results["arms"]:
             row = table.get(a["name"])
@@ -278,6 +299,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += [f"- `{r['dir']}`: {r['status']}: {r['problem']}" for r in others]
         lines.append("")
     lines += [f"Figures: `{CURVES_PNG}` (training-time FID per arm: mean over seeds, band min-max), "
+              f"`{D_SCORES_PNG}` (D's mean score on real and on generated images per arm), "
               f"`{GAMMA_PNG}` (gamma of every attention / bottleneck layer, one line per run)."]
     return "\n".join(lines) + "\n"
 
@@ -293,19 +315,22 @@ def write_report(folder: str | Path, results: dict[str, Any]) -> Path:
         runs.append({"name": run_dir.name, "status": r["status"], "note": r["problem"],
                      "report": str(rel) if rel else None})
     figures = [("Training-time FID per arm (mean over seeds, band min-max)", folder / CURVES_PNG),
+               ("D's mean score on real and on generated images per arm", folder / D_SCORES_PNG),
                ("gamma of every attention / bottleneck layer", folder / GAMMA_PNG)]
     return write_study_report(folder, f"Study: {results['study']}", intro_lines(results), summary_tables(results),
                               figures, runs)
 
 
 def write_results(folder: str | Path, results: dict[str, Any]) -> list[Path]:
-    """results.json, results.md, curves.png and gamma.png in the study folder (each written atomically)."""
+    """results.json, results.md, curves.png, d_scores.png and gamma.png in the study folder (each written
+    atomically)."""
     folder = Path(folder)
     atomic_write_text(folder / RESULTS_JSON, json.dumps(results, indent=1) + "\n")
     atomic_write_text(folder / RESULTS_MD, results_markdown(results))
     written = [folder / RESULTS_JSON, folder / RESULTS_MD]
     arms = [a["name"] for a in results["arms"]]
-    for path, draw in ((folder / CURVES_PNG, plot_curves), (folder / GAMMA_PNG, plot_gammas)):
+    for path, draw in ((folder / CURVES_PNG, plot_curves), (folder / D_SCORES_PNG, plot_d_scores),
+                       (folder / GAMMA_PNG, plot_gammas)):
         if draw(results["runs"], arms, path, results["features"]):
             written.append(path)
     return written

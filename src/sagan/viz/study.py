@@ -81,6 +81,46 @@ def plot_curves(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
     return True
 
 
+def _smooth(series: list[list[float]], window: int) -> list[list[float]]:
+    """A trailing moving mean over ``window`` points (fewer at the start)."""
+    values = np.cumsum([0.0] + [v for _, v in series])
+    return [[s, (values[i + 1] - values[max(0, i + 1 - window)]) / (i + 1 - max(0, i + 1 - window))]
+            for i, (s, _) in enumerate(series)]
+
+
+def plot_d_scores(runs: list[dict[str, Any]], arms: list[str], path: Path, features: str | None = None) -> bool:  # noqa: ARG001
+    """D's mean score on real images (solid) and on generated ones (dashed) against step, one colour per
+    arm (mean over seeds, band min-max; a moving mean over 1/20 of the run); False (and no file) when no
+    run logged them. The gap between the two is what grows when D memorises a small data set."""
+    plt = _pyplot()
+    colours = _colours(arms)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    drawn = False
+    for arm in arms:
+        for kind, style in (("real", "-"), ("fake", "--")):
+            series = [r.get("d_scores", {}).get(kind) for r in runs if r["arm"] == arm]
+            series = [_smooth(s, max(1, len(s) // 20)) for s in series if s]
+            band = _band(series)
+            if band is None:
+                continue
+            steps, mean, lo, hi = band
+            ax.plot(steps, mean, ls=style, color=colours[arm], lw=1.4,
+                    label=f"{arm}, D({'real' if kind == 'real' else 'G(z)'}) ({len(series)} seeds)")
+            if len(series) > 1:
+                ax.fill_between(steps, lo, hi, color=colours[arm], alpha=0.12, linewidth=0)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.axhline(0, color="#999", lw=0.8)
+    ax.set(xlabel="generator step", ylabel="mean D score (logit)",
+           title="D on real (solid) and generated (dashed) images: mean over seeds, band min-max")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
 def plot_gammas(runs: list[dict[str, Any]], arms: list[str], path: Path, features: str | None = None) -> bool:  # noqa: ARG001
     """gamma of every attention / bottleneck layer against step: one panel per layer, one line per
     run (coloured by arm); False (and no file) when no run has such a layer."""
