@@ -42,6 +42,10 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
 def _colours(arms: list[str]) -> dict[str, Any]:
     from matplotlib import colormaps
     cmap = colormaps["tab10"]
@@ -61,7 +65,7 @@ def plot_curves(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
         if band is None:
             continue
         steps, mean, lo, hi = band
-        ax.plot(steps, mean, marker="o", ms=3, color=colours[arm], label=f"{arm} ({len(series)} seeds)")
+        ax.plot(steps, mean, marker="o", ms=3, color=colours[arm], label=f"{arm} ({_seeds(len(series))})")
         if len(series) > 1:
             ax.fill_between(steps, lo, hi, color=colours[arm], alpha=0.18, linewidth=0)
         drawn = True
@@ -105,7 +109,7 @@ def plot_d_scores(runs: list[dict[str, Any]], arms: list[str], path: Path, featu
                 continue
             steps, mean, lo, hi = band
             ax.plot(steps, mean, ls=style, color=colours[arm], lw=1.4,
-                    label=f"{arm}, D({'real' if kind == 'real' else 'G(z)'}) ({len(series)} seeds)")
+                    label=f"{arm}, D({'real' if kind == 'real' else 'G(z)'}) ({_seeds(len(series))})")
             if len(series) > 1:
                 ax.fill_between(steps, lo, hi, color=colours[arm], alpha=0.12, linewidth=0)
             drawn = True
@@ -140,7 +144,7 @@ def plot_gammas(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
             for i, r in enumerate(seeds):
                 steps, values = zip(*r["gammas"][layer])
                 ax.plot(steps, values, color=colours[arm], lw=1.2, alpha=0.85,
-                        label=f"{arm} ({len(seeds)} seeds)" if i == 0 else None)
+                        label=f"{arm} ({_seeds(len(seeds))})" if i == 0 else None)
         ax.axhline(0, color="#999", lw=0.8)
         ax.set_title(layer, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
