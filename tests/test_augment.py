@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sagan.config import load_config
-from sagan.data.augment import (AUTO_MAX_IMAGES, NUMBERS, OPS, color, cutout, diff_augment, random_hflip,
+from sagan.data.augment import (NUMBERS, OPS, color, cutout, diff_augment, random_hflip,
                                  resolve_policy, translation)
 from sagan.errors import ConfigError
 
@@ -128,12 +128,17 @@ def test_policy_is_checked_in_one_line():
     assert load_config(None, None, []).data.diffaugment == "auto" and load_config(None, None, []).data.hflip is False
 
 
-def test_auto_turns_diffaugment_on_for_small_folders_only():
+def test_auto_follows_the_measured_boundary(monkeypatch):
+    import sagan.data.augment as augment
     full = ["color", "translation", "cutout"]
-    policy, note = resolve_policy("auto", "image_folder", AUTO_MAX_IMAGES - 1)
-    assert policy == full and f"{AUTO_MAX_IMAGES - 1} images (fewer than {AUTO_MAX_IMAGES})" in note
-    policy, note = resolve_policy("auto", "image_folder", AUTO_MAX_IMAGES)
-    assert policy == [] and "so no DiffAugment" in note
+    assert augment.AUTO_MAX_IMAGES is None  # the A/Bs found no folder size where it helps (docs/experiments.md)
+    for n in (10, 500, 2000, 100_000):
+        policy, note = resolve_policy("auto", "image_folder", n)
+        assert policy == [] and f"no DiffAugment for {n} images" in note and "[color, translation, cutout]" in note
+    monkeypatch.setattr(augment, "AUTO_MAX_IMAGES", 1000)  # where a measurement sets a boundary
+    policy, note = resolve_policy("auto", "image_folder", 999)
+    assert policy == full and "999 images (fewer than 1000)" in note
+    assert resolve_policy("auto", "image_folder", 1000)[0] == []
     assert resolve_policy("auto", "fashion_mnist", 100) == ([], None)  # built-in data sets: off, silently
     assert resolve_policy("auto", "cifar10", 100) == ([], None)
     assert resolve_policy([], "image_folder", 10) == ([], None)  # an explicit choice is kept, small folder or not

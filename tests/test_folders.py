@@ -43,16 +43,18 @@ def test_training_on_a_flat_folder_says_it_is_unconditional(tmp_path, tiny_folde
     assert state["data"]["num_classes"] == 0
 
 
-def test_a_small_folder_trains_with_diffaugment_unless_told_not_to(tmp_path, tiny_folder, capsys):
-    """data.diffaugment=auto (the default) resolves when the folder is read: the note says so, and the
-    run directory stores the operations, so a resume or a report sees what was used."""
-    for name, extra, policy in (("auto", [], ["color", "translation", "cutout"]),
-                                ("off", ["--set", "data.diffaugment=[]"], [])):
+def test_a_small_folder_trains_without_diffaugment_unless_told_to(tmp_path, tiny_folder, capsys):
+    """data.diffaugment=auto (the default) resolves when the folder is read: the note says what it chose
+    and how to turn DiffAugment on, and the run directory stores the operations, so a resume or a
+    report sees what was used."""
+    for name, extra, policy in (("auto", [], []),
+                                ("on", ["--set", "data.diffaugment=[color,translation,cutout]"],
+                                 ["color", "translation", "cutout"])):
         assert main(["train", *TINY_TRAIN_ARGS, "--data", str(tiny_folder), "--steps", "1", *extra,
                      "--out", str(tmp_path / "runs"), "--name", name]) == 0
         out = capsys.readouterr().out
-        assert ("data.diffaugment=auto: 16 images (fewer than 10000), so DiffAugment [color, translation, cutout] is on"
-                in out) == (name == "auto")
+        assert ("note: data.diffaugment=auto: no DiffAugment for 16 images" in out) == (name == "auto")
+        assert ("data.diffaugment=[color, translation, cutout] turns it on" in out) == (name == "auto")
         stored = yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())
         assert stored["data"]["diffaugment"] == policy
         state = load_checkpoint(list_checkpoints(tmp_path / "runs" / name / "checkpoints")[-1])

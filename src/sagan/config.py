@@ -85,8 +85,8 @@ class DataConfig:
     num_workers: int = 0
     hflip: bool = False  # flip real images left-right with probability 1/2 (every step; resumes exactly)
     # DiffAugment policy for D's inputs, real and generated (data/augment.py): any of color, translation,
-    # cutout, in order; [] = off; auto = all three for image folders of fewer than 10000 images, off
-    # otherwise (resolved when the data is read; docs/experiments.md measures when it helps).
+    # cutout, in order; [] = off; auto = what the small-data A/Bs support for the data, today off
+    # everywhere (data/augment.py AUTO_MAX_IMAGES; resolved when the data is read; docs/experiments.md).
     diffaugment: list[str] | str = "auto"
 
 

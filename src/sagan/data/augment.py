@@ -77,11 +77,13 @@ def cutout(x: torch.Tensor, u: torch.Tensor, ratio: float = CUTOUT_RATIO) -> tor
 FUNCTIONS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-# ``data.diffaugment: auto`` (the default): the full policy for image folders smaller than this,
-# nothing otherwise. The A/B behind the choice is in docs/experiments.md ("Small data sets").
+# ``data.diffaugment: auto`` (the default): what this project's measurements support for the data.
+# DiffAugment is on for image folders of fewer than AUTO_MAX_IMAGES images; None: for none. The
+# small-data A/Bs (docs/experiments.md, "Small data sets") found it slowing learning on folders of
+# 500 and 2000 images, so auto turns it off everywhere and tells folder users how to turn it on.
 AUTO = "auto"
 AUTO_POLICY = ("color", "translation", "cutout")
-AUTO_MAX_IMAGES = 10_000
+AUTO_MAX_IMAGES: int | None = None
 
 
 def check_policy(policy: Sequence[str] | str) -> list[str]:
@@ -94,17 +96,18 @@ def check_policy(policy: Sequence[str] | str) -> list[str]:
 
 def resolve_policy(policy: Sequence[str] | str, dataset: str, num_images: int) -> tuple[list[str], str | None]:
     """The operations ``policy`` stands for, given the data, and a line saying what ``auto`` chose
-    (None when the policy was explicit or auto chose nothing for a built-in dataset)."""
+    for an image folder (None when the policy was explicit, or for a built-in dataset)."""
     if policy != AUTO:
         return list(policy), None
-    if dataset == "image_folder":
-        if num_images < AUTO_MAX_IMAGES:
-            ops = list(AUTO_POLICY)
-            return ops, (f"data.diffaugment=auto: {num_images} images (fewer than {AUTO_MAX_IMAGES}), so DiffAugment "
-                         f"[{', '.join(ops)}] is on against D overfitting; data.diffaugment=[] turns it off")
-        return [], (f"data.diffaugment=auto: {num_images} images (at least {AUTO_MAX_IMAGES}), so no DiffAugment; "
-                    f"data.diffaugment=[{', '.join(AUTO_POLICY)}] turns it on")
-    return [], None
+    if dataset != "image_folder":
+        return [], None
+    ops = list(AUTO_POLICY)
+    if AUTO_MAX_IMAGES is not None and num_images < AUTO_MAX_IMAGES:
+        return ops, (f"data.diffaugment=auto: {num_images} images (fewer than {AUTO_MAX_IMAGES}), so DiffAugment "
+                     f"[{', '.join(ops)}] is on against D overfitting; data.diffaugment=[] turns it off")
+    return [], (f"data.diffaugment=auto: no DiffAugment for {num_images} images (on folders of 500 and 2000 "
+                f"images it slowed learning: docs/experiments.md); data.diffaugment=[{', '.join(ops)}] turns it "
+                "on, worth it when D's margin between real and generated images keeps growing")
 
 
 def diff_augment(x: torch.Tensor, policy: Sequence[str], draw: Draw) -> torch.Tensor:
