@@ -52,6 +52,19 @@ def _colours(arms: list[str]) -> dict[str, Any]:
     return {a: cmap(i % 10) for i, a in enumerate(arms)}
 
 
+def _plot_band(ax, series: list[list[list[float]]], colour: Any, label: str, alpha: float, **line) -> bool:
+    """The mean of ``series`` as a line, and their min-max as a band when there are several; False
+    when they share no step."""
+    band = _band(series)
+    if band is None:
+        return False
+    steps, mean, lo, hi = band
+    ax.plot(steps, mean, color=colour, label=label, **line)
+    if len(series) > 1:
+        ax.fill_between(steps, lo, hi, color=colour, alpha=alpha, linewidth=0)
+    return True
+
+
 def plot_curves(runs: list[dict[str, Any]], arms: list[str], path: Path, features: str | None) -> bool:
     """Training-time FID against step, one line per arm (mean over its seeds, band min-max);
     False (and no file) when no run has a curve."""
@@ -61,14 +74,7 @@ def plot_curves(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
     drawn = False
     for arm in arms:
         series = [r["curve"] for r in runs if r["arm"] == arm and r["curve"]]
-        band = _band(series)
-        if band is None:
-            continue
-        steps, mean, lo, hi = band
-        ax.plot(steps, mean, marker="o", ms=3, color=colours[arm], label=f"{arm} ({_seeds(len(series))})")
-        if len(series) > 1:
-            ax.fill_between(steps, lo, hi, color=colours[arm], alpha=0.18, linewidth=0)
-        drawn = True
+        drawn |= _plot_band(ax, series, colours[arm], f"{arm} ({_seeds(len(series))})", 0.18, marker="o", ms=3)
     if not drawn:
         plt.close(fig)
         return False
@@ -104,15 +110,8 @@ def plot_d_scores(runs: list[dict[str, Any]], arms: list[str], path: Path, featu
         for kind, style in (("real", "-"), ("fake", "--")):
             series = [r.get("d_scores", {}).get(kind) for r in runs if r["arm"] == arm]
             series = [_smooth(s, max(1, len(s) // 20)) for s in series if s]
-            band = _band(series)
-            if band is None:
-                continue
-            steps, mean, lo, hi = band
-            ax.plot(steps, mean, ls=style, color=colours[arm], lw=1.4,
-                    label=f"{arm}, D({'real' if kind == 'real' else 'G(z)'}) ({_seeds(len(series))})")
-            if len(series) > 1:
-                ax.fill_between(steps, lo, hi, color=colours[arm], alpha=0.12, linewidth=0)
-            drawn = True
+            label = f"{arm}, D({'real' if kind == 'real' else 'G(z)'}) ({_seeds(len(series))})"
+            drawn |= _plot_band(ax, series, colours[arm], label, 0.12, ls=style, lw=1.4)
     if not drawn:
         plt.close(fig)
         return False
