@@ -232,13 +232,13 @@ def test_inception_weights_from_path_env_and_cache(tmp_path, monkeypatch):
     with pytest.raises(InceptionWeightsError, match=f"\\${INCEPTION_ENV} points to"):
         resolve_inception_weights()
     given = tmp_path / "w.pth"
-    given.write_bytes(b"x")
+    torch.save({"w": torch.zeros(1)}, given)  # read as data when found: a plain tensor file
     monkeypatch.setenv(INCEPTION_ENV, str(given))
     assert resolve_inception_weights() == given
     monkeypatch.delenv(INCEPTION_ENV)
     cached = inception_cache_path()
     cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"x")
+    torch.save({"w": torch.zeros(1)}, cached)
     assert resolve_inception_weights(download=False) == cached
 
 

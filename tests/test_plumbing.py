@@ -191,10 +191,14 @@ def test_evaluate_runs_the_inception_path_end_to_end(tiny_run, tmp_path, monkeyp
     monkeypatch.setenv("SAGAN_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SAGAN_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setattr(tfi.FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", INCEPTION_TEST_SIZE)
-    assert FEATURE_EXTRACTORS_REGISTRY["inception-v3-compat"] is tfi.FeatureExtractorInceptionV3
+    from sagan.metrics.extractors import FIDELITY_NAMES, FeatureExtractorInceptionV3Safe, register_extractors
+    register_extractors()
+    # torch-fidelity's network, its weights file read as data (torch-fidelity's own class unpickles it)
+    assert FEATURE_EXTRACTORS_REGISTRY[FIDELITY_NAMES["inception"]] is FeatureExtractorInceptionV3Safe
+    assert issubclass(FeatureExtractorInceptionV3Safe, tfi.FeatureExtractorInceptionV3)
 
     built, calls = [], []
-    init, forward = tfi.FeatureExtractorInceptionV3.__init__, tfi.FeatureExtractorInceptionV3.forward
+    init, forward = FeatureExtractorInceptionV3Safe.__init__, tfi.FeatureExtractorInceptionV3.forward
 
     def spy_init(self, name, features_list, feature_extractor_weights_path=None, **kw):
         built.append((list(features_list), feature_extractor_weights_path))
@@ -205,7 +209,7 @@ def test_evaluate_runs_the_inception_path_end_to_end(tiny_run, tmp_path, monkeyp
         calls.append((len(x), {f: tuple(o.shape) for f, o in zip(self.features_list, out)}))
         return out
 
-    monkeypatch.setattr(tfi.FeatureExtractorInceptionV3, "__init__", spy_init)
+    monkeypatch.setattr(FeatureExtractorInceptionV3Safe, "__init__", spy_init)
     monkeypatch.setattr(tfi.FeatureExtractorInceptionV3, "forward", spy_forward)
 
     run = shutil.copytree(tiny_run, tmp_path / "run")
@@ -228,7 +232,7 @@ def test_evaluate_runs_the_inception_path_end_to_end(tiny_run, tmp_path, monkeyp
 
     record = json.loads((out_dir / "step_00000004-inception-train.json").read_text())
     assert record["extractor"]["name"] == "inception"
-    assert record["extractor"]["torch_fidelity"] == "inception-v3-compat"
+    assert record["extractor"]["torch_fidelity"] == "sagan-inception-v3-compat"
     assert record["extractor"]["weights"] == str(random_inception_file)
     assert record["num_generated"] == 40 and record["num_real"] == 16 and record["kid_subset_size"] == 16
     m = record["metrics"]

@@ -4,6 +4,9 @@ The content goes to a temporary file in the same directory (named ``.NAME.<rando
 flushed and fsynced, then renamed over ``NAME``, and the directory entry is fsynced: a crash, a
 full disk or Ctrl-C never leaves a half-written file where a good one was. On failure the
 temporary file is removed and the exception propagates. Imports nothing from the package.
+
+Reading a ``torch.save`` file that did not come from this process goes through
+:func:`load_plain_tensors`: data only, never code.
 """
 from __future__ import annotations
 
@@ -111,3 +114,46 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(path.parent)
+
+
+class NotPlainTensors(ValueError):
+    """A file :func:`load_plain_tensors` refused; the message says why, starting with a verb
+    ("is empty", "is not a plain tensor file (...)"), for the caller to put after the file name."""
+
+
+def _refusal_detail(e: BaseException) -> str:
+    """The informative line of an unpickling error: what was refused, not torch's advice to load
+    with ``weights_only=False`` (which would run the code)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if "unsupported" in ln.lower()), None)
+    if detail is None:
+        detail = next((ln for ln in lines if not ln.startswith(("Weights only load failed", "Please file an issue"))),
+                      "")
+    return (detail or type(e).__name__)[:300]
+
+
+def load_plain_tensors(path: str | Path) -> object:
+    """The content of a ``torch.save`` file, read as data: tensors and plain values (numbers,
+    strings, lists, tuples, dicts) only, on the CPU. A pickle that would call a function or build
+    any other object is refused before anything runs (``torch.load(weights_only=True)``).
+
+    Raises :class:`NotPlainTensors` for an empty, unreadable or refused file.
+    """
+    import warnings
+
+    import torch
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise NotPlainTensors(f"cannot be read ({e.strerror or e})") from None
+    if size == 0:
+        raise NotPlainTensors("is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the refusal says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling and archive errors come in many types
+        raise NotPlainTensors(f"is not a plain tensor file: it holds something other than tensors and plain "
+                              f"values, or is damaged ({_refusal_detail(e)})") from None

@@ -1,8 +1,10 @@
 """One entry point that turns images into metrics, with torch-fidelity doing the maths.
 
 :func:`compute_metrics` extracts features with a registered torch-fidelity extractor
-(``inception-v3-compat`` or our ``sagan-fmnist-cnn``), reuses torch-fidelity's feature/statistics
-cache for the real reference, and calls torch-fidelity's own IS, FID, KID and precision/recall
+(``sagan-inception-v3-compat``, torch-fidelity's Inception with its weights read as data, or our
+``sagan-fmnist-cnn``), caches the real reference's features and statistics as plain tensors
+(:mod:`sagan.metrics.reference`; torch-fidelity's own cache would unpickle them with
+``weights_only=False``), and calls torch-fidelity's own IS, FID, KID and precision/recall
 functions on the features. Only the class accuracy of conditional samples is computed here (it is
 not a torch-fidelity metric): the fraction of samples the classifier assigns to the class they
 were generated for.
@@ -18,21 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
-from torch_fidelity.metric_fid import (KEY_METRIC_FID, fid_featuresdict_to_statistics,
-                                       fid_featuresdict_to_statistics_cached, fid_statistics_to_metric)
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_featuresdict_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_featuresdict_to_metric
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_featuresdict_to_metric
 from torch_fidelity.metric_prc import (KEY_METRIC_F_SCORE, KEY_METRIC_PRECISION, KEY_METRIC_RECALL,
                                        prc_featuresdict_to_metric)
-from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id_cached
+from torch_fidelity.utils import (create_feature_extractor, extract_featuresdict_from_input_id,
+                                  extract_featuresdict_from_input_id_cached)
 
 from sagan.data.datasets import DATASETS
 from sagan.errors import MetricsError
 from sagan.metrics.classifier import NUM_CLASSES
 from sagan.metrics.extractors import (FEATURES, FIDELITY_NAMES, extractor_input_channels, extractor_layers,
                                       register_extractors, resolve_inception_weights)
-from sagan.metrics.reference import ImageTensorDataset, Reference, stats_dir
+from sagan.metrics.reference import (ImageTensorDataset, Reference, cache_files, read_cached_features,
+                                     read_cached_statistics, write_cache_file)
 from sagan.train.distributed import all_gather_objects
 
 METRICS = ("is", "fid", "kid", "pr")
@@ -56,12 +60,15 @@ def class_accuracy_applies(dataset: str, num_classes: int, features: str) -> boo
 
 def fidelity_kwargs(device: torch.device, batch_size: int, features: str, weights: Path | None,
                     progress: bool, seed: int) -> dict[str, Any]:
-    """The keyword arguments every torch-fidelity call here gets (extractor, cache, batch size, seed)."""
+    """The keyword arguments every torch-fidelity call here gets (extractor, batch size, seed).
+
+    torch-fidelity's cache is off: it unpickles its files with ``weights_only=False``; the
+    reference's features are cached here instead (:func:`reference_features`).
+    """
     return dict(
         cuda=device.type == "cuda", batch_size=batch_size, feature_extractor=FIDELITY_NAMES[features],
         feature_extractor_weights_path=str(weights) if weights is not None else None,
-        cache_root=str(stats_dir()), cache=True, save_cpu_ram=True, verbose=progress, rng_seed=seed,
-        prc_batch_size=2000,
+        cache=False, save_cpu_ram=True, verbose=progress, rng_seed=seed, prc_batch_size=2000,
     )
 
 
@@ -108,7 +115,7 @@ def extract_features(images: torch.Tensor, layers: list[str], features: str = "f
 @dataclass
 class ReferenceFeatures:
     """The real side of FID/KID/precision-recall: the reference's features at the extractor's FID layer
-    and (when FID is wanted) their FID statistics, both through torch-fidelity's cache."""
+    and (when FID is wanted) their FID statistics, both through the statistics cache."""
     num_images: int
     features: dict[str, torch.Tensor] | None  # None when dropped: FID needs only the statistics
     fid_statistics: dict[str, Any] | None
@@ -121,17 +128,28 @@ class ReferenceFeatures:
 def reference_features(reference: Reference, features: str, kw: dict[str, Any],
                        fid_statistics: bool = True) -> ReferenceFeatures:
     """``reference``'s features (and FID statistics) for the extractor ``features``; ``kw`` from
-    :func:`fidelity_kwargs`. A cache hit loads nothing but the cached arrays."""
+    :func:`fidelity_kwargs`. A cache hit loads nothing but the cached tensors (no extractor, no
+    images); a cache file that is not plain tensors of the right shapes is refused (DataError)."""
     layer = extractor_layers(features)["fid"]
-    kw = dict(kw, input2=reference.dataset_for(extractor_input_channels(features)),
-              input2_cache_name=reference.features_cache_name(features))
-    fe_real = create_feature_extractor(FIDELITY_NAMES[features], [layer], **kw)
-    f2 = extract_featuresdict_from_input_id_cached(2, fe_real, **kw)
+    features_file, stats_file = cache_files(reference.features_cache_name(features), features, layer)
+    real = read_cached_features(features_file, layer)
+    if real is None:
+        kw = dict(kw, input2=reference.dataset_for(extractor_input_channels(features)))
+        fe_real = create_feature_extractor(FIDELITY_NAMES[features], [layer], **kw)
+        real = extract_featuresdict_from_input_id(2, fe_real, **kw)[layer].cpu()
+        write_cache_file(features_file, real)
+    f2 = {layer: real}
     stats = None
     if fid_statistics:
-        stats = fid_featuresdict_to_statistics_cached(f2, kw["input2_cache_name"], fe_real, layer,
-                                                      **dict(kw, verbose=False))
-    return ReferenceFeatures(len(f2[layer]), f2, stats)
+        cached = read_cached_statistics(stats_file, real.shape[1])
+        if cached is None:
+            stats = fid_featuresdict_to_statistics(f2, layer)
+            write_cache_file(stats_file, {k: torch.from_numpy(v) for k, v in stats.items()})
+        else:  # the dtypes torch-fidelity's numpy gives (np.mean keeps float32, np.cov is float64 at least)
+            dtype = real.numpy().dtype
+            stats = {"mu": cached["mu"].numpy().astype(dtype, copy=False),
+                     "sigma": cached["sigma"].numpy().astype(np.result_type(dtype, np.float64), copy=False)}
+    return ReferenceFeatures(len(real), f2, stats)
 
 
 def scores_from_features(f1: dict[str, torch.Tensor], metrics: Iterable[str], features: str,

@@ -7,6 +7,10 @@ Two extractors:
   (in order) at ``--inception-weights PATH``, ``$SAGAN_INCEPTION_WEIGHTS``, and torch.hub's
   checkpoint cache (where torch-fidelity itself would download it). When none has it, one
   download is tried; if that fails, :class:`InceptionWeightsError` says which file to put where.
+  torch-fidelity reads that file with ``torch.load(weights_only=False)``, which runs whatever code
+  a pickle names; so the network is registered as ``sagan-inception-v3-compat``
+  (:class:`FeatureExtractorInceptionV3Safe`, the same network), which reads the file as data only
+  and hands torch-fidelity nothing but the verified tensors.
 - ``fmnist``: our Fashion-MNIST classifier (:mod:`sagan.metrics.classifier`), registered with
   torch-fidelity as ``sagan-fmnist-cnn`` so that torch-fidelity's own FID/KID/IS/PRC code runs
   on its features.
@@ -15,6 +19,7 @@ Both take uint8 images (N, C, H, W), torch-fidelity's convention.
 """
 from __future__ import annotations
 
+import io
 import os
 import urllib.request
 from pathlib import Path
@@ -22,15 +27,15 @@ from pathlib import Path
 import torch
 import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from sagan.errors import InceptionWeightsError
-from sagan.fileio import atomic_path
+from sagan.fileio import NotPlainTensors, atomic_path, load_plain_tensors
 from sagan.metrics import classifier
 
 FEATURES = ("inception", "fmnist")
-FIDELITY_NAMES = {"inception": "inception-v3-compat", "fmnist": "sagan-fmnist-cnn"}
+FIDELITY_NAMES = {"inception": "sagan-inception-v3-compat", "fmnist": "sagan-fmnist-cnn"}
 INCEPTION_ENV = "SAGAN_INCEPTION_WEIGHTS"
 INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
 
@@ -49,10 +54,31 @@ def _download(dst: Path, timeout: float) -> None:
             f.write(chunk)
 
 
+def load_inception_state(path: str | Path, origin: str | None = None) -> dict[str, torch.Tensor]:
+    """The Inception weights in ``path`` as a state dict, read as data (never code).
+
+    One-line :class:`InceptionWeightsError` for an empty file, or one that is not a plain tensor
+    file (a pickle of anything but tensors and plain values, a damaged file) or not a mapping of
+    names to tensors. ``origin`` says where the path came from (``--inception-weights``, ...).
+    """
+    where = f"{origin} {path}" if origin else str(path)
+    fix = f"it should be the TF-ported Inception v3 weights file {INCEPTION_FILE} ({URL_INCEPTION_V3})"
+    try:
+        state = load_plain_tensors(path)
+    except NotPlainTensors as e:
+        raise InceptionWeightsError(f"{where} {e}; {fix}") from None
+    if not (isinstance(state, dict) and state
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise InceptionWeightsError(f"{where} is not a state dict (a mapping of names to tensors); {fix}")
+    return state
+
+
 def resolve_inception_weights(path: str | Path | None = None, download: bool = True, timeout: float = 15.0) -> Path:
     """The local Inception weights file, or :class:`InceptionWeightsError` saying how to get it.
 
-    Call this before sampling: it fails in seconds, not after the generator has run.
+    The file is read once as data (:func:`load_inception_state`), so that an empty, damaged or
+    foreign file is refused here. Call this before sampling: it fails in seconds, not after the
+    generator has run.
     """
     for origin, given in (("--inception-weights", path), (f"${INCEPTION_ENV}", os.environ.get(INCEPTION_ENV))):
         if given:
@@ -61,22 +87,64 @@ def resolve_inception_weights(path: str | Path | None = None, download: bool = T
                 raise InceptionWeightsError(
                     f"{origin} points to {p}, which does not exist. It should be the TF-ported Inception v3 "
                     f"weights file {INCEPTION_FILE} ({URL_INCEPTION_V3}).")
+            load_inception_state(p, origin)
             return p
     cached = inception_cache_path()
     if cached.is_file():
+        load_inception_state(cached, "torch.hub's cached")
         return cached
     reason = "downloading is off"
     if download:
         try:
             _download(cached, timeout)
-            return cached
         except Exception as e:  # noqa: BLE001 - any network failure becomes one clear message
             reason = f"downloading it failed ({type(e).__name__}: {e})"
+        else:
+            load_inception_state(cached, "the downloaded")
+            return cached
     raise InceptionWeightsError(
         f"the Inception v3 weights file {INCEPTION_FILE} is needed for --features inception and is not here; "
         f"{reason}.\nOn a machine with internet, fetch\n  {URL_INCEPTION_V3}\nthen either put it at\n  {cached}\n"
         f"(torch.hub's cache, where torch-fidelity looks), or pass --inception-weights PATH, or set "
         f"{INCEPTION_ENV}=PATH. For Fashion-MNIST, --features fmnist needs no download.")
+
+
+# --------------------------------------------------------------------------- Inception, read as data
+
+class FeatureExtractorInceptionV3Safe(FeatureExtractorInceptionV3):
+    """torch-fidelity's ``inception-v3-compat`` network, its weights read as data only.
+
+    torch-fidelity's own class reads ``feature_extractor_weights_path`` with
+    ``torch.load(weights_only=False)`` (and, given None, the torch.hub cache the same way). This
+    one reads the file with :func:`load_inception_state` and gives its parent an in-memory file
+    holding only those tensors, so the same network gets the same weights and no code in the file
+    can run. Keys and shapes are checked before loading (one-line :class:`InceptionWeightsError`).
+    None means the usual lookup (:func:`resolve_inception_weights`).
+    """
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        path = feature_extractor_weights_path
+        if path is None:
+            path = resolve_inception_weights(None)
+        self._weights_source = str(path)
+        state = load_inception_state(path)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)  # tensors we hold, written by us: the one thing the parent unpickles
+        buffer.seek(0)
+        del state
+        super().__init__(name, features_list, feature_extractor_weights_path=buffer, **kwargs)
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        own = self.state_dict()
+        problems = [f"missing {k}" for k in sorted(set(own) - set(state_dict))[:3]]
+        problems += [f"unexpected {k}" for k in sorted(set(state_dict) - set(own))[:3]]
+        problems += [f"{k}: file {tuple(state_dict[k].shape)}, network {tuple(own[k].shape)}"
+                     for k in sorted(set(own) & set(state_dict)) if state_dict[k].shape != own[k].shape][:3]
+        if problems:
+            raise InceptionWeightsError(f"{self._weights_source} holds tensors, but not the Inception v3 weights "
+                                        f"torch-fidelity's network takes ({'; '.join(problems)}); it should be "
+                                        f"{INCEPTION_FILE} ({URL_INCEPTION_V3})")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
 # --------------------------------------------------------------------------- the Fashion-MNIST extractor
@@ -118,10 +186,10 @@ class FeatureExtractorFMNIST(FeatureExtractorBase):
 
 
 def register_extractors() -> None:
-    """Register our extractor with torch-fidelity (idempotent)."""
-    name = FIDELITY_NAMES["fmnist"]
-    if name not in FEATURE_EXTRACTORS_REGISTRY:
-        torch_fidelity.register_feature_extractor(name, FeatureExtractorFMNIST)
+    """Register our extractors with torch-fidelity (idempotent)."""
+    for features, cls in (("fmnist", FeatureExtractorFMNIST), ("inception", FeatureExtractorInceptionV3Safe)):
+        if FIDELITY_NAMES[features] not in FEATURE_EXTRACTORS_REGISTRY:
+            torch_fidelity.register_feature_extractor(FIDELITY_NAMES[features], cls)
 
 
 def extractor_layers(features: str) -> dict[str, str]:

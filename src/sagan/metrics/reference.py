@@ -1,10 +1,12 @@
 """Real images to compare against, loaded lazily and named for the statistics cache.
 
-Reference features and FID statistics are cached by torch-fidelity under
-``<sagan cache>/stats/`` (``$SAGAN_CACHE`` or ``~/.cache/sagan-torch``), one file per
-(dataset, split, resolution, channels, image count, extractor and its weights): the names are
-made by :func:`cache_name` and :meth:`Reference.features_cache_name`. A cache hit never loads
-the images at all.
+Reference features and FID statistics are cached under ``<sagan cache>/stats/``
+(``$SAGAN_CACHE`` or ``~/.cache/sagan-torch``), one file per (dataset, split, resolution,
+channels, image count, extractor and its weights): the names are made by :func:`cache_name`,
+:meth:`Reference.features_cache_name` and :func:`cache_files`. A cache hit never loads the
+images at all. The files are plain tensors, written and read here, never by torch-fidelity
+(which would unpickle them with ``weights_only=False``, running any code a file names): a file
+that is not plain tensors of the expected shapes is refused in one line (:class:`DataError`).
 
 Two kinds of reference: :func:`reference_for` (a split of a run's dataset, for ``sagan
 evaluate``) and :func:`training_reference` (the training images a run has already loaded, for
@@ -13,6 +15,7 @@ FID during training).
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,13 +27,80 @@ from tqdm import tqdm
 from sagan.config import DataConfig
 from sagan.data.datasets import DATASETS, ImageData, cache_dir, dataset_spec, load_data, to_uint8
 from sagan.errors import DataError
-from sagan.metrics.extractors import extractor_id
+from sagan.fileio import NotPlainTensors, atomic_path, load_plain_tensors
+from sagan.metrics.extractors import FIDELITY_NAMES, extractor_id
 
 SPLITS = ("train", "test")
 
 
 def stats_dir() -> Path:
     return cache_dir() / "stats"
+
+
+# --------------------------------------------------------------------------- the statistics cache
+
+def cache_files(features_cache_name: str, features: str, layer: str) -> tuple[Path, Path]:
+    """(features file, FID statistics file) of a reference's ``features`` at ``layer``.
+
+    The features file has the name torch-fidelity gave it (its content was already a plain
+    tensor); the statistics file has a name of its own, since torch-fidelity's held numpy arrays.
+    """
+    prefix = stats_dir() / f"{features_cache_name}-{FIDELITY_NAMES[features]}"
+    return Path(f"{prefix}-features-{layer}.pt"), Path(f"{prefix}-stat-fid-{layer}.tensors.pt")
+
+
+def _refuse(path: Path, what: str) -> DataError:
+    return DataError(f"statistics cache file {path} {what}; delete it and it is recomputed")
+
+
+def _read_cache_file(path: Path):
+    try:
+        return load_plain_tensors(path)
+    except NotPlainTensors as e:
+        raise _refuse(path, str(e)) from None
+
+
+def read_cached_features(path: Path, layer: str) -> torch.Tensor | None:
+    """The cached (N, D) features in ``path``, None when there are none; DataError when the file is
+    not a plain tensor of that form (a damaged or foreign file)."""
+    if not path.is_file():
+        return None
+    x = _read_cache_file(path)
+    width = int(layer) if layer.isdigit() else None
+    if not (isinstance(x, torch.Tensor) and x.dim() == 2 and x.is_floating_point() and len(x) >= 1
+            and (width is None or x.shape[1] == width)):
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise _refuse(path, f"does not hold features at layer {layer} (a float tensor (N, {width or 'D'}); "
+                            f"it holds {got})")
+    if not torch.isfinite(x).all():
+        raise _refuse(path, "holds non-finite features")
+    return x
+
+
+def read_cached_statistics(path: Path, dim: int) -> dict[str, torch.Tensor] | None:
+    """The cached FID statistics (``mu`` (D,), ``sigma`` (D, D)) in ``path``, None when there are
+    none; DataError when the file is not plain tensors of that form."""
+    if not path.is_file():
+        return None
+    s = _read_cache_file(path)
+    ok = (isinstance(s, dict) and set(s) == {"mu", "sigma"} and all(isinstance(v, torch.Tensor) for v in s.values())
+          and s["mu"].shape == (dim,) and s["sigma"].shape == (dim, dim)
+          and all(v.is_floating_point() and torch.isfinite(v).all() for v in s.values()))
+    if not ok:
+        raise _refuse(path, f"does not hold FID statistics of {dim} features (a dict of finite tensors "
+                            f"mu ({dim},) and sigma ({dim}, {dim}))")
+    return s
+
+
+def write_cache_file(path: Path, value) -> None:
+    """Save ``value`` (tensors) to the cache, atomically; a failure is reported, not raised (a cache is optional)."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(value, tmp)
+    except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer on a full disk
+        first = (str(e).splitlines() or [""])[0]
+        print(f"note: could not write the statistics cache file {path} ({type(e).__name__}: {first}); "
+              "it is recomputed next time", file=sys.stderr)
 
 
 class ImageTensorDataset(Dataset):
