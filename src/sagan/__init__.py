@@ -34,7 +34,7 @@ _EXPORTS = {
     "LoadedRun": "sagan.train.runs",
     "generate": "sagan.train.runs",
     "seed_latents": "sagan.train.runs",
-    "truncated_normal": "sagan.train.runs",
+    "truncated_normal": "sagan.models.standing",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -24,6 +24,7 @@ from sagan.data.datasets import DATASETS
 from sagan.errors import ConfigError
 from sagan.losses import LOSSES
 from sagan.models.arch import D_ARCH, G_ARCH, RESOLUTIONS, d_attention_sizes, g_attention_sizes
+from sagan.models.standing import BN_MODES, STANDING_BATCH_SIZE, STANDING_BATCHES
 from sagan.nn.attention import REDUCTIONS, VARIANTS
 from sagan.nn.spectral import DEFAULT_INIT, INIT_SCHEMES
 
@@ -114,6 +115,12 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_start: int = 0
     ema_warmup: bool = True  # decay ramps up as min(ema_decay, (1+n)/(10+n)) after ema_start
+    # The EMA generator's batch-norm statistics (docs/models.md): "standing" recomputes them from its own
+    # samples (ema_bn_batches x ema_bn_batch_size latents) before it is sampled, scored or saved; "copy"
+    # takes the raw G's, as versions before 0.2 did.
+    ema_bn: str = "standing"
+    ema_bn_batches: int = STANDING_BATCHES
+    ema_bn_batch_size: int = STANDING_BATCH_SIZE
     log_every: int = 20
     sample_every: int = 250
     ckpt_every: int = 500
@@ -470,6 +477,10 @@ def validate(cfg: Config) -> None:
     _check(t.n_dis <= 100, f"train.n_dis={t.n_dis} must be between 1 and 100 (D steps per G step)")
     _check(0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)")
     _check(t.ema_start >= 0, f"train.ema_start={t.ema_start} must be >= 0")
+    _check(t.ema_bn in BN_MODES, f"train.ema_bn={t.ema_bn!r}; choose one of {list(BN_MODES)}")
+    _check(1 <= t.ema_bn_batches <= 10_000, f"train.ema_bn_batches={t.ema_bn_batches} must be between 1 and 10000")
+    _check(2 <= t.ema_bn_batch_size <= 65_536,
+           f"train.ema_bn_batch_size={t.ema_bn_batch_size} must be between 2 and 65536")
     for key in ("log_every", "sample_every", "ckpt_every", "keep_ckpts", "sample_classes"):
         v = getattr(t, key)
         _check(v >= 1, f"train.{key}={v} must be >= 1")

@@ -8,6 +8,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from sagan.models.arch import BOTTOM_WIDTH, G_ARCH, checked_specs, extra_layers
+from sagan.models.standing import ensure_standing
 from sagan.nn.blocks import GBlock
 from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_conv3x3, sn_linear
 
@@ -125,6 +126,12 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
                                    force_download=force_download, token=token, local_files_only=local_files_only)
         model = cls(**model_kwargs)
         load_weights(model, file, map_location)
+        model.to(map_location).eval()
         if isinstance(config, dict):
             model._hub_mixin_config = config  # the whole config.json, provenance record included
-        return model.to(map_location).eval()
+            info = config.get("sagan")
+            if isinstance(info, dict) and info.get("ema", True):  # an EMA generator exported before 0.2:
+                # BN statistics and spectral-norm vectors copied from the raw G are remade for its own weights
+                mode = ((info.get("config") or {}).get("train") or {}).get("ema_bn", "standing")
+                info["bn_statistics"] = ensure_standing(model, info.get("bn_statistics"), mode)
+        return model

@@ -227,6 +227,7 @@ class Trainer:
     def sample_grid(self, name: str | None = None) -> Path | None:
         if not self.is_main:
             return None
+        self.ema.refresh_bn(self.step)
         g = self.ema.shadow
         z = self.fixed_z.to(self.device)
         y = self.fixed_y.to(self.device) if self.fixed_y is not None else None
@@ -250,6 +251,7 @@ class Trainer:
         The scalars are named for the extractor by the evaluator (``eval/fid`` with Inception,
         ``eval/fid_fmnist`` with the Fashion-MNIST classifier: ``fid_key``, ``best_fid_key``);
         ``best.pt``'s record keeps ``fid`` next to ``features``."""
+        self.ema.refresh_bn(self.step)  # scored as `sagan evaluate` would score it
         with rng_isolated(self.device):
             scalars = self.fid(self.ema.shadow)
         if self.fid.fid_key not in scalars:  # not rank 0: its share of the samples is delivered

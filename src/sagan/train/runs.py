@@ -10,6 +10,7 @@ from sagan.config import Config, config_from_dict
 from sagan.errors import CheckpointError
 from sagan.models import Discriminator, Generator, build_models
 from sagan.models.export import CONFIG_NAME, PRETRAINED_DIR, export_info, pretrained_names, resolve_export
+from sagan.models.standing import draw_latents, ensure_standing, statistics_for_truncation, truncated_normal
 from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
 from sagan.train.rundir import RunDir
 
@@ -34,6 +35,7 @@ class LoadedRun:
     which: str = "latest"  # "latest" | "best" | "file" (a checkpoint named directly) | "export"
     ema: bool = True
     tracked_fid: dict | None = None  # {"fid", "step", "features", ...} when the weights are best.pt's / exported with it
+    bn: dict = field(default_factory=dict)  # how G's batch-norm statistics were made ({"mode": "standing", ...})
 
     @property
     def output_base(self) -> Path:
@@ -53,12 +55,16 @@ class LoadedRun:
         if self.tracked_fid and "fid" in self.tracked_fid:
             fid = f", tracked FID {self.tracked_fid['fid']:.3f} ({self.tracked_fid.get('features', '?')} features)"
         which = f"{self.which} checkpoint, " if self.kind == "checkpoint" and self.which != "file" else ""
-        return f"{what} ({which}step {self.step}, {'EMA' if self.ema else 'raw'} generator{fid})"
+        bn = "" if self.bn.get("mode") != "standing" or not self.ema else ", standing BN statistics"
+        bn += " (recomputed at load)" if self.bn.get("recomputed_at_load") else ""
+        if self.ema and self.bn.get("mode") == "copy":
+            bn = ", BN statistics copied from the raw G"
+        return f"{what} ({which}step {self.step}, {'EMA' if self.ema else 'raw'} generator{bn}{fid})"
 
     def provenance(self) -> dict:
         """The same as a JSON record, stored next to what a command writes."""
         return {"source": str(self.checkpoint), "kind": self.kind, "checkpoint": self.which, "step": self.step,
-                "generator": "ema" if self.ema else "raw", "tracked_fid": self.tracked_fid}
+                "generator": "ema" if self.ema else "raw", "bn_statistics": self.bn, "tracked_fid": self.tracked_fid}
 
 
 def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "cpu",
@@ -99,8 +105,13 @@ def load_run(path: str | Path, ema: bool = True, device: str | torch.device = "c
     best = state.get("best") if isinstance(state.get("best"), dict) else None
     if best is not None:
         which = "best"
+        if not isinstance(state.get("G_ema_bn"), dict):  # scored before standing statistics existed
+            best = {**best, "bn_statistics": "copied from the raw G"}
+    bn = {"mode": "running (raw G's own)"}
+    if ema:
+        bn = ensure_standing(g, state.get("G_ema_bn"), cfg.train.ema_bn)
     return LoadedRun(cfg, g, d, int(state["step"]), ckpt, run_dir, meta["num_classes"], meta["channels"],
-                     names, meta.get("name", ""), kind="checkpoint", which=which, ema=ema, tracked_fid=best)
+                     names, meta.get("name", ""), kind="checkpoint", which=which, ema=ema, tracked_fid=best, bn=bn)
 
 
 def _pick_checkpoint(p: Path, checkpoint: str) -> tuple[Path, str]:
@@ -133,9 +144,11 @@ def _load_export(path: str | Path, device: str | torch.device) -> LoadedRun:
     info = export_info(g)
     cfg = config_from_dict(info["config"]) if isinstance(info.get("config"), dict) else _config_of(g)
     kind = "pretrained" if folder.resolve().parent == PRETRAINED_DIR.resolve() else "export"
+    ema = bool(info.get("ema", True))
+    bn = ensure_standing(g, info.get("bn_statistics"), cfg.train.ema_bn) if ema else {"mode": "running (raw G's own)"}
     return LoadedRun(cfg, g, None, int(info.get("step", 0)), folder, None, g.num_classes, g.img_channels,
                      list(g.class_names), str(info.get("dataset", "")), kind=kind, which="export",
-                     ema=bool(info.get("ema", True)), tracked_fid=info.get("tracked_fid"))
+                     ema=ema, tracked_fid=info.get("tracked_fid"), bn=bn)
 
 
 def _config_of(g: Generator) -> Config:
@@ -162,8 +175,21 @@ def shard_range(n: int, batch_size: int, rank: int = 0, world: int = 1) -> tuple
 @torch.no_grad()
 def generate(g: Generator, n: int, classes: list[int] | None = None, seed: int = 0, batch_size: int = 256,
              device: str | torch.device = "cpu", progress: bool = False,
-             shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor | None]:
+             shard: tuple[int, int] = (0, 1), truncation: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``n`` images in [-1, 1] (float, CPU) and their labels (cycling through ``classes``, or all).
+
+    ``truncation`` psi draws the latents from the normal truncated to [-psi, psi] and runs ``g``
+    with batch-norm statistics measured under that psi (``statistics_for_truncation``; ``g``'s own
+    statistics are back afterwards).
+    """
+    with statistics_for_truncation(g, truncation):
+        return _generate(g, n, classes, seed, batch_size, device, progress, shard, truncation)
+
+
+def _generate(g: Generator, n: int, classes: list[int] | None, seed: int, batch_size: int,
+              device: str | torch.device, progress: bool, shard: tuple[int, int],
+              truncation: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """See :func:`generate`.
 
     With ``shard=(rank, world)`` only that process's part (:func:`shard_range`) is generated,
     from the same latents the whole set would use: every batch's noise is drawn, in order, and
@@ -180,7 +206,7 @@ def generate(g: Generator, n: int, classes: list[int] | None = None, seed: int =
     bar = tqdm(total=hi - lo, disable=not progress, desc="sample", unit="img")
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        z = torch.randn(b, g.z_dim, generator=gen)
+        z = draw_latents(b, g.z_dim, gen, truncation)
         if not lo <= start < hi:
             continue
         y = labels[start:start + b].to(device) if labels is not None else None
@@ -192,24 +218,6 @@ def generate(g: Generator, n: int, classes: list[int] | None = None, seed: int =
                   labels[:1].to(device) if labels is not None else None).shape[1:]
         out.append(torch.empty(0, *shape))
     return torch.cat(out), (labels[lo:hi] if labels is not None else None)
-
-
-def truncated_normal(shape: tuple[int, ...], threshold: float, generator: torch.Generator) -> torch.Tensor:
-    """Standard normal values with every one outside ``[-threshold, threshold]`` redrawn until it falls
-    inside (the truncation trick of BigGAN, Brock et al. 2019); ``threshold == 0`` gives zeros (the
-    mean latent). Deterministic for a given generator state."""
-    if threshold < 0:
-        raise ValueError(f"truncation threshold must be >= 0, got {threshold}")
-    z = torch.randn(shape, generator=generator)
-    if threshold == 0:
-        return torch.zeros(shape)
-    if threshold == float("inf"):
-        return z
-    outside = z.abs() > threshold
-    while outside.any():
-        z[outside] = torch.randn(int(outside.sum()), generator=generator)
-        outside = z.abs() > threshold
-    return z
 
 
 def seed_latents(seeds: list[int], z_dim: int, truncation: float | None = None) -> torch.Tensor:

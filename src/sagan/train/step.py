@@ -79,7 +79,8 @@ class SAGANStep:
         self.num_classes = num_classes
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.G, self.D = G, D
-        self.ema = EMA(G, t.ema_decay, t.ema_start, t.ema_warmup)
+        self.ema = EMA(G, t.ema_decay, t.ema_start, t.ema_warmup, t.ema_bn, t.ema_bn_batches, t.ema_bn_batch_size,
+                       bn_seed=t.seed)
         if t.compile:  # in place (Module.compile), so state-dict keys and the EMA copy are unaffected
             G.compile()
             D.compile()
@@ -186,7 +187,9 @@ class SAGANStep:
         return self.scaler_g.is_enabled()
 
     def state_dict(self) -> dict[str, Any]:
+        self.ema.refresh_bn(self.step)  # a saved EMA generator is ready to sample
         return {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.ema.state_dict(),
+                "G_ema_bn": self.ema.bn_record(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "scalers": [self.scaler_g.state_dict(), self.scaler_d.state_dict()] if self.fp16 else None}
 
