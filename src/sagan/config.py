@@ -20,7 +20,7 @@ import yaml
 
 from sagan.data.augment import OPS as AUGMENT_OPS
 from sagan.data.augment import check_policy
-from sagan.data.datasets import DATASETS
+from sagan.data.datasets import DATASETS, detect_folder_dataset
 from sagan.errors import ConfigError
 from sagan.losses import LOSSES
 from sagan.models.arch import D_ARCH, G_ARCH, RESOLUTIONS, d_attention_sizes, g_attention_sizes
@@ -354,6 +354,7 @@ def load_config(preset_name: str | None = None, file: str | Path | None = None,
     cfg = preset(name)
     apply_mapping(cfg, {k: v for k, v in file_data.items() if k != "preset"})
     explicit = set((file_data.get("model") or {}) if isinstance(file_data.get("model"), dict) else {})
+    data_explicit = set((file_data.get("data") or {}) if isinstance(file_data.get("data"), dict) else {})
     for text in overrides or []:
         key, value = parse_override(text)
         set_value(cfg, key, value)
@@ -361,11 +362,34 @@ def load_config(preset_name: str | None = None, file: str | Path | None = None,
             explicit |= set(value)
         elif key.startswith("model."):
             explicit.add(key.split(".", 1)[1])
-    note = place_relative_to_resolution(cfg, preset(name).model, explicit)
-    if note and notes is not None:
-        notes.append(note)
+        elif key == "data" and isinstance(value, dict):
+            data_explicit |= set(value)
+        elif key.startswith("data."):
+            data_explicit.add(key.split(".", 1)[1])
+    for note in (read_folder_as_images(cfg, data_explicit),
+                 place_relative_to_resolution(cfg, preset(name).model, explicit)):
+        if note and notes is not None:
+            notes.append(note)
     validate(cfg)
     return cfg
+
+
+def read_folder_as_images(cfg: Config, explicit: set[str]) -> str | None:
+    """A ``data.root`` folder of image files given with a built-in dataset the user did not choose
+    (the preset's Fashion-MNIST or CIFAR-10) is read as an image folder (``data.dataset=image_folder``),
+    the rest of the config unchanged: a folder is the data, never replaced by another data set. A folder
+    holding the built-in data set's files, or no images, keeps the data set (whose loader refuses a
+    folder without its files). ``explicit``: the ``data`` keys the command line or config file set.
+    Returns the line saying what was chosen, or None when nothing changed."""
+    d = cfg.data
+    spec = DATASETS.get(d.dataset)
+    if "dataset" in explicit or d.root is None or spec is None or not spec.in_memory:
+        return None
+    if detect_folder_dataset(d.root) != "image_folder":
+        return None
+    d.dataset = "image_folder"
+    return (f"{d.root} holds image files, not {spec.title}: reading it as an image folder "
+            f"(data.dataset=image_folder), the {cfg.preset} model otherwise unchanged")
 
 
 RELATIVE_KEYS = (("g_attn", g_attention_sizes), ("d_attn", d_attention_sizes),

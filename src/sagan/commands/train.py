@@ -13,6 +13,7 @@ from sagan.config import (PRESETS, Config, ModelConfig, config_from_dict, load_c
                           validate)
 from sagan.data import load_data
 from sagan.data.augment import resolve_policy
+from sagan.data.datasets import dataset_spec
 from sagan.errors import CheckpointError, UsageError
 from sagan.metrics.tracking import TrainingFID
 from sagan.models import count_parameters
@@ -78,6 +79,8 @@ def _train_config(args: argparse.Namespace, notes: list[str] | None = None) -> t
         except Exception as e:  # noqa: BLE001 - missing, damaged or not YAML: fall back to the checkpoint
             resolved = _config_from_newest_checkpoint(run_dir, f"{cfg_file} cannot be read ({type(e).__name__})")
         cfg = config_from_dict(resolved)
+        if cfg.data.dataset == "image_folder" and cfg.data.channels is None:
+            cfg.data.channels = 3  # stored before a folder's channels were detected (and stored): RGB then
         for text in overrides:
             key, value = parse_override(text)
             if not (key.startswith("train.") or key in ("data.root", "data.num_workers", "data.download")):
@@ -145,6 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional, progress=not args.no_progress)
     say(f"data: {data.source}; {len(data)} images, "
         f"{data.num_classes or 'no'} classes, {data.channels} channel(s), {cfg.model.resolution}x{cfg.model.resolution}")
+    if cfg.data.channels is None and not dataset_spec(cfg.data.dataset).in_memory:
+        cfg.data.channels = data.channels  # detected from the folder; stored, so a resume reads it the same way
     m = cfg.model
     say(f"model: {m.resolution}x{m.resolution}, attention in G at {m.g_attn or 'none'}, in D at {m.d_attn or 'none'}"
         + (f"; residual bottlenecks in G at {m.g_resblock}, in D at {m.d_resblock}" if m.g_resblock or m.d_resblock

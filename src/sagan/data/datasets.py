@@ -92,19 +92,57 @@ def _match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- Fashion-MNIST
 
+def fmnist_files(folder: Path) -> dict[str, Path]:
+    """The Fashion-MNIST IDX files (.gz or not) in ``folder`` or its torchvision layout
+    ``folder/FashionMNIST/raw/``, by name; fewer than four when some are missing."""
+    found = {}
+    for name in FMNIST_FILES:
+        for cand in (folder / name, folder / (name + ".gz"), folder / "FashionMNIST" / "raw" / name,
+                     folder / "FashionMNIST" / "raw" / (name + ".gz")):
+            if cand.is_file():
+                found[name] = cand
+                break
+    return found
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
+
+
+def detect_folder_dataset(root: str | os.PathLike, max_entries: int = 10_000) -> str | None:
+    """What a ``--data`` folder holds, by its layout alone (no image is opened):
+    ``"fashion_mnist"`` (the four IDX files, flat or torchvision's ``FashionMNIST/raw/``),
+    ``"cifar10"`` (torchvision's ``cifar-10-batches-py/``), ``"image_folder"`` (image files directly
+    in it or in its sub-folders), or None (missing, empty or anything else).
+
+    Cheap: stops at the first image file and looks at no more than ``max_entries`` directory entries.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return None
+    if len(fmnist_files(root)) == len(FMNIST_FILES):
+        return "fashion_mnist"
+    if (root / "cifar-10-batches-py").is_dir():
+        return "cifar10"
+    seen = 0
+    for dirpath, dirnames, fnames in os.walk(root, followlinks=True):  # unreadable folders are skipped
+        if any(_is_image_name(f) for f in fnames):
+            return "image_folder"
+        seen += len(fnames) + len(dirnames)
+        depth = len(Path(dirpath).relative_to(root).parts)  # 0: the root, 1: a class folder
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < 2 else []
+        if seen >= max_entries:
+            break
+    return None
+
+
 def _fmnist_root(cfg: DataConfig) -> tuple[Path, str]:
     """A torchvision-layout root holding FashionMNIST/raw/<idx files>, and where it came from."""
     target = cache_dir() / "datasets"
     raw = target / "FashionMNIST" / "raw"
 
     def stage_from(folder: Path) -> bool:
-        found = {}
-        for name in FMNIST_FILES:
-            for cand in (folder / name, folder / (name + ".gz"), folder / "FashionMNIST" / "raw" / name,
-                         folder / "FashionMNIST" / "raw" / (name + ".gz")):
-                if cand.is_file():
-                    found[name] = cand
-                    break
+        found = fmnist_files(folder)
         if len(found) != len(FMNIST_FILES):
             return False
         raw.mkdir(parents=True, exist_ok=True)
@@ -123,9 +161,13 @@ def _fmnist_root(cfg: DataConfig) -> tuple[Path, str]:
             raise DataError(f"data.root {str(root)!r} does not exist")
         if stage_from(root):
             return target, f"Fashion-MNIST IDX files from {root}"
-        if not cfg.download:
-            raise DataError(f"no Fashion-MNIST IDX files ({', '.join(FMNIST_FILES)}, optionally .gz) "
-                            f"found in {str(root)!r}")
+        # A folder given is the data: never replaced by the cache or a download (issue 26).
+        images = (" It holds image files: read it as an image folder with --set data.dataset=image_folder."
+                  if detect_folder_dataset(root) == "image_folder" else
+                  " Nor image files: a folder of images (directly in it or in class sub-folders) is read as an "
+                  "image folder.")
+        raise DataError(f"no Fashion-MNIST IDX files ({', '.join(FMNIST_FILES)}, optionally .gz) "
+                        f"found in {str(root)!r}.{images}")
     elif DEBIAN_FMNIST.is_dir() and stage_from(DEBIAN_FMNIST):
         return target, f"Fashion-MNIST from the Debian package dataset-fashion-mnist ({DEBIAN_FMNIST})"
     if raw.is_dir() and all((raw / n).is_file() for n in FMNIST_FILES):
@@ -166,6 +208,9 @@ def load_cifar10(cfg: DataConfig, resolution: int, train: bool = True) -> ImageD
         ds = torchvision.datasets.CIFAR10(str(root), train=train, download=False)
         source = f"CIFAR-10 from {root}"
     except RuntimeError:
+        if cfg.root and detect_folder_dataset(root) == "image_folder":  # never download into the user's images
+            raise DataError(f"CIFAR-10 not found in {str(root)!r} (expected cifar-10-batches-py/ there); it holds "
+                            "image files: read it as an image folder with --set data.dataset=image_folder") from None
         if not cfg.download:
             raise DataError(f"CIFAR-10 not found in {str(root)!r} (expected cifar-10-batches-py/ there) "
                             "and data.download=false") from None
@@ -233,31 +278,49 @@ def open_image(path: str) -> Image.Image:
                         "was the folder changed during training? Remove the file and resume.") from None
 
 
+def is_greyscale(im: Image.Image) -> bool:
+    """Does the image hold grey levels only, by its mode (L, 1, LA, 16/32-bit integer, float) or, for
+    a palette image, by its palette? An RGB file is colour even when its pixels happen to be grey."""
+    if im.mode in ("1", "L", "LA", "La", "F") or im.mode.startswith("I"):
+        return True
+    if im.mode in ("P", "PA"):
+        palette = im.getpalette() or []
+        return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+    return False
+
+
 def check_image(path: str, mode: str = "RGB", size: int = 64) -> tuple[str | None, bool]:
     """Can ``path`` be used? Returns (None or the reason it cannot, whether it is very large).
 
     Checks the header and checksums (``verify``), then decodes it (JPEGs at reduced size via
     ``draft``, which still reads all the data, so truncation is caught) and converts it to ``mode``.
     """
+    reason, large, _ = inspect_image(path, mode, size)
+    return reason, large
+
+
+def inspect_image(path: str, mode: str = "RGB", size: int = 64) -> tuple[str | None, bool, bool]:
+    """``check_image``'s answer and whether the image is greyscale (``is_greyscale``; False when unusable)."""
     try:
         if os.path.getsize(path) == 0:
-            return "empty file (0 bytes)", False
+            return "empty file (0 bytes)", False, False
         with Image.open(path) as im:
             large = im.width * im.height > (Image.MAX_IMAGE_PIXELS or float("inf"))
             im.verify()
         with Image.open(path) as im:
             im.draft(mode if im.mode in ("RGB", "L") else None, (size, size))
             im.load()
+            grey = is_greyscale(im)
             to_pil_mode(im, mode)
-        return None, large
+        return None, large, grey
     except Image.DecompressionBombError as e:
-        return f"too large to decode safely ({e})", False
+        return f"too large to decode safely ({e})", False, False
     except UnidentifiedImageError:
-        return "not an image file PIL can read", False
+        return "not an image file PIL can read", False, False
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        return f"corrupt or truncated ({type(e).__name__}: {e})", False
+        return f"corrupt or truncated ({type(e).__name__}: {e})", False, False
     except Exception as e:  # noqa: BLE001 - a broken file must never stop the scan
-        return f"unreadable ({type(e).__name__}: {e})", False
+        return f"unreadable ({type(e).__name__}: {e})", False, False
 
 
 class _FlatFolder(torch.utils.data.Dataset):
@@ -291,6 +354,7 @@ class FolderScan:
     usable: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     large: list[str] = field(default_factory=list)  # usable, but above PIL's decompression-bomb warning size
+    colour: list[str] = field(default_factory=list)  # usable and not greyscale (``is_greyscale``)
 
     def summary(self, limit: int = 50) -> str:
         lines = [f"  {p}: {why}" for p, why in self.skipped[:limit]]
@@ -323,16 +387,31 @@ def scan_image_folder(root: Path, classes: list[str] | None, mode: str = "RGB", 
         bar = tqdm(total=len(files), desc="scanning images", unit="file",
                    disable=not progress or len(files) < SCAN_PROGRESS_MIN)
         with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without the GIL
-            for path, (reason, large) in zip(files, pool.map(lambda p: check_image(p, mode), files)):
+            for path, (reason, large, grey) in zip(files, pool.map(lambda p: inspect_image(p, mode), files)):
                 bar.update(1)
                 if reason is None:
                     scan.usable.append(path)
                     if large:
                         scan.large.append(path)
+                    if not grey:
+                        scan.colour.append(path)
                 else:
                     scan.skipped.append((path, reason))
         bar.close()
     return scan
+
+
+def _folder_channels(wanted: int | None, scan: FolderScan) -> tuple[int, str]:
+    """The channels a folder is read with, and what the start-up line says about them: ``wanted``
+    (data.channels) when set, else 1 when every usable image is greyscale and 3 otherwise."""
+    if wanted is not None:
+        return wanted, ""
+    if not scan.colour:
+        return 1, "; all greyscale: 1 channel, --set data.channels=3 reads them as RGB"
+    if len(scan.colour) < len(scan.usable):
+        return 3, (f"; {len(scan.colour)} of {len(scan.usable)} images in colour (e.g. {scan.colour[0]}), "
+                   "read with 3 channels")
+    return 3, "; colour, read with 3 channels"
 
 
 def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True, progress: bool = True) -> ImageData:
@@ -347,8 +426,7 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
     except OSError as e:
         raise DataError(f"image folder {str(root)!r} cannot be read: {e}") from None
     flat = not subdirs  # images directly in the folder: one unlabelled set
-    channels = cfg.channels or 3
-    mode = "RGB" if channels == 3 else "L"
+    mode = "L" if cfg.channels == 1 else "RGB"  # the scan's check; RGB when the channels are still to be detected
     try:
         scan = scan_image_folder(root, None if flat else [p.name for p in subdirs], mode, progress=progress)
         loose = [] if flat else _loose_files(root)
@@ -372,6 +450,8 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
         raise DataError(f"no readable images in {str(root)!r}: all {len(scan.skipped)} file(s) were skipped "
                         "(see the warning above); supported are the formats PIL reads, e.g. "
                         + ", ".join(IMG_EXTENSIONS))
+    channels, channels_note = _folder_channels(cfg.channels, scan)
+    mode = "RGB" if channels == 3 else "L"
     transform = v2.Compose([
         _ToMode(mode),
         v2.PILToTensor(),
@@ -381,6 +461,7 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
         v2.Normalize([0.5] * channels, [0.5] * channels),
     ])
     skipped = f", {len(scan.skipped)} unreadable file(s) skipped" if scan.skipped else ""
+    skipped += channels_note
     if flat:
         flat_ds = _FlatFolder(scan.usable, transform, open_image)
         source = (f"image folder {root} ({len(flat_ds)} images directly in it, no class sub-folders: "
