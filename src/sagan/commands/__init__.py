@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from sagan.commands import attention, bench, evaluate, export, interpolate, report, sample, study, train, train_evaluator
+from sagan.commands import (attention, bench, evaluate, export, interpolate, push, report, sample, study, train,
+                            train_evaluator)
 
-COMMANDS = (train, sample, interpolate, export, train_evaluator, evaluate, attention, report, study, bench)  # in the order of `sagan --help`
+COMMANDS = (train, sample, interpolate, export, push, train_evaluator, evaluate, attention, report, study, bench)  # in the order of `sagan --help`
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:

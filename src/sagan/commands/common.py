@@ -1,30 +1,36 @@
 """Arguments every command that loads a trained generator shares, and loading it from them.
 
-A model source is a run directory, a checkpoint file, a folder written by ``sagan export``, or
-(with ``--pretrained NAME``) a model shipped with the package. ``--checkpoint latest|best|PATH``
-picks among a run directory's checkpoints. See ``sagan.train.runs.load_run``.
+A model source is a run directory, a checkpoint file, a folder written by ``sagan export``, a
+Hugging Face Hub id of one (``user/repo``, downloaded into huggingface_hub's cache; a local path
+that exists wins), or (with ``--pretrained NAME``) a model shipped with the package or a Hub id.
+``--checkpoint latest|best|PATH`` picks among a run directory's checkpoints. See
+``sagan.train.runs.load_run`` and ``sagan.models.hub``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
+from pathlib import Path
 
 from sagan.errors import UsageError
 from sagan.models.export import pretrained_names
+from sagan.models.hub import download_export, is_hub_id
 from sagan.train.distributed import resolve_device
 from sagan.train.runs import LoadedRun, load_run
 
 MAX_SEED = 2**63 - 1
 MAX_SEEDS = 1_000_000  # seeds per call (a typo like 0-10000000000 fails at once)
 SOURCE_METAVAR = "SOURCE"
-SOURCE_HELP = "run directory, checkpoint file, or folder written by 'sagan export'"
+SOURCE_HELP = "run directory, checkpoint file, folder written by 'sagan export', or Hugging Face Hub id (user/repo)"
 
 
 def add_source_arguments(p: argparse.ArgumentParser, ema: bool = True) -> None:
     """SOURCE (optional when --pretrained is given), --pretrained, --checkpoint, --no-ema."""
     p.add_argument("source", metavar=SOURCE_METAVAR, nargs="?", help=SOURCE_HELP)
     p.add_argument("--pretrained", metavar="NAME",
-                   help=f"use a model shipped with sagan-torch instead of SOURCE ({', '.join(pretrained_names()) or 'none installed'})")
+                   help=f"use a model shipped with sagan-torch ({', '.join(pretrained_names()) or 'none installed'}) "
+                        "or a Hugging Face Hub id (user/repo) instead of SOURCE")
     p.add_argument("--checkpoint", default="latest", metavar="latest|best|PATH",
                    help="which checkpoint of a run directory: the newest (default), best.pt (lowest tracked FID), "
                         "or a checkpoint file")
@@ -49,9 +55,10 @@ def source_of(args: argparse.Namespace) -> str:
         raise UsageError(f"give either SOURCE ({args.source}) or --pretrained {args.pretrained}, not both")
     if args.pretrained:
         names = pretrained_names()
-        if args.pretrained not in names:
+        if args.pretrained not in names and not is_hub_id(args.pretrained):
             raise UsageError(f"--pretrained {args.pretrained}: no such shipped model; available: "
-                             f"{', '.join(names) or 'none (this installation has no pretrained models)'}")
+                             f"{', '.join(names) or 'none (this installation has no pretrained models)'}, "
+                             "or a Hugging Face Hub id (user/repo)")
         return args.pretrained
     if not args.source:
         raise UsageError(f"give a {SOURCE_METAVAR} ({SOURCE_HELP}) or --pretrained NAME")
@@ -62,8 +69,40 @@ def load_from_args(args: argparse.Namespace, device=None) -> LoadedRun:
     """The model the arguments name, on ``device`` (default: ``--device``)."""
     if device is None:
         device = device_from_args(args)
-    return load_run(source_of(args), ema=not getattr(args, "no_ema", False), device=device,
-                    checkpoint=args.checkpoint)
+    source = source_of(args)
+    local, hub_id = resolve_source(source)
+    run = load_run(local, ema=not getattr(args, "no_ema", False), device=device, checkpoint=args.checkpoint)
+    return HubRun.of(run, hub_id) if hub_id else run
+
+
+def resolve_source(source: str) -> tuple[str, str | None]:
+    """A model source as a local path or shipped name, and the Hub id it was downloaded for (None when
+    it is local). A path that exists and a shipped name win over a Hub id of the same spelling."""
+    if Path(source).expanduser().exists() or source in pretrained_names() or not is_hub_id(source):
+        return source, None
+    return str(download_export(source)), source
+
+
+@dataclasses.dataclass
+class HubRun(LoadedRun):
+    """An exported model downloaded from the Hugging Face Hub: named by its Hub id, and written next to
+    the current folder (``./hub-USER--REPO``), never into huggingface_hub's cache."""
+    hub_id: str = ""
+
+    @classmethod
+    def of(cls, run: LoadedRun, hub_id: str) -> "HubRun":
+        return cls(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)}, hub_id=hub_id)
+
+    @property
+    def output_base(self) -> Path:
+        return Path.cwd() / f"hub-{self.hub_id.split('@')[0].replace('/', '--')}"
+
+    def describe(self) -> str:
+        return super().describe().replace(str(self.checkpoint), f"{self.hub_id} from the Hugging Face Hub "
+                                                                f"(revision {self.checkpoint.name[:12]})", 1)
+
+    def provenance(self) -> dict:
+        return dict(super().provenance(), source=self.hub_id, hub_revision=self.checkpoint.name)
 
 
 def device_from_args(args: argparse.Namespace):

@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
     p.add_argument("--init-from", metavar="SOURCE",
                    help="fine-tune: start a new run from a trained model's weights (run directory, checkpoint file, "
-                        "folder written by 'sagan export', or shipped model name; same as --set train.init_from=SOURCE; "
+                        "folder written by 'sagan export', Hugging Face Hub id (user/repo) of one, or shipped model "
+                        "name; same as --set train.init_from=SOURCE; "
                         "docs/finetuning.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

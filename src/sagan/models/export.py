@@ -112,8 +112,7 @@ def save_export(model: torch.nn.Module, out: str | os.PathLike, info: dict[str, 
     config = dict(model._hub_mixin_config)  # type: ignore[attr-defined]  # the constructor arguments
     config[INFO_KEY] = dict(info, format=EXPORT_FORMAT)
     with atomic_directory(out) as tmp:
-        model.save_pretrained(tmp, config=config)  # type: ignore[attr-defined]
-        (Path(tmp) / "README.md").write_text(model_card(config), encoding="utf-8")
+        model.save_pretrained(tmp, config=config)  # type: ignore[attr-defined]  # with model_card(config)
     return out
 
 
@@ -128,23 +127,22 @@ def model_card(config: dict[str, Any]) -> str:
            f"samples, {tracked.get('features')} features (not comparable with Inception FIDs)\n") if "fid" in tracked else ""
     command = " ".join((info.get("trained_by") or {}).get("command") or []) or "unknown"
     cls = "torch.tensor([0, 1, 2, 3])" if config.get("num_classes") else "None"
+    writer = (f"`sagan export` of sagan-torch {info['sagan_version']}" if info.get("sagan_version") else
+              "sagan-torch's `save_pretrained`")
+    record = (f"- dataset: {info.get('dataset') or 'unknown'}; weights: {'EMA' if info.get('ema', True) else 'raw'} "
+              f"generator at step {info.get('step')} ({info.get('checkpoint_kind', '?')} checkpoint)" if info else
+              "- no training record: saved from Python without one (`sagan export` writes it)")
     return f"""---
-library_name: sagan-torch
-tags:
-- gan
-- sagan
-- image-generation
-- pytorch_model_hub_mixin
----
+{card_metadata(config)}---
 
 # SAGAN generator ({config.get('resolution')}x{config.get('resolution')}, {classes.split(' (')[0]})
 
 A Self-Attention GAN generator (Zhang et al., https://arxiv.org/abs/1805.08318) written by
-`sagan export` of sagan-torch {info.get('sagan_version', '')}: {config.get('img_channels')}-channel
+{writer}: {config.get('img_channels')}-channel
 {config.get('resolution')}x{config.get('resolution')} images, {classes}, attention at
 {config.get('attn') or 'no'} (feature-map sizes).
 
-- dataset: {info.get('dataset') or 'unknown'}; weights: {'EMA' if info.get('ema', True) else 'raw'} generator at step {info.get('step')} ({info.get('checkpoint_kind', '?')} checkpoint)
+{record}
 {fid}- trained with: `{command}` (the full config and code version are in `config.json` under `"sagan"`)
 
 ```python
@@ -160,6 +158,43 @@ with torch.no_grad():
 sagan sample PATH_OR_NAME -n 64        # or --pretrained NAME for a model shipped with sagan-torch
 ```
 """
+
+
+# The Hub's ids of the built-in data sets, and the licence a model trained on them gets when its record names none.
+HUB_DATASETS = {"fashion_mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST", "mit"),
+                "cifar10": ("uoft-cs/cifar10", "CIFAR-10", "unknown")}
+CARD_TAGS = ["gan", "sagan", "image-generation", "model_hub_mixin", "pytorch_model_hub_mixin"]
+
+
+def card_metadata(config: dict[str, Any]) -> str:
+    """The model card's YAML front matter (huggingface_hub's ``ModelCardData``): library name, licence
+    (``info["license"]``, else the data set's: MIT for Fashion-MNIST, "unknown" otherwise), data set,
+    tags, and the tracked FID as an evaluation result naming its feature extractor."""
+    import yaml
+    from huggingface_hub import EvalResult, ModelCardData
+
+    info = config.get(INFO_KEY) or {}
+    dataset = str(info.get("dataset") or "")
+    hub_id, title, licence = HUB_DATASETS.get(dataset, (None, dataset or "unknown", "unknown"))
+    tracked = info.get("tracked_fid") or {}
+    conditional = bool(config.get("num_classes"))
+    results = None
+    if "fid" in tracked:
+        features = str(tracked.get("features") or "unknown")
+        results = [EvalResult(
+            task_type="unconditional-image-generation",
+            task_name="class-conditional image generation" if conditional else "unconditional image generation",
+            dataset_type=hub_id or dataset or "unknown", dataset_name=title, dataset_split="train",
+            metric_type="fid", metric_value=round(float(tracked["fid"]), 4), metric_config=features,
+            metric_name=f"FID ({features} features, {tracked.get('num_samples')} samples, training-time)",
+            metric_args={"features": features, "num_samples": tracked.get("num_samples"), "step": tracked.get("step")})]
+    data = ModelCardData(
+        library_name="sagan-torch", license=str(info.get("license") or licence),
+        datasets=[hub_id] if hub_id else None, metrics=["fid"] if results else None,
+        tags=CARD_TAGS + ["class-conditional" if conditional else "unconditional"],
+        model_name=f"sagan-{dataset or 'generator'}{config.get('resolution', '')}", eval_results=results)
+    fields = {k: v for k, v in data.to_dict().items() if k != "library_name"}
+    return yaml.safe_dump({"library_name": "sagan-torch", **fields}, sort_keys=False, allow_unicode=True)
 
 
 def save_onnx(model: torch.nn.Module, path: str | os.PathLike, opset: int | None = None) -> Path:

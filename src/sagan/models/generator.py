@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -11,6 +13,9 @@ from sagan.models.arch import BOTTOM_WIDTH, G_ARCH, checked_specs, extra_layers
 from sagan.models.standing import ensure_standing
 from sagan.nn.blocks import GBlock
 from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_conv3x3, sn_linear
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
 
 
 class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tags=["gan", "sagan", "image-generation"],
@@ -99,17 +104,41 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
         local = resolve_export(pretrained_model_name_or_path)
         if local is not None:
             return super().from_pretrained(str(local), **kwargs)
+        from sagan.models.hub import download_export, parse_hub_id
+
         name = str(pretrained_model_name_or_path)
-        why = (f"{name} is not a folder and not a shipped model ({', '.join(pretrained_names()) or 'none'})")
-        if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a Hub id ("owner/name")
-            raise CheckpointError(why)
-        try:  # a Hugging Face Hub id
-            return super().from_pretrained(name, **kwargs)
-        except CheckpointError:
-            raise
-        except Exception as e:  # noqa: BLE001 - offline, no such repository, not a sagan export, ...
-            raise CheckpointError(f"{why}, and loading it from the Hugging Face Hub failed: "
-                                  f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        if parse_hub_id(name) is None:  # a path, not a Hub id ("owner/name")
+            raise CheckpointError(f"{name} is not a folder and not a shipped model "
+                                  f"({', '.join(pretrained_names()) or 'none'})")
+        # A Hugging Face Hub id: the export's files into huggingface_hub's cache (one-line error within
+        # seconds when the Hub cannot be reached and it is not cached), then loaded as a folder.
+        hub = {k: kwargs.pop(k) for k in ("token", "cache_dir", "force_download", "local_files_only") if k in kwargs}
+        revision = kwargs.pop("revision", None)
+        for unused in ("proxies", "resume_download"):
+            kwargs.pop(unused, None)
+        folder = download_export(f"{name}@{revision}" if revision else name, **hub)
+        return super().from_pretrained(str(folder), **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, config: dict | None = None,
+                        **kwargs) -> str | None:  # type: ignore[override]
+        """``PyTorchModelHubMixin.save_pretrained`` (and so ``push_to_hub``) with the model card
+        ``sagan export`` writes (``sagan.models.export.model_card``), not the mixin's generic one."""
+        from sagan.models.export import model_card
+
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        card = folder / "README.md"
+        if not card.exists():  # as the mixin: an existing card is kept
+            card.write_text(model_card(dict(config if config is not None else self._hub_mixin_config)),
+                            encoding="utf-8")
+        return super().save_pretrained(folder, config=config, **kwargs)
+
+    def generate_model_card(self, *args, **kwargs) -> "ModelCard":
+        """The model card ``sagan export`` writes, from this model's config (and its provenance record)."""
+        from huggingface_hub import ModelCard
+
+        from sagan.models.export import model_card
+        return ModelCard(model_card(dict(self._hub_mixin_config)))
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,

@@ -2,7 +2,8 @@
 
 ``sagan train --init-from SOURCE`` (``train.init_from``) starts a new run whose weights come from
 SOURCE: a run directory (its newest checkpoint), a checkpoint file, a folder written by
-``sagan export`` or a shipped model name. From a training checkpoint, G starts from the raw
+``sagan export``, a Hugging Face Hub id of one (``user/repo``, recorded as ``user/repo@COMMIT``) or a
+shipped model name. From a training checkpoint, G starts from the raw
 generator, the EMA copy from the EMA generator and D from D, as the source had them when it
 stopped. An export holds one generator (normally the EMA one): G and the EMA copy both start from
 it and D starts fresh. Optimiser states and the step count always start fresh.
@@ -29,7 +30,8 @@ from torch import nn
 
 from sagan.config import Config, ModelConfig, config_from_dict
 from sagan.errors import CheckpointError, ConfigError, UsageError
-from sagan.models.export import CONFIG_NAME
+from sagan.models.export import CONFIG_NAME, pretrained_names
+from sagan.models.hub import download_export, parse_hub_id
 from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
 from sagan.train.runs import load_run
 
@@ -56,7 +58,14 @@ class InitWeights:
 def read_init_weights(source: str | Path) -> InitWeights:
     """The weights and config of a model source (run directory, checkpoint file, exported folder or
     shipped name), on the CPU; a checkpoint is read once. One-line ``CheckpointError`` otherwise."""
-    p = Path(source)
+    p = Path(source).expanduser()
+    if not p.exists() and str(source) not in pretrained_names() and parse_hub_id(source):
+        folder = download_export(str(source))  # a local path or shipped name of the same spelling wins
+        run = load_run(folder)
+        g = run.G.state_dict()
+        hub_id = f"{parse_hub_id(source)[0]}@{folder.name}"  # type: ignore[index]  # the snapshot's commit
+        return InitWeights(hub_id, run.describe().replace(str(folder), f"{source} from the Hugging Face Hub", 1),
+                           run.cfg, run.num_classes, run.channels, g, g, None)
     if p.is_file() or (p.is_dir() and not (p / CONFIG_NAME).is_file()):
         ckpt = resolve_checkpoint(p)
         state = load_checkpoint(ckpt, map_location="cpu")
