@@ -200,8 +200,9 @@ def test_push_publishes_an_export_with_its_card(fake_hub, tiny_run, capsys):
     assert "https://huggingface.co/me/tiny-sagan" in out and "sagan sample me/tiny-sagan" in out
 
 
-def test_push_of_the_shipped_model_names_data_and_metric(fake_hub, capsys):
-    assert main(["push", "--pretrained", "fmnist32", "me/fmnist32"]) == 0
+def test_push_of_the_shipped_model_names_data_and_metric(fake_hub, tmp_path, capsys):
+    assert main(["push", "--pretrained", "fmnist32", "me/fmnist32", "--out", str(tmp_path / "kept")]) == 0
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
     card = _card(fake_hub.calls[1][4])
     assert card.data.license == "mit" and card.data.datasets == ["zalando-datasets/fashion_mnist"]
     assert card.data.metrics == ["fid"]
@@ -214,6 +215,7 @@ def test_push_of_the_shipped_model_names_data_and_metric(fake_hub, capsys):
     (["push", "--pretrained", "fmnist32", "not a repo"], "not a Hugging Face Hub repository id"),
     (["push", "--pretrained", "fmnist32", "me/x@dev"], "not a Hugging Face Hub repository id"),
     (["push", "me/x"], "give a SOURCE"),
+    (["push", "--pretrained", "fmnist32", "me/x", "--out", "."], "--out . exists"),
 ])
 def test_push_refuses_bad_arguments_in_one_line(fake_hub, args, message, capsys):
     assert main(args) == EXIT_USAGE

@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--private", action="store_true", help="create the repository as private (when it is new)")
     p.add_argument("--message", metavar="TEXT", help="the commit message (default: 'Upload SAGAN generator')")
     p.add_argument("--branch", metavar="NAME", help="push to this branch of the repository (default: main)")
+    p.add_argument("--out", metavar="DIR",
+                   help="also keep the uploaded export in this new folder (default: a temporary folder, removed "
+                        "after the upload); never overwritten")
     p.add_argument("--license", metavar="ID",
                    help="the model card's licence, a Hub licence id such as mit or cc-by-4.0 (default: the "
                         "export's, else mit for Fashion-MNIST and unknown for other data)")
@@ -43,12 +46,15 @@ def cmd_push(args: argparse.Namespace) -> int:
     if hub_offline():
         raise UsageError("HF_HUB_OFFLINE is set: publishing needs the Hugging Face Hub; unset it to push")
     source_of(args)  # SOURCE or --pretrained, checked before anything is read
+    if args.out and Path(args.out).exists():
+        raise UsageError(f"--out {args.out} exists; the export is written to a new folder (nothing is overwritten)")
     with tempfile.TemporaryDirectory(prefix="sagan-push-") as tmp:
-        folder = Path(tmp) / "export"
+        folder = Path(args.out) if args.out else Path(tmp) / "export"
         quiet = io.StringIO()
-        with contextlib.redirect_stdout(quiet):  # its "wrote TMP" line would name a folder about to vanish
+        with contextlib.redirect_stdout(quiet):  # its "wrote TMP" line would name a temporary folder
             export.cmd_export(argparse.Namespace(**dict(vars(args), out=str(folder), format="safetensors")))
-        described = quiet.getvalue().strip().splitlines()[-1].removeprefix("from ")
+        said = quiet.getvalue().strip().splitlines()  # "wrote FOLDER ...", "from <which weights>"
+        described = said[-1].removeprefix("from ") if said else str(args.source or args.pretrained)
         if args.license:
             config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
             config[INFO_KEY]["license"] = args.license
@@ -56,6 +62,7 @@ def cmd_push(args: argparse.Namespace) -> int:
             (folder / "README.md").write_text(model_card(config), encoding="utf-8")
         url = push_export(folder, args.repo_id, private=args.private or None, message=args.message,
                           branch=args.branch)
-    print(f"pushed {described}\nto https://huggingface.co/{args.repo_id} ({url})\n"
+    kept = f"\nthe uploaded folder: {args.out}" if args.out else ""
+    print(f"pushed {described}\nto https://huggingface.co/{args.repo_id} ({url}){kept}\n"
           f"load it with: sagan sample {args.repo_id}   or   sagan.Generator.from_pretrained({args.repo_id!r})")
     return 0
