@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from sagan.train import distributed as dist_utils
 from sagan.train.checkpoint import newest_loadable_checkpoint
 from sagan.train.finetune import InitWeights, check_data_fits, fine_tune_model, read_init_weights
 from sagan.train.run import Trainer
-from sagan.train.rundir import RunDir, default_run_name, new_run_dir, write_run_info
+from sagan.train.rundir import RunDir, acquire_run_lock, default_run_name, new_run_dir, write_run_info
 from sagan.viz.attention import generator_attention_figure
 
 
@@ -137,9 +140,52 @@ def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
                     "is it a run directory?")
 
 
+ELASTIC_LOCK_WAIT_S = 60.0  # after an elastic restart, how long rank 0 waits for the killed group to let go
+
+
+def _main_process_by_env() -> bool:
+    """Rank 0 (or not under torchrun), known before the process group is set up."""
+    return not dist_utils.launched_by_torchrun() or os.environ.get("RANK", "0") == "0"
+
+
+def _lock_run(run_dir: Path, held: contextlib.ExitStack, say=print) -> None:
+    """Hold ``run_dir``'s one-writer lock until the command ends (rank 0 only; RunLockedError when
+    another process trains into it). After an elastic restart the killed group may still be exiting."""
+    wait = ELASTIC_LOCK_WAIT_S if dist_utils.elastic_restart_count() > 0 else 0.0
+    lock = held.enter_context(acquire_run_lock(run_dir, wait=wait))
+    if lock.note:
+        say(f"note: {lock.note}")
+
+
+class _NewRunFolder:
+    """A run folder this command created: removed again when the command is refused (a UsageError)
+    before training starts, so that a refusal (e.g. --init-from weights that do not fit) leaves no
+    run folder behind."""
+
+    def __init__(self, path: Path):
+        self.path, self.training = path, False
+
+    def __enter__(self) -> "_NewRunFolder":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if isinstance(exc, UsageError) and not self.training:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    # A run folder has one writer: rank 0 holds its lock (RUN/.lock) until the command ends, however
+    # it ends (the kernel releases it when the process dies). Readers never take it.
+    with contextlib.ExitStack() as held:
+        return _train(args, held)
+
+
+def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    new_folder: _NewRunFolder | None = None
     notes: list[str] = []
-    cfg, init = _train_config(args, notes)
+    cfg, init = _train_config(args, notes)  # checks the arguments; on --resume it reads the run's config
+    if args.resume and _main_process_by_env():
+        _lock_run(Path(args.resume), held)  # before the data is read or anything in the run folder is written
     if args.name and not args.resume:
         cfg.name = args.name
         validate(cfg)  # a plain directory name (no slashes, not empty), checked before any data is read
@@ -147,7 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     dist_utils.quiet_non_main(dist)
     say = dist_utils.rank0_print(dist)
     data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional, progress=not args.no_progress)
-    say(f"data: {data.source}; {len(data)} images, "
+    say(f"data: {data.source}; {len(data)} image{'s' if len(data) != 1 else ''}, "
         f"{data.num_classes or 'no'} classes, {data.channels} channel(s), {cfg.model.resolution}x{cfg.model.resolution}")
     if cfg.data.channels is None and not dataset_spec(cfg.data.dataset).in_memory:
         cfg.data.channels = data.channels  # detected from the folder; stored, so a resume reads it the same way
@@ -182,9 +228,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_dir = dist_utils.find_elastic_run(args.out, wanted)
             resuming = run_dir is not None
             if resuming:
+                _lock_run(run_dir, held, say)
                 say(f"elastic restart {dist_utils.elastic_restart_count()}: continuing {run_dir}")
             else:
                 run_dir, renamed = new_run_dir(args.out, wanted)
+                new_folder = held.enter_context(_NewRunFolder(run_dir))
+                _lock_run(run_dir, held, say)
                 if renamed:
                     say(f"note: {Path(args.out) / wanted} exists and is left untouched; writing to {run_dir} instead")
                 dist_utils.mark_elastic_run(run_dir)
@@ -215,6 +264,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         per_proc += f" ({dist_utils.backend_name()}, sync_bn={'on' if cfg.train.sync_bn else 'off'})"
     say(f"run directory: {run_dir}\ndevice: {trainer.device}; global batch {cfg.train.batch_size}{per_proc}; "
         f"G {count_parameters(trainer.G) / 1e6:.2f}M params, D {count_parameters(trainer.D) / 1e6:.2f}M params")
+    if new_folder is not None:
+        new_folder.training = True  # from here on the folder holds a run
     trainer.fit()
     if dist.is_main:
         final = trainer.sample_grid("final.png")

@@ -1,19 +1,28 @@
-"""Run directories: never overwritten, always holding the resolved config and code version."""
+"""Run directories: never overwritten, always holding the resolved config and code version, and
+written by one process at a time (:func:`acquire_run_lock`)."""
 from __future__ import annotations
 
 import json
+import os
 import platform
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not a POSIX system: no lock
+    fcntl = None  # type: ignore[assignment]
+
 import torch
 import torchvision
 
 import sagan
 from sagan.config import Config
+from sagan.errors import UsageError
 from sagan.fileio import atomic_write_text
 
 
@@ -40,6 +49,7 @@ class RunDir:
     eval = property(lambda self: self.path / "eval")
     events = property(lambda self: self.path / "events.log")
     report = property(lambda self: self.path / "report.html")
+    lock = property(lambda self: self.path / LOCK_NAME)
 
 
 def code_version() -> dict[str, Any]:
@@ -102,3 +112,117 @@ def write_run_info(run_dir: Path, cfg: Config, command: list[str] | None = None)
             record = previous
             record.setdefault("resumes", []).append(info)
     atomic_write_text(path, json.dumps(record, indent=2))
+
+
+# --------------------------------------------------------------------------- one writer per run
+
+LOCK_NAME = ".lock"
+
+
+class RunLockedError(UsageError):
+    """Another process is writing the run folder (it holds the folder's lock)."""
+
+
+_HELD_FDS: set[int] = set()  # lock file descriptors this process holds
+
+
+def _forget_locks_in_child() -> None:
+    """After a fork (DataLoader workers): the child closes its copies of the lock descriptors, so
+    that only the process that took the lock holds it (a SIGKILLed trainer's workers, still winding
+    down, must not keep the run locked). Closing a copy does not release the parent's lock."""
+    for fd in list(_HELD_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+class RunLock:
+    """The lock of one run folder, held until :meth:`release` (or the process ends, however it ends:
+    the kernel releases an ``flock`` with the last descriptor, so a SIGKILL leaves no stale lock)."""
+
+    def __init__(self, path: Path, fd: int | None, note: str | None = None):
+        self.path, self._fd, self.note = path, fd, note
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None and self._fd in _HELD_FDS
+
+    def release(self) -> None:
+        if self.held:
+            _HELD_FDS.discard(self._fd)
+            os.close(self._fd)  # closing the descriptor releases the flock
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, from what it wrote into the lock file."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        pid, host, since = int(info["pid"]), str(info["host"]), str(info["since"])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "another process (it has not said which yet)"
+    gone = ""
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            gone = "; that process has ended, a process it started may still hold the lock"
+        except OSError:
+            pass
+    return f"process {pid} on {host}, since {since}{gone}"
+
+
+def acquire_run_lock(run_dir: str | Path, wait: float = 0.0) -> RunLock:
+    """Take the one-writer lock of ``run_dir`` (an advisory ``flock`` on ``run_dir/.lock``).
+
+    ``sagan train`` holds it for the whole run; readers (``sample``, ``evaluate``, ``report``) never
+    take it. While another process holds it, tries again for ``wait`` seconds, then raises
+    :class:`RunLockedError` naming the holder (pid, host, since when). The holder's pid, host and
+    start time are written into the lock file. On a file system without ``flock`` (or without
+    ``fcntl``) the run goes on unlocked and the returned lock's ``note`` says so.
+    """
+    path = Path(run_dir) / LOCK_NAME
+    if fcntl is None:  # pragma: no cover
+        return RunLock(path, None, "this system has no fcntl.flock: the run folder is not locked")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UsageError(f"cannot create the lock file {path} ({e.strerror}); is the run folder writable?") from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = _holder(fd)
+                os.close(fd)
+                raise RunLockedError(
+                    f"run folder {run_dir} is being written by another sagan train ({holder}); a run has one "
+                    "writer: wait for it to end (or stop it), then resume. Reading commands (sample, evaluate, "
+                    "report) work meanwhile") from None
+            time.sleep(0.2)
+        except OSError as e:  # e.g. ENOLCK: a network file system without locks
+            os.close(fd)
+            return RunLock(path, None, f"the run folder cannot be locked ({e.strerror}): make sure no other "
+                                       "process trains into it")
+    _HELD_FDS.add(fd)
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+    except OSError:
+        pass  # who holds it is a courtesy for the refusal message; the lock itself is held
+    return RunLock(path, fd)
