@@ -190,3 +190,21 @@ def test_an_empty_folder_is_refused_in_one_line(tmp_path, capsys):
     assert rc == UsageError.exit_code and len(err.strip().splitlines()) == 1
     assert "no Fashion-MNIST IDX files" in err and "Nor image files" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_class_names_as_sample_writes_them_are_accepted():
+    """`sagan sample --format png` names folders 09_Ankle_boot; those spellings name the class too (issue 26, item 10)."""
+    from sagan.commands.common import resolve_class, resolve_classes
+    from sagan.data.datasets import FMNIST_CLASSES
+    names = list(FMNIST_CLASSES)
+    for text in ("Ankle boot", "ankle_boot", "09_Ankle_boot", "ANKLE-BOOT", "9"):
+        assert resolve_class(text, 10, names) == 9, text
+    assert resolve_classes("t-shirt_top,00_T-shirt_top,Sneaker", 10, names) == [0, 0, 7]
+    with pytest.raises(UsageError, match="no such class"):
+        resolve_class("Boot", 10, names)
+
+
+def test_study_help_shows_a_plain_percent(capsys):
+    assert main(["study", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "95% bootstrap" in out and "%%" not in out

@@ -91,6 +91,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     path = run_attention_figure(run, which, out_dir / f"attention_{which}_{tag}.png", cls=cls,
                                 n_images=args.num_images, n_points=args.num_points, points=points, seed=args.seed,
                                 layer=layer, device=device, data_root=args.data)
+    source = run.describe() if which == "G" else f"{run.checkpoint} (step {run.step}, discriminator)"
     print(f"wrote {path} ({which} attention, {'generated' if which == 'G' else 'real'} images)\n"
-          f"from {run.describe()}")
+          f"from {source}")
     return 0

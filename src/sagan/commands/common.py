@@ -122,6 +122,10 @@ def resolve_class(text: str | None, num_classes: int, class_names: list[str], fl
     lowered = [n.lower() for n in class_names]
     if text.lower() in lowered:
         return lowered.index(text.lower())
+    folded = [_folded_name(n) for n in class_names]  # "ankle_boot", or sample's folder name "09_Ankle_boot"
+    for key in (_folded_name(text), _folded_name(re.sub(r"^\d+_", "", text))):
+        if key and folded.count(key) == 1:
+            return folded.index(key)
     try:
         c = int(text)
     except ValueError:
@@ -130,6 +134,11 @@ def resolve_class(text: str | None, num_classes: int, class_names: list[str], fl
         names = f" ({', '.join(f'{i}={n}' for i, n in enumerate(class_names))})" if class_names else ""
         raise UsageError(f"{flag} {text}: no such class; this model has classes 0..{num_classes - 1}{names}")
     return c
+
+
+def _folded_name(name: str) -> str:
+    """A class name compared without case or punctuation: "T-shirt/top", "t_shirt_top" -> "t_shirt_top"."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
 
 
 def resolve_classes(text: str | None, num_classes: int, class_names: list[str], flag: str = "--classes") -> list[int] | None:

@@ -245,7 +245,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     folders = ({c: class_folder_name(c, run.num_classes, run.class_names) for c in sorted(set(labels.tolist()))}
                if labels is not None and "png" in formats else {})
     out = checked_out_dir(Path(args.out) if args.out else run.output_base / "samples_out", list(folders.values()))
-    print(f"sampling {num} images from {run.describe()}")
+    print(f"sampling {num} image{'s' if num != 1 else ''} from {run.describe()}")
 
     progress = not args.no_progress
     if seeds is not None:
@@ -284,6 +284,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     atomic_write_text(out / INFO_NAME, json.dumps(info, indent=2) + "\n")
     parts = [str(out / n) for k, n in written.items() if k != "png"]
     if "png" in written:
-        parts.append(f"{written['png']} PNGs under {out}")
+        parts.append(f"{written['png']} PNG{'s' if written['png'] != 1 else ''} under {out}")
     print(f"wrote {', '.join(parts)} and {INFO_NAME}")
     return 0

@@ -25,7 +25,7 @@ from sagan.study.runner import StudyFailed, run_study
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="run the paper's experiments: stabilisation, attention, reduction studies",
                        description="Train every arm x seed of a study as ordinary run directories, evaluate them, and "
-                                   "write tables (mean ± std over seeds, difference to the baseline arm with a 95%% "
+                                   "write tables (mean ± std over seeds, difference to the baseline arm with a 95% "
                                    "bootstrap interval) and figures. See docs/experiments.md.")
     kinds = p.add_subparsers(dest="study", metavar="STUDY", required=True)
     for kind, (_, what) in STUDIES.items():
