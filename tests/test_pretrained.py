@@ -28,7 +28,7 @@ def test_fmnist32_is_shipped_and_draws_the_classes_it_is_asked_for():
     # The shipped classifier (91.45% on real test images) must recognise the asked-for class: a real
     # check of the weights, not of the file format.
     acc = accuracy(load_classifier(), to_uint8(images), labels)
-    assert acc >= 0.85, f"class accuracy {acc:.4f} of the shipped generator's samples"
+    assert acc >= 0.90, f"class accuracy {acc:.4f} of the shipped generator's samples"
 
 
 def test_commands_take_the_shipped_model(tmp_path, monkeypatch, capsys):
