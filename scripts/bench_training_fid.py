@@ -1,6 +1,10 @@
 #!/usr/bin/env python
 """Time one training-time FID evaluation (TrainingFID) for a preset, and print JSON.
 
+Each repeat also times, just before it, what the run does first: recompute the EMA generator's
+standing batch-norm statistics (``train.ema_bn_batches`` x ``train.ema_bn_batch_size`` samples), so
+the two costs come from the same machine at the same moment.
+
 The first call also builds (or loads from the cache) the reference statistics of all training
 images; later calls are what a run pays every ``train.fid_every`` steps. Example:
 
@@ -18,6 +22,7 @@ from sagan.config import load_config
 from sagan.data import load_data
 from sagan.metrics.tracking import TrainingFID
 from sagan.models import build_models
+from sagan.models.standing import standing_statistics
 from sagan.train.distributed import resolve_device
 from sagan.train.runs import load_run
 
@@ -47,9 +52,14 @@ def main() -> None:
     calls = []
     for _ in range(args.repeats):
         t = time.perf_counter()
+        standing_statistics(g, cfg.train.ema_bn_batches, cfg.train.ema_bn_batch_size, cfg.train.seed)
+        standing = time.perf_counter() - t
+        t = time.perf_counter()
         scalars = fid(g)
-        calls.append({"seconds": round(time.perf_counter() - t, 2), **{k: round(v, 4) for k, v in scalars.items()}})
-    out = {"preset": args.preset, "features": fid.features, "fid_samples": cfg.train.fid_samples,
+        calls.append({"seconds": round(time.perf_counter() - t, 2), "standing_statistics_seconds": round(standing, 2),
+                      **{k: round(v, 4) for k, v in scalars.items()}})
+    out = {"preset": args.preset, "features": fid.features, "ema_bn_batches": cfg.train.ema_bn_batches,
+           "ema_bn_batch_size": cfg.train.ema_bn_batch_size, "fid_samples": cfg.train.fid_samples,
            "fid_every": cfg.train.fid_every, "reference_images": len(data), "init_seconds": round(init, 2),
            "calls": calls, "threads": torch.get_num_threads(), "device": str(device)}
     print(json.dumps(out, indent=2))

@@ -177,7 +177,7 @@ def test_attention_command_g_and_d(tiny_run, tmp_path, capsys):
     out = capsys.readouterr().out
     png = tmp_path / "figs" / "attention_G_step4_seed0_class1.png"
     assert f"wrote {png} (G attention, generated images)" in out
-    assert "(latest checkpoint, step 4, EMA generator)" in out  # which weights were drawn
+    assert "(latest checkpoint, step 4, EMA generator, standing BN statistics)" in out  # which weights were drawn
     with Image.open(png) as im:
         assert im.format == "PNG"
     assert main(["attention", str(tiny_run), "--model", "d", "--class", "class_0", "--layer", "attn16",
@@ -201,7 +201,7 @@ def test_attention_command_on_an_exported_folder(exported, tmp_path, capsys):
     png = exp / "attention" / "attention_G_step4_seed0_class1.png"
     with Image.open(png) as im:
         assert im.format == "PNG" and im.width > 100
-    assert f"from exported model {exp} (step 4, EMA generator)" in capsys.readouterr().out
+    assert f"from exported model {exp} (step 4, EMA generator, standing BN statistics)" in capsys.readouterr().out
 
 
 def test_attention_command_on_a_shipped_model_writes_to_the_working_directory(exported, tmp_path, monkeypatch,

@@ -180,7 +180,7 @@ def test_finetune_from_an_export_starts_d_fresh(tmp_path, tiny_run, tiny_folder,
     capsys.readouterr()
     assert _train(tiny_folder, tmp_path / "runs", "--init-from", str(export)) == 0
     out = capsys.readouterr().out
-    assert f"init from exported model {export} (step 4, EMA generator): G and EMA loaded from the exported " \
+    assert f"init from exported model {export} (step 4, EMA generator, standing BN statistics): G and EMA loaded from the exported " \
            "generator; D starts fresh (an export holds no discriminator)" in out
     from safetensors.torch import load_file
     exported = load_file(str(export / WEIGHTS_NAME))

@@ -177,8 +177,13 @@ def test_cli_seed_walk_writes_grid_gif_and_record(tiny_run, tmp_path, capsys):
     for (r, c), want in (((0, 0), ends[0]), ((0, 3), ends[1]), ((1, 0), ends[1]), ((1, 3), ends[2])):
         assert np.abs(cell(r, c) - want).max() <= 1  # the PNG is lossless (torchvision rounds like to_uint8)
     for frame, want, other in ((frames[0], ends[0], ends[2]), (frames[-1], ends[2], ends[0])):
-        diff = np.abs(frame[::4, ::4].astype(int) - want).mean()  # an RGB GIF holds 256 colours a frame
-        assert diff < 8 and diff < np.abs(frame[::4, ::4].astype(int) - other).mean() / 2
+        # An RGB GIF holds 256 colours a frame: the frame is the endpoint sample through that
+        # quantisation, which the same writer applied to the sample alone reproduces.
+        alone = gif_frames(interp.write_gif(tmp_path / "alone.gif", want.repeat(4, 0).repeat(4, 1)[None].astype(np.uint8),
+                                            fps=12))[0]
+        assert np.abs(frame.astype(int) - alone).mean() <= 1
+        diff = np.abs(frame[::4, ::4].astype(int) - want).mean()
+        assert diff < np.abs(frame[::4, ::4].astype(int) - other).mean() / 2
 
     if interp.mp4_supported():
         assert (out / f"{stem}.mp4").stat().st_size > 0 and record["animation"]["mp4"] == f"{stem}.mp4"

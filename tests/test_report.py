@@ -219,7 +219,7 @@ def test_report_of_an_exported_folder(tiny_run, tmp_path, capsys):
     assert main(["report", str(exp), "--explorer-images", "2", "--no-progress", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     page = exp / "report.html"
-    assert f"wrote {page}" in out and f"from exported model {exp} (step 4, EMA generator)" in out
+    assert f"wrote {page}" in out and f"from exported model {exp} (step 4, EMA generator, standing BN statistics)" in out
     html = page.read_text(encoding="utf-8")
     assert "<title>SAGAN model exp (exported)</title>" in html
     assert "a folder written by &#39;sagan export&#39;: the generator without its training record" in html
