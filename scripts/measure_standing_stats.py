@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10000)
     ap.add_argument("--sweep-samples", type=int, default=5000, help="samples per row of the sweep and psi tables")
     ap.add_argument("--model", default="fmnist32", help="a shipped name or an export folder (written before 0.2)")
+    ap.add_argument("--resume", action="store_true", help="keep the rows already in OUT/results.json")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,6 +93,9 @@ def main() -> None:
                     "reference": "Fashion-MNIST train, a seeded subset of 10000 images", "cpu": cpu_name(),
                     "torch": torch.__version__, "rows": [], "sweep": [], "truncation": []}
     path = out / "results.json"
+    done: dict = json.loads(path.read_text()) if args.resume and path.is_file() else {}
+    for key in ("rows", "sweep", "truncation"):
+        result[key] = list(done.get(key, []))
 
     def save() -> None:
         path.write_text(json.dumps(result, indent=2) + "\n")
@@ -110,6 +114,8 @@ def main() -> None:
                                     ("u/v of its own weights, BN statistics as shipped", True, None),
                                     ("standing BN statistics, u/v as shipped", False, STANDING_BATCHES),
                                     ("both (what loading it does now)", True, STANDING_BATCHES)):
+        if any(r["generator"] == label for r in result["rows"]):
+            continue
         cost = setup(sync_sn, batches)
         row = {"generator": label, "seconds_to_prepare": cost, **score(g, reference, args.samples)}
         print(row, flush=True)
@@ -117,6 +123,8 @@ def main() -> None:
         save()
     for batches in (1, 4, 16, 64):
         for seed in (0, 1):
+            if any(r["batches"] == batches and r["seed"] == seed for r in result["sweep"]):
+                continue
             cost = setup(True, batches, seed)
             row = {"batches": batches, "batch_size": STANDING_BATCH_SIZE, "seed": seed, "seconds": cost,
                    **score(g, reference, args.sweep_samples)}
@@ -126,6 +134,8 @@ def main() -> None:
     for psi in (None, 2.0, 1.0, 0.7, 0.5, 0.25, 0.0):
         for mode in ("as shipped", "standing under psi"):
             if psi is None and mode == "standing under psi":
+                continue
+            if any(r["psi"] == psi and r["statistics"] == mode for r in result["truncation"]):
                 continue
             setup(mode != "as shipped", STANDING_BATCHES if mode != "as shipped" else None, 0, psi)
             row = {"psi": psi, "statistics": mode, **score(g, reference, args.sweep_samples, psi)}

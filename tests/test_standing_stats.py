@@ -201,12 +201,20 @@ def class_accuracy_and_mean_pixel(g: Generator, psi: float | None, n: int = 2000
 
 
 def test_truncation_trades_variety_for_fidelity_on_the_shipped_model():
+    """With statistics measured under psi, a milder psi raises class accuracy and no psi darkens the
+    images (with the statistics of untruncated noise, psi 1 gave 0.545 and mean pixel 31; psi 0, 7).
+    psi 1, not 0.5: with its own statistics the model's accuracy at 0.5 equals that without
+    truncation (0.929 both on 5000 samples, docs/sampling.md), too close to test on 2000; at 1 it
+    is 0.946 against 0.929."""
     g = Generator.from_pretrained("fmnist32")
     acc_inf, pixel_inf = class_accuracy_and_mean_pixel(g, None)
-    acc_half, _ = class_accuracy_and_mean_pixel(g, 0.5)
+    acc_one, _ = class_accuracy_and_mean_pixel(g, 1.0)
+    acc_half, pixel_half = class_accuracy_and_mean_pixel(g, 0.5)
     _, pixel_zero = class_accuracy_and_mean_pixel(g, 0.0)
-    assert acc_half >= acc_inf, (acc_half, acc_inf)
-    assert abs(pixel_zero - pixel_inf) <= 0.2 * pixel_inf, (pixel_zero, pixel_inf)
+    assert acc_one >= acc_inf, (acc_one, acc_inf)
+    assert acc_half >= 0.9, acc_half
+    for pixel in (pixel_half, pixel_zero):
+        assert abs(pixel - pixel_inf) <= 0.2 * pixel_inf, (pixel, pixel_inf)
 
 
 def test_an_old_export_gets_statistics_for_its_own_weights(tmp_path):
