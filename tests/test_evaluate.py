@@ -36,6 +36,7 @@ def test_evaluate_tiny_run_with_fmnist_features(tiny_run, tmp_path, cache, capsy
     assert rec["kid_subset_size"] == 16
     assert rec["extractor"]["name"] == "fmnist"
     assert rec["reference"]["split"] == "train" and rec["reference"]["dataset"] == "image_folder"
+    assert rec["model"].pop("bn_statistics") == {"mode": "standing", "batches": 16, "batch_size": 128, "seed": 0}
     assert rec["model"] == {"source": str(run / "checkpoints" / "ckpt_00000004.pt"), "kind": "checkpoint",
                             "checkpoint": "latest", "step": 4, "generator": "ema", "tracked_fid": None}
     m = rec["metrics"]

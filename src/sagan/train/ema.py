@@ -65,7 +65,9 @@ class EMA:
         for m, p in spectral_parametrizations(self.shadow):
             if hasattr(p, "_u"):  # 1-D weights are normalised exactly, without u/v
                 weight = m.parametrizations.weight.original
-                p._power_method(p._reshape_weight_to_matrix(weight.float()), 1)
+                if weight.dtype in (torch.float16, torch.bfloat16):  # as FP32SpectralNorm iterates
+                    weight = weight.float()
+                p._power_method(p._reshape_weight_to_matrix(weight), 1)
 
     def refresh_bn(self, step: int | None = None) -> bool:
         """Recompute the shadow's standing batch-norm statistics (``bn="standing"``; no-op for
