@@ -26,6 +26,8 @@ ONNX_NAME = "generator.onnx"
 ONNX_INFO_NAME = "generator.json"
 INFO_KEY = "sagan"  # the provenance record inside config.json
 EXPORT_FORMAT = 1
+MAX_WIDTH = 4096  # ch and z_dim of an export's config.json (as model.g_ch and model.z_dim of a training config)
+MAX_CLASSES = 100_000
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
@@ -61,7 +63,9 @@ def read_config(folder: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} cannot be read as JSON: {type(e).__name__}: {e}") from None
+        empty = path.is_file() and path.stat().st_size == 0
+        raise CheckpointError(f"{path} cannot be read as JSON: " + ("the file is empty (0 bytes)" if empty else
+                                                                    f"{type(e).__name__}: {e}")) from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} is not an exported sagan model config (not a JSON object)")
     info = config.get(INFO_KEY, {})
@@ -69,7 +73,141 @@ def read_config(folder: Path) -> dict[str, Any]:
     if not isinstance(version, int) or version > EXPORT_FORMAT:
         raise CheckpointError(f"{path} has export format {version!r}, newer than this code's {EXPORT_FORMAT}; "
                               "upgrade sagan-torch to load it")
+    check_generator_args(config, path)
+    check_record(info, path)
     return config
+
+
+def check_export(folder: str | os.PathLike) -> dict[str, Any]:
+    """An export folder's ``config.json`` (types, ranges, provenance record) and its agreement with
+    the shapes in ``model.safetensors``' header, checked before anything is built or read into
+    memory; a one-line CheckpointError naming the key otherwise. Returns the config."""
+    config = read_config(Path(folder))
+    check_weights_header(config, Path(folder) / WEIGHTS_NAME, Path(folder) / CONFIG_NAME)
+    return config
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_generator_args(args: dict[str, Any], where: str | os.PathLike) -> None:
+    """The ``Generator`` constructor arguments in ``args`` (a config.json, or from_pretrained's keyword
+    arguments): each of the right type and within range (``ch`` and ``z_dim`` up to MAX_WIDTH, as a
+    training config allows), so a tampered or damaged config is one line, never a traceback or
+    gigabytes allocated. Absent keys take the constructor's defaults."""
+    from sagan.models.arch import G_ARCH, g_attention_sizes
+    from sagan.nn.attention import REDUCTIONS, VARIANTS
+    from sagan.nn.spectral import INIT_SCHEMES
+
+    def refuse(key: str, want: str) -> CheckpointError:
+        return CheckpointError(f"{where}: {key} is {args[key]!r}; {want}")
+
+    def whole(key: str, lo: int, hi: int) -> None:
+        if key in args and not (_is_int(args[key]) and lo <= args[key] <= hi):
+            raise refuse(key, f"must be a whole number from {lo} to {hi}")
+
+    if "resolution" in args and not (_is_int(args["resolution"]) and args["resolution"] in G_ARCH):
+        raise refuse("resolution", f"must be one of {sorted(G_ARCH)}")
+    whole("ch", 1, MAX_WIDTH)
+    whole("z_dim", 1, MAX_WIDTH)
+    whole("num_classes", 0, MAX_CLASSES)
+    if "img_channels" in args and not (_is_int(args["img_channels"]) and args["img_channels"] in (1, 3)):
+        raise refuse("img_channels", "must be 1 or 3")
+    if "attn_reduction" in args and not (_is_int(args["attn_reduction"]) and args["attn_reduction"] in REDUCTIONS):
+        raise refuse("attn_reduction", f"must be one of {list(REDUCTIONS)}")
+    for key in ("use_sn", "attn_bias"):
+        if key in args and not isinstance(args[key], bool):
+            raise refuse(key, "must be true or false")
+    for key, choices in (("attn_variant", VARIANTS), ("init", INIT_SCHEMES)):
+        if key in args and args[key] not in choices:
+            raise refuse(key, f"must be one of {list(choices)}")
+    resolution = args.get("resolution", 128)
+    for key in ("attn", "resblock"):
+        if key not in args:
+            continue
+        sizes = args[key]
+        if (not isinstance(sizes, (list, tuple)) or not all(_is_int(s) for s in sizes)
+                or not set(sizes) <= set(g_attention_sizes(resolution)) or len(set(sizes)) != len(sizes)):
+            raise refuse(key, f"must list distinct feature-map sizes from {g_attention_sizes(resolution)} "
+                              f"(resolution {resolution})")
+    names = args.get("class_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+                              or len(names) != args.get("num_classes", 1000)):
+        raise refuse("class_names", f"must be null or a list of {args.get('num_classes', 1000)} names "
+                                    "(one per class, num_classes)")
+
+
+def check_record(info: Any, where: str | os.PathLike) -> None:
+    """The provenance record (``config.json``'s ``"sagan"``): the fields commands read have their types."""
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{where}: {INFO_KEY!r} is {info!r}; must be an object (the export's record)")
+    step, ema, tracked = info.get("step", 0), info.get("ema", True), info.get("tracked_fid")
+    if not (_is_int(step) and step >= 0):
+        raise CheckpointError(f"{where}: {INFO_KEY}.step is {step!r}; must be a whole number >= 0")
+    if not isinstance(ema, bool):
+        raise CheckpointError(f"{where}: {INFO_KEY}.ema is {ema!r}; must be true or false")
+    if tracked is not None and not (isinstance(tracked, dict) and (
+            "fid" not in tracked or isinstance(tracked["fid"], (int, float)) and not isinstance(tracked["fid"], bool))):
+        raise CheckpointError(f"{where}: {INFO_KEY}.tracked_fid is {tracked!r}; must be null or an object whose "
+                              "fid is a number")
+    for key, kind in (("config", dict), ("dataset", str)):
+        if key in info and info[key] is not None and not isinstance(info[key], kind):
+            raise CheckpointError(f"{where}: {INFO_KEY}.{key} is {info[key]!r}; must be "
+                                  f"{'an object' if kind is dict else 'a string'}")
+
+
+def check_weights_header(args: dict[str, Any], file: Path, where: str | os.PathLike | None = None) -> None:
+    """The shapes ``args`` (checked by :func:`check_generator_args`) give the first and last layers,
+    the class embeddings and the number of blocks, against ``file``'s safetensors header (read
+    without loading a tensor): a config that would build another, or a much larger, model than the
+    weights is refused before anything is allocated."""
+    import inspect
+
+    from safetensors import SafetensorError, safe_open
+
+    from sagan.models.arch import BOTTOM_WIDTH, G_ARCH
+    from sagan.models.generator import Generator
+
+    where = where or file.parent / CONFIG_NAME
+    defaults = {k: p.default for k, p in inspect.signature(Generator.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    a = {**defaults, **{k: v for k, v in args.items() if k in defaults}}
+    if not file.is_file():
+        raise CheckpointError(f"{file} does not exist")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{file} is not a readable safetensors file (safetensors holds tensors only; "
+                              f"a pickle or a torch.save file under that name is refused): {e}") from None
+    specs = G_ARCH[a["resolution"]]
+    first, last = specs[0].in_mult * a["ch"], specs[-1].out_mult * a["ch"]
+
+    def weight(module: str) -> str:
+        return f"{module}.parametrizations.weight.original" if a["use_sn"] else f"{module}.weight"
+
+    expected = {weight("linear"): (first * BOTTOM_WIDTH ** 2, a["z_dim"]),
+                weight("out_conv"): (a["img_channels"], last, 3, 3),
+                weight(f"blocks.{len(specs) - 1}.0.conv2"): (last, last, 3, 3)}
+    if a["num_classes"] > 0:
+        expected["blocks.0.0.bn1.gain.weight"] = (a["num_classes"], first)
+    elif "blocks.0.0.bn1.gain.weight" in shapes:
+        expected["blocks.0.0.bn1.gain.weight"] = None  # class embeddings in the file, none in the config
+    for key, want in expected.items():
+        have = shapes.get(key)
+        if have != want:
+            said = ", ".join(f"{k} {a[k]}" for k in ("resolution", "ch", "z_dim", "num_classes", "img_channels",
+                                                     "use_sn"))
+            raise CheckpointError(f"{where} does not describe {file.name} ({said}): {key} would be "
+                                  f"{want if want is not None else 'absent'}, the file has "
+                                  f"{have if have is not None else 'no such tensor'}; the config was edited or "
+                                  "belongs to other weights")
+    blocks = {int(k.split(".")[1]) for k in shapes if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+    if blocks and max(blocks) != len(specs) - 1:
+        raise CheckpointError(f"{where} does not describe {file.name}: resolution {a['resolution']} has "
+                              f"{len(specs)} blocks, the file {max(blocks) + 1}; the config was edited or belongs "
+                              "to other weights")
 
 
 def load_weights(model: torch.nn.Module, file: str | os.PathLike, map_location: str | torch.device = "cpu") -> None:
@@ -85,6 +223,11 @@ def load_weights(model: torch.nn.Module, file: str | os.PathLike, map_location: 
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{file} is not a readable safetensors file (safetensors holds tensors only; "
                               f"a pickle or a torch.save file under that name is refused): {e}") from None
+    broken = [k for k in sorted(state) if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if broken:
+        raise CheckpointError(f"{file} holds NaN or infinite values in {len(broken)} of {len(state)} tensors "
+                              f"({', '.join(broken[:2])}{', ...' if len(broken) > 2 else ''}): the weights are "
+                              "damaged and would give blank images; export them again from a good checkpoint")
     own = model.state_dict()
     problems = [f"missing {k}" for k in sorted(set(own) - set(state))[:3]]
     problems += [f"unexpected {k}" for k in sorted(set(state) - set(own))[:3]]
@@ -197,9 +340,25 @@ def card_metadata(config: dict[str, Any]) -> str:
     return yaml.safe_dump({"library_name": "sagan-torch", **fields}, sort_keys=False, allow_unicode=True)
 
 
+class _ClassIndexChecked(torch.nn.Module):
+    """``model(z, y)`` for the ONNX graph, with every class index outside ``0..num_classes - 1`` turned
+    into ``num_classes``, which no embedding row has: onnxruntime then refuses the batch (its Gather
+    checks bounds), as PyTorch refuses such an index, where the graph would otherwise read row
+    ``num_classes + y`` for a negative ``y`` (ONNX Gather counts negative indices from the end)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n = self.model.num_classes
+        return self.model(z, torch.where((y < 0) | (y >= n), torch.full_like(y, n), y))
+
+
 def save_onnx(model: torch.nn.Module, path: str | os.PathLike, opset: int | None = None) -> Path:
     """Write ``model`` (a ``Generator`` in eval mode) as ONNX: inputs ``z`` (batch, z_dim) float32 and,
     for a class-conditional model, ``y`` (batch,) int64; output ``image`` (batch, C, H, W) in [-1, 1].
+    A class index outside ``0..num_classes - 1`` makes onnxruntime refuse the batch, as PyTorch does.
     The batch size is dynamic. Needs the ``onnx`` and ``onnxscript`` packages."""
     import contextlib
     import io
@@ -224,7 +383,8 @@ def save_onnx(model: torch.nn.Module, path: str | os.PathLike, opset: int | None
         shapes["y"] = {0: batch}
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporter's progress chatter and axis-naming notes
-        program = torch.onnx.export(model, args, None, dynamo=True, input_names=names, output_names=["image"],
+        program = torch.onnx.export(_ClassIndexChecked(model) if model.num_classes > 0 else model,  # type: ignore[attr-defined]
+                                    args, None, dynamo=True, input_names=names, output_names=["image"],
                                     dynamic_shapes=shapes,
                                     opset_version=opset)
     out = Path(path)

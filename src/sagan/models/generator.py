@@ -99,10 +99,11 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
         """A generator from a shipped name (``sagan.models.export.pretrained_names()``), an exported
         folder, or a Hugging Face Hub id; in eval mode. ``map_location`` picks the device."""
         from sagan.errors import CheckpointError
-        from sagan.models.export import pretrained_names, resolve_export
+        from sagan.models.export import check_export, pretrained_names, resolve_export
 
         local = resolve_export(pretrained_model_name_or_path)
         if local is not None:
+            check_export(local)  # config.json sane and agreeing with the weights' header, before anything is built
             return super().from_pretrained(str(local), **kwargs)
         from sagan.models.hub import download_export, parse_hub_id
 
@@ -144,7 +145,8 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
     def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
                          map_location: str = "cpu", strict: bool = True, config: dict | None = None,
                          **model_kwargs) -> "Generator":
-        from sagan.models.export import WEIGHTS_NAME, load_weights, read_config
+        from sagan.models.export import (WEIGHTS_NAME, check_generator_args, check_weights_header, load_weights,
+                                         read_config)
 
         if os.path.isdir(model_id):
             read_config(model_id)  # a newer export format is refused before anything is built
@@ -153,6 +155,8 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
             from huggingface_hub import hf_hub_download
             file = hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
                                    force_download=force_download, token=token, local_files_only=local_files_only)
+        check_generator_args(model_kwargs, model_id)  # types, ranges and the weights' shapes, before building
+        check_weights_header(model_kwargs, Path(file), model_id)
         model = cls(**model_kwargs)
         load_weights(model, file, map_location)
         model.to(map_location).eval()

@@ -99,8 +99,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
-        raise CheckpointError(f"{path} is refused: not a loadable sagan checkpoint (only tensors and plain "
-                              f"values are accepted, never code): {type(e).__name__}: {_first_line(e)}") from None
+        if "GLOBAL" in str(e):  # a pickle that would import a function or class: refused, nothing ran
+            raise CheckpointError(f"{path} is refused: not a loadable sagan checkpoint (only tensors and plain "
+                                  f"values are accepted, never code): {type(e).__name__}: {_first_line(e)}") from None
+        raise CheckpointError(f"{path} cannot be read: the file is damaged, incomplete or not a sagan checkpoint "
+                              "(not a loadable sagan checkpoint, so it is refused; nothing in it ran): "
+                              f"{type(e).__name__}: {_first_line(e).split('. ')[0] or 'it ends early'}") from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a sagan checkpoint (no format_version)")
     version = state["format_version"]

@@ -128,6 +128,12 @@ def _pick_checkpoint(p: Path, checkpoint: str) -> tuple[Path, str]:
                                   "FID tracking is on, train.fid_every > 0); use --checkpoint latest")
         return best, "best"
     if checkpoint == "latest":
+        from sagan.models.export import WEIGHTS_NAME
+        if p.is_dir() and (p / WEIGHTS_NAME).is_file() and not RunDir(p).checkpoints.is_dir():
+            raise CheckpointError(f"{p} is an exported model without its {CONFIG_NAME} (it has {WEIGHTS_NAME}, "
+                                  f"which cannot be read without the architecture {CONFIG_NAME} gives): copy "
+                                  f"{CONFIG_NAME} back from where the export came from, or export again with "
+                                  "'sagan export RUN_DIR --out DIR'")
         return resolve_checkpoint(p), "latest"
     chosen = Path(checkpoint)
     if not chosen.is_file() and (RunDir(p).checkpoints / checkpoint).is_file():
