@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import re
+import tempfile
 from pathlib import Path
 
-from sagan.errors import UsageError
+from sagan.errors import CheckpointError, UsageError
+from sagan.fileio import atomic_write_text
 from sagan.models.export import pretrained_names
 from sagan.models.hub import download_export, is_hub_id
+from sagan.train.checkpoint import list_checkpoints, load_checkpoint
 from sagan.train.distributed import resolve_device
+from sagan.train.rundir import RunDir
 from sagan.train.runs import LoadedRun, load_run
 
 MAX_SEED = 2**63 - 1
 MAX_SEEDS = 1_000_000  # seeds per call (a typo like 0-10000000000 fails at once)
+MAX_IMAGES = 1_000_000  # images per call of -n (sample, evaluate); more: several calls (sample --seeds ranges)
+MAX_BATCH = 65_536  # --batch-size (the ONNX export's batch axis has the same bound)
+MAX_FALLBACK_TRIES = 5  # older checkpoints tried when the one asked for cannot be read
 SOURCE_METAVAR = "SOURCE"
 SOURCE_HELP = "run directory, checkpoint file, folder written by 'sagan export', or Hugging Face Hub id (user/repo)"
 
@@ -71,7 +80,13 @@ def load_from_args(args: argparse.Namespace, device=None) -> LoadedRun:
         device = device_from_args(args)
     source = source_of(args)
     local, hub_id = resolve_source(source)
-    run = load_run(local, ema=not getattr(args, "no_ema", False), device=device, checkpoint=args.checkpoint)
+    try:
+        run = load_run(local, ema=not getattr(args, "no_ema", False), device=device, checkpoint=args.checkpoint)
+    except CheckpointError as e:
+        hint = intact_checkpoint_hint(e, local)
+        if not hint:
+            raise
+        raise CheckpointError(f"{e}{hint}") from None
     return HubRun.of(run, hub_id) if hub_id else run
 
 
@@ -103,6 +118,27 @@ class HubRun(LoadedRun):
 
     def provenance(self) -> dict:
         return dict(super().provenance(), source=self.hub_id, hub_revision=self.checkpoint.name)
+
+
+def intact_checkpoint_hint(error: CheckpointError, source: str) -> str:
+    """When ``error`` names a run's checkpoint file that cannot be used (damaged, refused, newer), the
+    newest older checkpoint of that run that loads, as the ``--checkpoint`` to give; "" when none does."""
+    p = Path(source)
+    folder = RunDir(p).checkpoints if p.is_dir() else p.parent
+    ckpts = list_checkpoints(folder) if folder.is_dir() else []
+    failed = next((c for c in [*ckpts, folder / "best.pt"] if str(c) in str(error)), None)
+    if failed is None:
+        return ""
+    older = [c for c in ckpts if c.name < failed.name or failed.name == "best.pt"]
+    for cand in reversed(older[-MAX_FALLBACK_TRIES:]):
+        try:
+            load_checkpoint(cand)
+        except CheckpointError:
+            continue
+        if p.is_dir():
+            return f"; an older checkpoint is intact: use it with --checkpoint {cand.name}"
+        return f"; an older checkpoint is intact: {cand}"
+    return ""
 
 
 def device_from_args(args: argparse.Namespace):
@@ -180,6 +216,95 @@ def parse_seeds(text: str, flag: str = "--seeds", unique: bool = True) -> list[i
             raise bad(f"seed {s} is given twice")
         seen.add(s)
     return seeds
+
+
+def check_size(value: int, flag: str, limit: int, minimum: int = 1, hint: str = "") -> int:
+    """A number the user typed that sizes the work (images, frames, a scale, a batch): between
+    ``minimum`` and ``limit``, or a one-line UsageError naming both, before anything is computed."""
+    if not minimum <= value <= limit:
+        raise UsageError(f"{flag} {value}: must be between {minimum} and {limit}{hint}")
+    return value
+
+
+def check_seed(value: int | None, flag: str = "--seed") -> int | None:
+    """A seed ``torch.Generator.manual_seed`` takes: 0 to 2**63 - 1 (a larger one overflows it)."""
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise UsageError(f"{flag} {value}: must be between 0 and {MAX_SEED} (2**63 - 1)")
+    return value
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the kernel's MemAvailable, lowered to what an address-space
+    limit (``ulimit -v``, RLIMIT_AS) leaves; None where neither is known (not Linux)."""
+    limits = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            limits += [int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status", encoding="ascii") as f:
+                used = next((int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmSize:")), 0)
+            limits.append(max(0, soft - used))
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_memory(needed: int, what: str, fix: str) -> None:
+    """Refuse, in one line and before computing, work whose results would not fit in memory."""
+    free = available_memory()
+    if free is not None and needed > free:
+        raise UsageError(f"{what} would need about {needed / 2 ** 30:.1f} GiB of memory and this process can "
+                         f"use about {free / 2 ** 30:.1f} GiB; {fix}")
+
+
+def check_writable(folder: str | Path, flag: str = "--out") -> Path:
+    """Before any compute: ``folder`` (or, while it does not exist, the nearest folder above it that
+    does) is a folder this process can create files in; a one-line UsageError otherwise (read-only,
+    no permission, a file in the way). Checked by creating and deleting a hidden empty file there;
+    nothing else is created."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "" if probe == folder else f" (on the way to {folder})"
+        raise UsageError(f"cannot write into {folder}: {probe} is a file, not a folder{where}; choose another "
+                         f"folder with {flag}")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".sagan-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise UsageError(f"cannot write into {folder}: {e.strerror or e} in {probe}; choose a folder you can "
+                         f"write to with {flag}") from None
+    return folder
+
+
+def partial_write_error(record_path: Path, record: dict, done: list[tuple[Path, bool]], error: OSError,
+                        what: str) -> UsageError:
+    """Writing ``what`` failed part-way (a full disk, a quota) after the files in ``done`` ((path, whether
+    it existed before)): ``record`` with those files and ``"complete": false`` is written to
+    ``record_path``; when even that cannot be written, the files this call created are deleted instead,
+    so no partial set is left unrecorded. Returns the one-line error that says which."""
+    why = error.strerror or str(error)
+    folder = record_path.parent
+    record = dict(record, complete=False, error=f"{type(error).__name__}: {why}",
+                  written=[str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p) for p, _ in done])
+    try:
+        atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        kept = f"the {len(done)} file(s) written before it are listed in {record_path} (\"complete\": false)"
+    except OSError:
+        for p, existed in done:
+            if not existed:
+                p.unlink(missing_ok=True)
+        kept = f"the {sum(not e for _, e in done)} new file(s) written before it were deleted (no record fitted either)"
+    return UsageError(f"writing {what} into {folder} failed ({why}): {kept}; free space (or choose another "
+                      "--out) and run the same command again")
 
 
 def compact_seeds(seeds: list[int]) -> str:

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import sagan
-from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
+from sagan.commands.common import (MAX_BATCH, MAX_IMAGES, add_device_argument, add_progress_argument,
+                                  add_source_arguments, check_memory, check_seed, check_size, check_writable,
                                   load_from_args, source_of)
 from sagan.data.datasets import dataset_spec, to_uint8
 from sagan.errors import DataError, MetricsError, UsageError
@@ -94,10 +95,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--metrics {args.metrics!r}: {e}") from None
     if args.num_samples < 2:
         raise UsageError(f"--num-samples {args.num_samples}: must be >= 2")
+    check_size(args.num_samples, "--num-samples", MAX_IMAGES, minimum=2)
+    check_seed(args.seed)
     if args.num_real is not None and args.num_real < 2:
         raise UsageError(f"--num-real {args.num_real}: must be >= 2")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be >= 1")
+    check_size(args.batch_size, "--batch-size", MAX_BATCH)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} is a file; --out names a folder (the JSON file name inside is automatic)")
     source_of(args)  # SOURCE or --pretrained, before any process group is set up
@@ -112,6 +116,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except RuntimeError as e:  # torch.device() of a name it does not know
         raise UsageError(str(e)) from None
     run = load_from_args(args, device)
+    res, share = run.G.resolution, -(-args.num_samples // dist.world)  # held in memory (float, then uint8)
+    check_memory(share * run.channels * res * res * 9, f"{share} generated images of {res}x{res} px",
+                 "use fewer --num-samples (or more processes with torchrun)")
+    check_writable(output_folder(args, run))  # every process: one that stopped alone would hang the others
     features = args.features or dataset_spec(run.dataset).features
 
     # Everything that can fail without compute fails here, before sampling.
@@ -176,7 +184,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     name = f"step_{run.step:08d}-{features}-{args.split}{'' if run.ema else '-raw'}.json"
     out = output_folder(args, run) / name
-    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    try:
+        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    except OSError as e:  # the minutes of compute are not lost: the numbers are in the message
+        numbers = ", ".join(f"{k} {v:.6g}" for k, v in record["metrics"].items() if isinstance(v, (int, float)))
+        raise UsageError(f"could not write {out} ({e.strerror or e}); the results: {numbers}") from None
     ref = f" vs {results['num_real']} real ({args.split})" if "num_real" in results else ""
     print(f"{results['num_fake']} generated{ref}, {features_title(features)}, {seconds:.0f}s:\n"
           f"{metrics_table(results, features)}\nwrote {out}")

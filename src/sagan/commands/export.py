@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import sagan
-from sagan.commands.common import add_progress_argument, add_source_arguments, load_from_args
+from sagan.commands.common import add_progress_argument, add_source_arguments, check_writable, load_from_args
 from sagan.errors import UsageError
 from sagan.models.export import ONNX_INFO_NAME, ONNX_NAME, save_export, write_onnx_export
 from sagan.train.checkpoint import read_best_record
@@ -32,6 +32,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _write(write, out: Path) -> None:
+    """``write()`` builds the export in a temporary folder renamed to ``out`` at the end: a full disk
+    (or a lost permission) part-way is one line, and nothing is left behind."""
+    from safetensors import SafetensorError
+    try:
+        write()
+    except (OSError, SafetensorError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:200]
+        raise UsageError(f"writing the export {out} failed ({why}); nothing was written (an export appears whole or "
+                         "not at all): free space (or choose another --out) and run the same command again") from None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).exists():
         raise UsageError(f"--out {args.out} exists; an export is written to a new folder (nothing is overwritten)")
@@ -41,6 +53,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                           f"{'-onnx' if args.format == 'onnx' else ''}")
     if out.exists():
         raise UsageError(f"{out} exists; choose another folder with --out (nothing is overwritten)")
+    check_writable(out)
     tracked = run.tracked_fid
     if tracked is None and run.run_dir is not None:
         best = read_best_record(RunDir(run.run_dir).best)
@@ -62,11 +75,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         from sagan.models.export import export_info
         info = dict(export_info(run.G), **{k: info[k] for k in ("sagan_version", "exported")})
     if args.format == "onnx":
-        write_onnx_export(run.G, out, info)
+        _write(lambda: write_onnx_export(run.G, out, info), out)
         what = (f"{out / ONNX_NAME} (ONNX: inputs z{' and y (class index)' if run.num_classes else ''}, "
                 f"output image in [-1, 1]; {ONNX_INFO_NAME} says which model it is)")
     else:
-        save_export(run.G, out, info)
+        _write(lambda: save_export(run.G, out, info), out)
         what = f"{out} (load with sagan.Generator.from_pretrained({str(out)!r}))"
     print(f"wrote {what}\nfrom {run.describe()}")
     return 0

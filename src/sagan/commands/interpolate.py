@@ -4,16 +4,22 @@ handling only; the maths and the files are ``sagan.viz.interpolation``'s. See do
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import sagan
-from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
-                                   device_from_args, load_from_args, parse_seeds, resolve_class, resolve_classes)
+from sagan.commands.common import (MAX_BATCH, add_device_argument, add_progress_argument, add_source_arguments,
+                                   check_memory, check_seed, check_size, check_writable, device_from_args, load_from_args,
+                                   parse_seeds, partial_write_error, resolve_class, resolve_classes)
 from sagan.errors import UsageError
+from sagan.models.arch import RESOLUTIONS
 from sagan.viz.interpolation import (MAX_GIF_FPS, MP4_HINT, class_interpolation, default_scale, render,
                                      seed_interpolation, write_interpolation)
 
 DEFAULT_SEEDS = "0,1"
+MAX_STEPS = 1000  # frames per segment
+MAX_FRAMES = 10_000  # frames per walk (segments x steps)
+MAX_FRAME_SIDE = 2048  # px, an animation frame's width after --scale
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -69,21 +75,65 @@ def check_arguments(args: argparse.Namespace) -> None:
                          f"give --seeds A,B")
     if args.steps < 2:
         raise UsageError(f"--steps {args.steps}: a segment needs at least 2 frames (its two ends)")
+    check_size(args.steps, "--steps", MAX_STEPS, minimum=2, hint=" frames per segment")
     if not 0 < args.fps <= MAX_GIF_FPS:
         raise UsageError(f"--fps {args.fps:g}: must be above 0 and at most {MAX_GIF_FPS:g} (GIF frame times are "
                          "whole centiseconds and browsers slow faster ones down)")
     if args.scale is not None and args.scale < 1:
         raise UsageError(f"--scale {args.scale}: must be a whole number >= 1")
+    if args.scale is not None:
+        check_size(args.scale, "--scale", MAX_FRAME_SIDE // min(RESOLUTIONS),
+                   hint=f" (animation frames are at most {MAX_FRAME_SIDE} px wide)")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be >= 1")
+    check_size(args.batch_size, "--batch-size", MAX_BATCH)
+    if args.truncation is not None and math.isnan(args.truncation):
+        raise UsageError("--truncation nan: not a number; give a PSI above 0 (1 is mild, 0.5 strong)")
     if args.truncation is not None and args.truncation <= 0:
         raise UsageError(f"--truncation {args.truncation:g}: must be above 0 (1 is mild, 0.5 strong)")
-    if args.seed is not None and not 0 <= args.seed < 2 ** 63:
-        raise UsageError(f"--seed {args.seed}: must be between 0 and 2**63 - 1")
+    check_seed(args.seed)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} is a file; give a folder to write the interpolation into")
     if args.seeds is not None or args.classes is None:
-        check_endpoints(parse_seeds(args.seeds or DEFAULT_SEEDS, unique=False), "--seeds", "seeds")
+        seeds = parse_seeds(args.seeds or DEFAULT_SEEDS, unique=False)
+        check_endpoints(seeds, "--seeds", "seeds")
+        check_frames(len(seeds) - 1, args.steps, "--seeds")
+
+
+def check_frames(segments: int, steps: int, flag: str) -> None:
+    """At most MAX_FRAMES frames in one walk (segments x --steps)."""
+    if segments * steps > MAX_FRAMES:
+        raise UsageError(f"{flag}: {segments} segments of {steps} frames (--steps) are {segments * steps} frames; "
+                         f"at most {MAX_FRAMES} per call: walk fewer endpoints or use fewer --steps")
+
+
+def check_output_size(plan, channels: int, resolution: int, scale: int, boomerang: bool) -> None:
+    """Before rendering: frames at most MAX_FRAME_SIDE px wide, file names the file system takes, and
+    the frames (float) and the animation (uint8, scaled) within the memory this process can use."""
+    side = resolution * scale
+    if side > MAX_FRAME_SIDE:
+        raise UsageError(f"--scale {scale}: {resolution}-px frames would be {side} px wide; at most {MAX_FRAME_SIDE} "
+                         f"px (--scale {MAX_FRAME_SIDE // resolution} or less for this model)")
+    name = f"{plan.stem}.json"
+    if len(name.encode()) > 255:
+        flag = "--classes" if plan.settings.get("mode") == "classes" else "--seeds"
+        raise UsageError(f"{flag}: the files are named after every endpoint, which makes a name of "
+                         f"{len(name.encode())} bytes, and file names take at most 255: walk fewer or smaller "
+                         "endpoints per call")
+    frames = plan.rows * plan.steps
+    animated = frames * (2 if boomerang else 1)
+    check_memory(frames * channels * resolution ** 2 * 8 + animated * side * side * 3 * 2,
+                 f"{frames} frames of {resolution}x{resolution} px and a {side}x{side} px animation",
+                 "walk fewer endpoints, use fewer --steps, or a smaller --scale")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(inode, modification time) of a file, None when there is none: a file written since differs."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _class_label(c: int | None, names: list[str]) -> str:
@@ -103,6 +153,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
                              "walk between latents with --seeds instead")
         classes = resolve_classes(args.classes, run.num_classes, run.class_names) or list(range(run.num_classes))
         check_endpoints(classes, "--classes", "classes")
+        check_frames(len(classes) - 1, args.steps, "--classes")
         seed = 0 if args.seed is None else args.seed
         plan = class_interpolation(classes, run.num_classes, seed, z_dim, args.steps, args.truncation)
         plan.settings["class_names"] = [run.class_names[c] if c < len(run.class_names) else str(c) for c in classes]
@@ -120,12 +171,21 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run.output_base / "interpolations"
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file; choose a folder with --out")
+    check_writable(out)
     scale = args.scale or default_scale(run.cfg.model.resolution)
+    check_output_size(plan, run.channels, run.G.resolution, scale, args.boomerang)
     print(f"interpolating {what}, {args.steps} frames per segment\nfrom {run.describe()}")
     images = render(run.G, plan, args.batch_size, device, progress=not args.no_progress)
     record = {"model": run.provenance(), "resolution": int(images.shape[-1]), "sagan_version": sagan.__version__}
-    written = write_interpolation(out, plan, images, fps=args.fps, scale=scale, boomerang=args.boomerang,
-                                  record=record)
+    files = [out / f"{plan.stem}{suffix}" for suffix in (".png", ".gif", ".mp4", ".json")]
+    before = {p: _identity(p) for p in files}
+    try:
+        written = write_interpolation(out, plan, images, fps=args.fps, scale=scale, boomerang=args.boomerang,
+                                      record=record)
+    except OSError as e:  # a full disk part-way: the record says which files are this call's, or they go
+        done = [(p, before[p] is not None) for p in files if _identity(p) not in (None, before[p])]
+        raise partial_write_error(out / f"{plan.stem}.json", dict(record, **plan.settings, steps=plan.steps), done,
+                                  e, "the interpolation") from None
     size = images.shape[-1] * scale
     print(f"wrote {written.grid} ({plan.rows} row{'s' if plan.rows > 1 else ''} of {plan.steps} frames)")
     print(f"wrote {written.gif} ({written.gif_frames} frames of {size}x{size} px at {args.fps:g} fps"

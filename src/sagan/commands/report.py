@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
-                                   device_from_args, load_from_args)
+                                   check_seed, check_writable, device_from_args, load_from_args)
 from sagan.errors import UsageError
 from sagan.study.arms import SPEC_FILE, read_spec
 from sagan.study.results import collect, write_report, write_results
@@ -43,6 +43,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--explorer-images {args.explorer_images}: choose 1..64")
     if args.max_snapshots < 1:
         raise UsageError(f"--max-snapshots {args.max_snapshots}: must be >= 1")
+    check_seed(args.seed)
     if args.out is not None:
         out = Path(args.out)
         if out.suffix.lower() in (".html", ".htm"):
@@ -54,6 +55,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _study_report(args)
     device = device_from_args(args)
     run = load_from_args(args, device=device)
+    check_writable(Path(args.out) if args.out is not None else run.output_base)  # before the images are made
     path = build_report(run, args.out, seed=args.seed, explorer_images=args.explorer_images,
                         max_evolution=args.max_snapshots, device=device, data_root=args.data,
                         real_attention=not args.no_real, progress=not args.no_progress)

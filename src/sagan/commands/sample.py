@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 import sagan
-from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
+from sagan.commands.common import (MAX_BATCH, MAX_IMAGES, add_device_argument, add_progress_argument,
+                                   add_source_arguments, check_memory, check_seed, check_size, check_writable,
+                                   partial_write_error,
                                    compact_seeds, device_from_args, load_from_args, parse_seeds,
                                    resolve_classes)
 from sagan.data.datasets import to_uint8
@@ -117,7 +119,7 @@ def checked_out_dir(out: Path, folders: list[str]) -> Path:
             (out / name).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {out}: cannot create the folder: {e.strerror or e}") from None
-    return out
+    return check_writable(out)
 
 
 # --------------------------------------------------------------------------- generating
@@ -169,17 +171,20 @@ def write_grid(path: Path, images: torch.Tensor, labels: torch.Tensor | None) ->
 
 
 def write_pngs(out: Path, images: torch.Tensor, labels: torch.Tensor | None, seeds: list[int] | None,
-               folders: dict[int, str]) -> int:
+               folders: dict[int, str], done: list[tuple[Path, bool]] | None = None) -> int:
     """One PNG per image, in its class folder (unconditional: directly in ``out``); grayscale stays
-    one channel. Returns the number written."""
+    one channel. Returns the number written; ``done`` gets (path, existed before) for each as it is written."""
     from PIL import Image
     pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
     for i, arr in enumerate(pixels):
         folder = out / folders[int(labels[i])] if labels is not None else out
         path = folder / image_file_name(seeds[i] if seeds is not None else None, i)
         img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+        existed = path.exists()
         with atomic_path(path) as tmp:
             img.save(tmp, format="PNG")
+        if done is not None:
+            done.append((path, existed))
     return len(pixels)
 
 
@@ -229,10 +234,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     num = len(seeds) if seeds is not None else (DEFAULT_NUM if args.num is None else args.num)
     seed = DEFAULT_SEED if args.seed is None else args.seed
     batch_size = 1 if seeds is not None else (DEFAULT_BATCH if args.batch_size is None else args.batch_size)
-    if num < 1:
-        raise UsageError(f"--num {num}: must be >= 1")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size {batch_size}: must be >= 1")
+    check_size(num, "--num", MAX_IMAGES, hint=" per call (for more, sample --seeds ranges in several calls)")
+    check_size(batch_size, "--batch-size", MAX_BATCH)
+    check_seed(args.seed)
     truncation = parse_truncation(args.truncation)
     formats = parse_formats(args.format)
     device = device_from_args(args)
@@ -240,6 +244,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: is a file; give a folder to write the samples into")
 
     run = load_from_args(args, device)
+    res = run.G.resolution  # the images are held in memory (float, then uint8) until they are written
+    check_memory(num * (run.channels * res * res * 10 + run.G.z_dim * 4), f"{num} images of {res}x{res} px",
+                 "ask for fewer, or split --seeds into ranges sampled in several calls")
     classes = resolve_classes(args.classes, run.num_classes, run.class_names)
     labels = cycled_labels(run.num_classes, classes, num)
     folders = ({c: class_folder_name(c, run.num_classes, run.class_names) for c in sorted(set(labels.tolist()))}
@@ -259,12 +266,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     stem = free_stem(out, output_stem(run, seeds, seed, truncation), formats)
     written: dict[str, object] = {}
-    if "grid" in formats:
-        written["grid"] = write_grid(out / f"{stem}.png", images, labels).name
-    if "npz" in formats:
-        written["npz"] = write_npz(out / f"{stem}.npz", images, labels, seeds).name
-    if "png" in formats:
-        written["png"] = write_pngs(out, images, labels, seeds, folders)
+    done: list[tuple[Path, bool]] = []  # every file written so far (and whether it was there before)
+    try:  # a full disk part-way leaves a record of what was written (or nothing new), and one line
+        if "grid" in formats:
+            written["grid"] = write_grid(out / f"{stem}.png", images, labels).name
+            done.append((out / f"{stem}.png", False))
+        if "npz" in formats:
+            written["npz"] = write_npz(out / f"{stem}.npz", images, labels, seeds).name
+            done.append((out / f"{stem}.npz", False))
+        if "png" in formats:
+            written["png"] = write_pngs(out, images, labels, seeds, folders, done)
+    except OSError as e:
+        raise partial_write_error(out / INFO_NAME, {"sagan_version": sagan.__version__, "model": run.provenance(),
+                                                    "num_images": num, "formats": formats,
+                                                    **({"seeds": compact_seeds(seeds)} if seeds is not None
+                                                       else {"n": num, "seed": seed})}, done, e, "the samples") from None
 
     info = {
         "sagan_version": sagan.__version__,
@@ -281,7 +297,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "png_folders": sorted(folders.values()) if "png" in formats else [],
         "device": str(device),
     }
-    atomic_write_text(out / INFO_NAME, json.dumps(info, indent=2) + "\n")
+    try:
+        atomic_write_text(out / INFO_NAME, json.dumps(info, indent=2) + "\n")
+    except OSError as e:
+        raise partial_write_error(out / INFO_NAME, info, done, e, "the samples") from None
     parts = [str(out / n) for k, n in written.items() if k != "png"]
     if "png" in written:
         parts.append(f"{written['png']} PNG{'s' if written['png'] != 1 else ''} under {out}")

@@ -45,7 +45,7 @@ from markupsafe import Markup, escape
 
 from sagan.data.datasets import dataset_spec, to_uint8
 from sagan.data.grid import grid_png
-from sagan.errors import UsageError
+from sagan.errors import DataError, UsageError
 from sagan.fileio import atomic_write_text
 from sagan.metrics.naming import (FEATURE_METRICS, METRIC_TITLES, STANDARD_FEATURES, features_title,
                                   metric_label)
@@ -97,11 +97,20 @@ def _png_bytes(fig) -> bytes:
 # --------------------------------------------------------------------------- metrics.csv and curves
 
 def read_metrics_csv(path: Path) -> dict[str, np.ndarray]:
-    """Columns of ``metrics.csv`` as float arrays (NaN where a row has no value)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        keys = list(reader.fieldnames or [])
-        rows = list(reader)
+    """Columns of ``metrics.csv`` as float arrays (NaN where a row has no value); a file that is not
+    UTF-8 CSV text (damaged, or another file under that name) is a one-line DataError."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            keys = list(reader.fieldnames or [])
+            rows = list(reader)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x}): it is damaged or "
+                        "not the metrics.csv training wrote; restore it or move it away (the report then has no "
+                        "training curves)") from None
+    except csv.Error as e:
+        raise DataError(f"{path} cannot be read as CSV ({e}): it is damaged; restore it or move it away (the "
+                        "report then has no training curves)") from None
 
     def num(v: str | None) -> float:
         try:
