@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 import tempfile
@@ -318,3 +319,12 @@ def compact_seeds(seeds: list[int]) -> str:
         parts.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+def parse_truncation(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if math.isnan(value) or value < 0:
+        raise UsageError(f"--truncation {value}: must be a number >= 0 (0: every image of a class is the "
+                         "mean-latent image; larger: more variety; inf: no truncation)")
+    return value

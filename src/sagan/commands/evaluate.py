@@ -12,7 +12,7 @@ from pathlib import Path
 import sagan
 from sagan.commands.common import (MAX_BATCH, MAX_IMAGES, add_device_argument, add_progress_argument,
                                   add_source_arguments, check_memory, check_seed, check_size, check_writable,
-                                  load_from_args, source_of)
+                                  load_from_args, parse_truncation, source_of)
 from sagan.data.datasets import dataset_spec, to_uint8
 from sagan.errors import DataError, MetricsError, UsageError
 from sagan.fileio import atomic_write_text
@@ -47,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Inception weights file (default: $SAGAN_INCEPTION_WEIGHTS, then torch.hub's cache)")
     p.add_argument("--data", metavar="PATH", help="where the model's training dataset is now, if it moved")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--truncation", type=float, metavar="PSI",
+                   help="score samples whose latents are truncated to [-PSI, PSI], with batch-norm statistics "
+                        "measured under that PSI (docs/sampling.md; default: not truncated)")
     add_device_argument(p)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", metavar="DIR",
@@ -102,6 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be >= 1")
     check_size(args.batch_size, "--batch-size", MAX_BATCH)
+    truncation = parse_truncation(args.truncation)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} is a file; --out names a folder (the JSON file name inside is automatic)")
     source_of(args)  # SOURCE or --pretrained, before any process group is set up
@@ -154,7 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     say(f"evaluating {run.describe()} with {features_title(features)}: {args.num_samples} samples{shards}"
         + (f" against {reference.description}" if reference else ""))
     images, labels = generate(run.G, args.num_samples, None, args.seed, args.batch_size, device,
-                              progress=progress, shard=(dist.rank, dist.world))
+                              progress=progress, shard=(dist.rank, dist.world), truncation=truncation)
     common = dict(device=device, batch_size=args.batch_size, progress=progress, inception_weights=weights)
     layers = fake_feature_layers(metrics, features, class_acc)
     f1 = extract_features(to_uint8(images), layers, features, **common) if len(images) else {}
@@ -178,11 +182,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "dataset": reference.dataset, "split": reference.split, "resolution": reference.resolution,
             "channels": reference.channels, "num_images": results.get("num_real"), "description": reference.description},
         "model": run.provenance(),
-        "seed": args.seed, "seconds": round(seconds, 1), "device": str(device), "processes": dist.world,
+        "seed": args.seed, "truncation": truncation, "seconds": round(seconds, 1), "device": str(device), "processes": dist.world,
         "versions": {"sagan": sagan.__version__, "torch_fidelity": torch_fidelity.__version__, "torch": torch.__version__},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    name = f"step_{run.step:08d}-{features}-{args.split}{'' if run.ema else '-raw'}.json"
+    psi = "" if truncation is None else f"-psi{truncation:g}"
+    name = f"step_{run.step:08d}-{features}-{args.split}{'' if run.ema else '-raw'}{psi}.json"
     out = output_folder(args, run) / name
     try:
         atomic_write_text(out, json.dumps(record, indent=2) + "\n")

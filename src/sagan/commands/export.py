@@ -65,15 +65,18 @@ def cmd_export(args: argparse.Namespace) -> int:
             trained_by = json.loads(RunDir(run.run_dir).version.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             trained_by = None
+    if tracked is not None and run.bn.get("recomputed_at_load") and "bn_statistics" not in tracked:
+        tracked = {**tracked, "bn_statistics": "copied from the raw G"}  # measured before standing statistics
     info = {
         "step": run.step, "ema": run.ema, "checkpoint": str(run.checkpoint), "checkpoint_kind": run.which,
-        "tracked_fid": tracked, "dataset": run.dataset, "config": run.cfg.to_dict(),
+        "bn_statistics": {k: v for k, v in run.bn.items() if k != "recomputed_at_load"}, "tracked_fid": tracked, "dataset": run.dataset, "config": run.cfg.to_dict(),
         "trained_by": trained_by,  # the run's version.json: the command, code commit and versions
         "sagan_version": sagan.__version__, "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if run.kind != "checkpoint":  # re-exporting an export keeps its record
         from sagan.models.export import export_info
-        info = dict(export_info(run.G), **{k: info[k] for k in ("sagan_version", "exported")})
+        info = dict(export_info(run.G), **{k: info[k] for k in ("sagan_version", "exported", "bn_statistics",
+                                                                 "tracked_fid")})
     if args.format == "onnx":
         _write(lambda: write_onnx_export(run.G, out, info), out)
         what = (f"{out / ONNX_NAME} (ONNX: inputs z{' and y (class index)' if run.num_classes else ''}, "

@@ -13,6 +13,7 @@ from sagan.commands.common import (MAX_BATCH, add_device_argument, add_progress_
                                    parse_seeds, partial_write_error, resolve_class, resolve_classes)
 from sagan.errors import UsageError
 from sagan.models.arch import RESOLUTIONS
+from sagan.models.standing import statistics_for_truncation
 from sagan.viz.interpolation import (MAX_GIF_FPS, MP4_HINT, class_interpolation, default_scale, render,
                                      seed_interpolation, write_interpolation)
 
@@ -175,7 +176,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     scale = args.scale or default_scale(run.cfg.model.resolution)
     check_output_size(plan, run.channels, run.G.resolution, scale, args.boomerang)
     print(f"interpolating {what}, {args.steps} frames per segment\nfrom {run.describe()}")
-    images = render(run.G, plan, args.batch_size, device, progress=not args.no_progress)
+    with statistics_for_truncation(run.G, args.truncation):  # BN statistics measured under this psi
+        images = render(run.G, plan, args.batch_size, device, progress=not args.no_progress)
     record = {"model": run.provenance(), "resolution": int(images.shape[-1]), "sagan_version": sagan.__version__}
     files = [out / f"{plan.stem}{suffix}" for suffix in (".png", ".gif", ".mp4", ".json")]
     before = {p: _identity(p) for p in files}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 from pathlib import Path
 
@@ -26,12 +25,13 @@ from sagan.commands.common import (MAX_BATCH, MAX_IMAGES, add_device_argument, a
                                    add_source_arguments, check_memory, check_seed, check_size, check_writable,
                                    partial_write_error,
                                    compact_seeds, device_from_args, load_from_args, parse_seeds,
-                                   resolve_classes)
+                                   parse_truncation, resolve_classes)
 from sagan.data.datasets import to_uint8
 from sagan.data.grid import save_grid
 from sagan.errors import UsageError
 from sagan.fileio import atomic_path, atomic_write, atomic_write_text
-from sagan.train.runs import LoadedRun, generate, seed_latents, truncated_normal
+from sagan.models.standing import statistics_for_truncation, truncated_normal
+from sagan.train.runs import LoadedRun, generate, seed_latents
 
 FORMATS = ("grid", "npz", "png")
 FORMAT_ALIASES = {"both": ("grid", "npz")}  # the former default's name
@@ -55,15 +55,6 @@ def parse_formats(text: str) -> list[str]:
             raise UsageError(f"--format {text!r}: {item!r} is not one of {', '.join(FORMATS)} "
                              "(give a comma-separated subset, e.g. grid,png)")
     return [f for f in FORMATS if f in chosen]
-
-
-def parse_truncation(value: float | None) -> float | None:
-    if value is None:
-        return None
-    if math.isnan(value) or value < 0:
-        raise UsageError(f"--truncation {value}: must be a number >= 0 (0: every image of a class is the "
-                         "mean-latent image; larger: more variety; inf: no truncation)")
-    return value
 
 
 # --------------------------------------------------------------------------- file names
@@ -255,14 +246,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"sampling {num} image{'s' if num != 1 else ''} from {run.describe()}")
 
     progress = not args.no_progress
-    if seeds is not None:
-        z = seed_latents(seeds, run.G.z_dim, truncation)
-        images = run_generator(run.G, z, labels, 1, device, progress)
-    elif truncation is not None:
-        z = truncated_normal((num, run.G.z_dim), truncation, torch.Generator().manual_seed(seed))
-        images = run_generator(run.G, z, labels, batch_size, device, progress)
-    else:
-        images, labels = generate(run.G, num, classes, seed, batch_size, device, progress=progress)
+    with statistics_for_truncation(run.G, truncation):  # BN statistics measured under this psi
+        if seeds is not None:
+            z = seed_latents(seeds, run.G.z_dim, truncation)
+            images = run_generator(run.G, z, labels, 1, device, progress)
+        elif truncation is not None:
+            z = truncated_normal((num, run.G.z_dim), truncation, torch.Generator().manual_seed(seed))
+            images = run_generator(run.G, z, labels, batch_size, device, progress)
+        else:
+            images, labels = generate(run.G, num, classes, seed, batch_size, device, progress=progress)
 
     stem = free_stem(out, output_stem(run, seeds, seed, truncation), formats)
     written: dict[str, object] = {}

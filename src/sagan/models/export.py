@@ -266,8 +266,14 @@ def model_card(config: dict[str, Any]) -> str:
     classes = (f"{config.get('num_classes')} classes ({', '.join(names)})" if config.get("num_classes")
                else "unconditional")
     tracked = info.get("tracked_fid") or {}
+    copied = (", measured with BN statistics copied from the raw G, before standing statistics"
+              if tracked.get("bn_statistics") else "")
     fid = (f"- training-time FID {tracked['fid']:.2f} at step {tracked.get('step')} on {tracked.get('num_samples')} "
-           f"samples, {tracked.get('features')} features (not comparable with Inception FIDs)\n") if "fid" in tracked else ""
+           f"samples, {tracked.get('features')} features (not comparable with Inception FIDs{copied})\n") if "fid" in tracked else ""
+    bn = info.get("bn_statistics") or {}
+    bn_line = ("- batch-norm statistics: standing statistics of these weights (recomputed from "
+               f"{bn.get('batches', '?')} x {bn.get('batch_size', '?')} of its own samples)\n"
+               if bn.get("mode") == "standing" else "")
     command = " ".join((info.get("trained_by") or {}).get("command") or []) or "unknown"
     cls = "torch.tensor([0, 1, 2, 3])" if config.get("num_classes") else "None"
     writer = (f"`sagan export` of sagan-torch {info['sagan_version']}" if info.get("sagan_version") else
@@ -286,7 +292,7 @@ A Self-Attention GAN generator (Zhang et al., https://arxiv.org/abs/1805.08318) 
 {config.get('attn') or 'no'} (feature-map sizes).
 
 {record}
-{fid}- trained with: `{command}` (the full config and code version are in `config.json` under `"sagan"`)
+{fid}{bn_line}- trained with: `{command}` (the full config and code version are in `config.json` under `"sagan"`)
 
 ```python
 import torch
