@@ -55,7 +55,7 @@ def truncated_normal(shape: tuple[int, ...], threshold: float, generator: torch.
     half_mass = math.erf(threshold / math.sqrt(2.0))
     u = (2.0 * torch.rand(shape, generator=generator, dtype=torch.float64) - 1.0) * half_mass
     z = math.sqrt(2.0) * torch.special.erfinv(u)
-    return z.clamp(-threshold, threshold).to(torch.float32)
+    return z.clamp(-threshold, threshold).to(torch.get_default_dtype())
 
 
 def draw_latents(n: int, z_dim: int, generator: torch.Generator, truncation: float | None = None) -> torch.Tensor:
@@ -104,7 +104,8 @@ def standing_statistics(g: nn.Module, batches: int = STANDING_BATCHES, batch_siz
         return
     if batches < 1 or batch_size < 2:
         raise ValueError(f"standing statistics need batches >= 1 and batch_size >= 2, got {batches} and {batch_size}")
-    device = next(g.parameters()).device
+    first = next(g.parameters())
+    device, dtype = first.device, first.dtype
     modes = {id(m): m.training for m in g.modules()}
     momenta = {id(m): m.momentum for m in bns}
     gen = torch.Generator().manual_seed(int(seed))
@@ -120,7 +121,7 @@ def standing_statistics(g: nn.Module, batches: int = STANDING_BATCHES, batch_siz
             y = None
             if g.num_classes > 0:
                 y = (torch.arange(b * batch_size, (b + 1) * batch_size) % g.num_classes).to(device)
-            g(z.to(device), y)
+            g(z.to(device, dtype), y)
     finally:
         for m in bns:
             del m.forward
