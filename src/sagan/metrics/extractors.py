@@ -25,14 +25,17 @@ import urllib.request
 from pathlib import Path
 
 import torch
-import torch_fidelity
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from sagan.errors import InceptionWeightsError
+from sagan.extras import requires
 from sagan.fileio import NotPlainTensors, atomic_path, load_plain_tensors
 from sagan.metrics import classifier
+
+with requires("eval"):
+    import torch_fidelity
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 FEATURES = ("inception", "fmnist")
 FIDELITY_NAMES = {"inception": "sagan-inception-v3-compat", "fmnist": "sagan-fmnist-cnn"}

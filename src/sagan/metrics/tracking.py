@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch_fidelity.utils import create_feature_extractor
 
 from sagan.config import Config
 from sagan.data.datasets import ImageData, dataset_spec, to_uint8
 from sagan.errors import InceptionWeightsError
+from sagan.extras import requires
 from sagan.metrics.evaluation import (ReferenceFeatures, class_accuracy_applies, extract_with, fake_feature_layers,
                                       fidelity_kwargs, gather_features, reference_features, scores_from_features)
 from sagan.metrics.extractors import (FIDELITY_NAMES, INCEPTION_ENV, INCEPTION_FILE, URL_INCEPTION_V3, inception_cache_path,
@@ -30,6 +30,9 @@ from sagan.metrics.naming import metric_key
 from sagan.metrics.reference import training_reference
 from sagan.train.distributed import DistInfo
 from sagan.train.runs import generate
+
+with requires("eval", "training-time FID"):
+    from torch_fidelity.utils import create_feature_extractor
 
 FID_SEED = 4242  # latents for training-time FID: fixed, and distinct from the sample grid's
 BATCH_SIZE = 256  # sampling and feature extraction

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from sagan.errors import CheckpointError
+from sagan.extras import requires
 from sagan.fileio import atomic_directory
 
 CONFIG_NAME = "config.json"
@@ -374,10 +375,9 @@ def save_onnx(model: torch.nn.Module, path: str | os.PathLike, opset: int | None
 
     from sagan.fileio import atomic_path
 
-    try:
-        import onnxscript  # noqa: F401 - torch.onnx's exporter needs it; fail before tracing
-    except ImportError:
-        raise CheckpointError("ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript") from None
+    with requires("onnx", "ONNX export"):  # torch.onnx's exporter needs both; fail before tracing
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
     model = model.eval()
     batch = Dim("batch", min=1, max=65536)
     z = torch.zeros(2, model.z_dim)  # type: ignore[attr-defined]

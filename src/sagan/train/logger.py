@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from sagan.extras import requires
 from sagan.fileio import atomic_path
 from sagan.train.rundir import RunDir
 
@@ -27,7 +28,8 @@ class ScalarLogger:
                 self.rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in reader]
         self.tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            with requires("train", "TensorBoard logging"):
+                from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(RunDir(run_dir).tensorboard))
 
     def truncate_after(self, step: int) -> None:
@@ -43,7 +45,8 @@ class ScalarLogger:
         events after ``step`` are discarded."""
         self.truncate_after(step)
         if self.tb is not None:
-            from torch.utils.tensorboard import SummaryWriter
+            with requires("train", "TensorBoard logging"):
+                from torch.utils.tensorboard import SummaryWriter
             self.tb.close()
             self.tb = SummaryWriter(str(RunDir(self.run_dir).tensorboard), purge_step=step + 1)
 

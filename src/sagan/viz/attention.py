@@ -26,6 +26,7 @@ from torch import nn
 
 from sagan.data import DataError, load_data
 from sagan.data.datasets import to_model_range
+from sagan.extras import requires
 from sagan.fileio import atomic_path
 from sagan.models import attention_layers
 from sagan.nn.attention import SelfAttention2d, recording_attention
@@ -66,7 +67,8 @@ def key_map(attn_row: torch.Tensor, image_size: int) -> torch.Tensor:
 
 def heat_colors(n: int = 256) -> np.ndarray:
     """The heat map's colour table, (n, 3) uint8 (shared by the figures and the HTML explorer)."""
-    from matplotlib import colormaps
+    with requires("figures"):
+        from matplotlib import colormaps
     return (colormaps[HEAT_CMAP](np.linspace(0.0, 1.0, n))[:, :3] * 255).round().astype(np.uint8)
 
 
@@ -277,9 +279,10 @@ def attention_figure(images: torch.Tensor, maps: dict[str, torch.Tensor],
                      titles: list[str] | None = None, dpi: int = 110, suptitle: str | None = None) -> Path:
     """Paper-style figure: each row an image with its query points marked, then one heat map
     per (layer, query point) overlaid on the image. Writes a PNG and returns its path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with requires("figures"):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
     if not maps:
         raise ValueError("no attention maps to draw")

@@ -31,6 +31,7 @@ from torch import nn
 
 from sagan.data.datasets import to_uint8
 from sagan.data.grid import save_grid
+from sagan.extras import requires
 from sagan.fileio import atomic_path, atomic_write_text
 from sagan.train.runs import seed_latents
 
@@ -185,7 +186,8 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     """An animated GIF that loops forever (written atomically). ``frames``: uint8 (N, H, W) for a
     grayscale GIF or (N, H, W, 3). GIF frame times are whole centiseconds (12 fps plays at 12.5).
     Identical consecutive frames are stored once, shown for their summed time."""
-    import imageio.v3 as iio
+    with requires("figures", "writing a GIF"):
+        import imageio.v3 as iio
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, frames, extension=".gif", plugin="pillow", is_batch=True,
                     duration=round(1000 / fps), loop=0)
@@ -199,7 +201,8 @@ def mp4_supported() -> bool:
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     """An H.264 MP4 of uint8 frames (N, H, W) or (N, H, W, 3), written atomically; needs imageio-ffmpeg."""
-    import imageio_ffmpeg
+    with requires("video", "writing an MP4"):
+        import imageio_ffmpeg
     if frames.ndim == 3:
         frames = np.repeat(frames[..., None], 3, axis=-1)
     h, w = frames.shape[1:3]

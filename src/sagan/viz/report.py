@@ -40,12 +40,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import yaml
-from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup, escape
 
 from sagan.data.datasets import dataset_spec, to_uint8
 from sagan.data.grid import grid_png
 from sagan.errors import DataError, UsageError
+from sagan.extras import requires
 from sagan.fileio import atomic_write_text
 from sagan.metrics.naming import (FEATURE_METRICS, METRIC_TITLES, STANDARD_FEATURES, features_title,
                                   metric_label)
@@ -54,6 +53,10 @@ from sagan.models.export import export_info
 from sagan.train.rundir import RunDir
 from sagan.train.runs import LoadedRun, generate, load_run
 from sagan.viz import attention as A
+
+with requires("figures", "the HTML report"):
+    from jinja2 import Environment, PackageLoader, select_autoescape
+    from markupsafe import Markup, escape
 
 SAMPLE_STEP_RE = re.compile(r"^step_(\d+)\.png$")
 METRICS_JSON_PATTERNS = ("evaluation*.json", "eval*.json", "metrics*.json", "eval/*.json", "eval/**/*.json",
@@ -87,7 +90,8 @@ def script_json(obj: Any) -> str:
 
 
 def _png_bytes(fig) -> bytes:
-    import matplotlib.pyplot as plt
+    with requires("figures"):
+        import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
@@ -194,9 +198,10 @@ def curve_groups(columns: list[str], plain: str = STANDARD_FEATURES) -> list[tup
 
 
 def training_charts(columns: dict[str, np.ndarray], plain: str = STANDARD_FEATURES) -> list[Chart]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with requires("figures"):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
     step = columns.get("step")
     if step is None or len(step) == 0:
         return []

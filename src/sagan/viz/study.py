@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from sagan.extras import requires
 from sagan.fileio import atomic_path, atomic_write_text
 
 
 def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with requires("figures"):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
     return plt
 
 
@@ -47,7 +49,8 @@ def _seeds(n: int) -> str:
 
 
 def _colours(arms: list[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
+    with requires("figures"):
+        from matplotlib import colormaps
     cmap = colormaps["tab10"]
     return {a: cmap(i % 10) for i, a in enumerate(arms)}
 
@@ -82,7 +85,8 @@ def plot_curves(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
     ax.set(xlabel="generator step", ylabel=f"FID ({feats})" if feats else "FID",
            title="Training-time FID (EMA generator): mean over seeds, band min-max")
     ax.set_yscale("log")
-    from matplotlib.ticker import FormatStrFormatter
+    with requires("figures"):
+        from matplotlib.ticker import FormatStrFormatter
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 20, 30, not 2 x 10^1
     ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.grid(alpha=0.3)
