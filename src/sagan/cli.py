@@ -1,27 +1,79 @@
-"""The ``sagan`` command: argument parsing and dispatch only (each command lives in ``sagan.commands``)."""
+"""The ``sagan`` command: argument parsing, dispatch and where messages go (each command lives in ``sagan.commands``).
+
+Building the parser imports no torch: the command modules import what they compute with inside
+their functions, so ``sagan --help``, ``sagan COMMAND --help`` and ``sagan --version`` answer at once.
+
+Messages go through :mod:`logging` (the ``sagan`` logger and its children, ``logging.getLogger(__name__)``
+in each module): information to stdout, warnings and errors to stderr, as pip does; ``-q`` keeps only
+warnings and errors, ``-v`` adds debug messages. What a command produces for a reader or a pipe (a
+table of scores, ``sagan study --list``) is printed, whatever the level.
+"""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from sagan import __version__
-from sagan.commands import register_all
+from sagan.commands import COMMANDS, register
 from sagan.errors import EXIT_USAGE, SaganError, TrainingAborted
+
+log = logging.getLogger("sagan")
+
+
+# --------------------------------------------------------------------------- messages
+
+class ConsoleHandler(logging.Handler):
+    """Info and debug messages to stdout, warnings and errors to stderr: the streams ``sys.stdout`` and
+    ``sys.stderr`` are when the message is logged, written with ``tqdm.write`` so a progress bar on
+    the terminal is not torn."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=sys.stderr if record.levelno >= logging.WARNING else sys.stdout)
+        except Exception:  # noqa: BLE001 - logging.Handler's contract: report, never raise
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """The ``sagan`` logger's level from ``-q`` (verbosity -1: warnings and errors) and ``-v`` (1: debug);
+    one ConsoleHandler however often this is called (tests run many commands in one process)."""
+    for handler in [h for h in log.handlers if isinstance(h, ConsoleHandler)]:
+        log.removeHandler(handler)
+    log.addHandler(ConsoleHandler())
+    log.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO)
+
+
+def add_verbosity_arguments(p: argparse.ArgumentParser, default=0) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                       help="only warnings, errors and the command's results")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                       help="also debug messages")
 
 
 # --------------------------------------------------------------------------- main
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, the parser of that command alone (``""``: none), the others present
+    only as their lines in ``sagan --help`` (their modules, and torch, are not imported)."""
     parser = argparse.ArgumentParser(prog="sagan", description="Self-Attention GAN: train, sample, inspect.")
     parser.add_argument("--version", action="version", version=f"sagan-torch {__version__}")
+    add_verbosity_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    register_all(sub)
+    register(sub, only)
+    for name, command in sub.choices.items():  # also after the command: sagan sample -q ...
+        if only is None or name == only:
+            add_verbosity_arguments(command, default=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns its exit code (documented in docs/robustness.md)."""
-    parser = build_parser()
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in given if not a.startswith("-")), "")  # the options before it take no value
+    parser = build_parser(command if command in COMMANDS else "")
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed usage and the error (or --help / --version)
@@ -29,14 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    configure_logging(args.verbosity)
+    args.argv = given
     try:
         return int(args.func(args) or 0)
     except (SaganError, TrainingAborted) as e:  # one message, no traceback; the exit codes are in sagan.errors
-        print(f"sagan {args.command}: {e.user_message()}", file=sys.stderr)
+        log.error(f"sagan {args.command}: {e.user_message()}")
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"sagan {args.command}: interrupted", file=sys.stderr)
+        log.error(f"sagan {args.command}: interrupted")
         return 130
     except BrokenPipeError:  # the reader went away (`sagan study ... --list | head`): stop quietly
         import os

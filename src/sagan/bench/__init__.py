@@ -1,2 +1,8 @@
 """Benchmarks behind ``sagan bench``: ``measure`` (attention layer, training step, sampling,
-precision; returns one JSON-ready dict) and ``render`` (that JSON as docs/benchmarks.md)."""
+precision; returns one JSON-ready dict) and ``render`` (that JSON as docs/benchmarks.md).
+
+What ``sagan bench``'s parser shows is here, so that ``sagan bench --help`` imports no torch."""
+
+SECTIONS = ("matmul", "precision", "attention", "train", "data")  # data: only with a dataset (--data)
+PRESETS = ("fmnist32", "cifar32", "imagefolder64", "imagenet128")
+DEFAULT_SIZES = (16, 32, 64, 128)

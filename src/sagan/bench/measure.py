@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from sagan.bench import DEFAULT_SIZES, PRESETS, SECTIONS  # noqa: F401 (part of this module's interface)
 from sagan.config import load_config
 from sagan.data.datasets import ImageData, dataset_spec, load_data
 from sagan.data.stream import BatchStream
@@ -55,9 +56,6 @@ from sagan.train.distributed import resolve_device
 from sagan.train.run import Trainer
 
 METHOD = __doc__.split("Method", 1)[1].strip()  # written into the JSON
-SECTIONS = ("matmul", "precision", "attention", "train", "data")  # data: only with a dataset (--data)
-PRESETS = ("fmnist32", "cifar32", "imagefolder64", "imagenet128")
-DEFAULT_SIZES = (16, 32, 64, 128)
 # Per-preset batch for the training-step benchmark on CPU (the presets' own batches, except
 # where a step would take minutes on a small CPU; stated in the output).
 CPU_TRAIN_BATCH = {"fmnist32": 64, "cifar32": 32, "imagefolder64": 16, "imagenet128": 4}

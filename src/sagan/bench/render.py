@@ -9,11 +9,13 @@ whether the CPU was shared while it ran.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
 from sagan.fileio import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 def _mib(b: float | None) -> str:
@@ -148,11 +150,13 @@ def render(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """``python benchmarks/render.py RESULTS.json OUT.md``; messages go through logging (to stderr)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if len(argv) != 2:
-        print("usage: python benchmarks/render.py RESULTS.json OUT.md", file=sys.stderr)
+        log.error("usage: python benchmarks/render.py RESULTS.json OUT.md")
         return 2
     res = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     atomic_write_text(argv[1], render(res))
-    print(f"wrote {argv[1]}")
+    log.info(f"wrote {argv[1]}")
     return 0
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
-                                   device_from_args, load_from_args, resolve_class)
+                                   device_from_args, resolve_class)
 from sagan.errors import UsageError
-from sagan.viz.attention import has_attention, layer_choice, parse_points, run_attention_figure
+from sagan.extras import check_extras
+
+log = logging.getLogger(__name__)
 
 OUT_SUBDIR = "attention"
 
@@ -60,6 +63,10 @@ def cmd_attention(args: argparse.Namespace) -> int:
         raise UsageError(f"--num-images {args.num_images}: must be >= 1")
     if args.num_points < 1:
         raise UsageError(f"--num-points {args.num_points}: must be >= 1")
+    check_extras("figures", needed_for="sagan attention")
+    from sagan.commands.loading import load_from_args
+    from sagan.viz.attention import has_attention, layer_choice, parse_points, run_attention_figure
+
     device = device_from_args(args)
     run = load_from_args(args, device=device)
     which = "G" if args.model == "g" else "D"
@@ -92,6 +99,6 @@ def cmd_attention(args: argparse.Namespace) -> int:
                                 n_images=args.num_images, n_points=args.num_points, points=points, seed=args.seed,
                                 layer=layer, device=device, data_root=args.data)
     source = run.describe() if which == "G" else f"{run.checkpoint} (step {run.step}, discriminator)"
-    print(f"wrote {path} ({which} attention, {'generated' if which == 'G' else 'real'} images)\n"
-          f"from {source}")
+    log.info(f"wrote {path} ({which} attention, {'generated' if which == 'G' else 'real'} images)\n"
+             f"from {source}")
     return 0

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
-from sagan.bench.measure import DEFAULT_SIZES, PRESETS, SECTIONS, run_benchmarks
-from sagan.bench.render import render
+from sagan.bench import DEFAULT_SIZES, PRESETS, SECTIONS
 from sagan.commands.common import (MAX_BATCH, add_device_argument, add_progress_argument, check_size, check_writable,
                                    device_from_args)
 from sagan.errors import UsageError
 from sagan.fileio import atomic_write_text
 
+log = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.json"  # what --out DIR holds
 MAX_ATTN_SIZE = 256  # the largest feature map of the architectures (G's last block at 256 px)
@@ -72,6 +73,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     unknown = sorted(set(only or ()) - set(SECTIONS))
     if unknown:
         raise UsageError(f"--only {args.only}: unknown section(s) {', '.join(unknown)}; choose from {','.join(SECTIONS)}")
+    from sagan.bench.measure import run_benchmarks
+    from sagan.bench.render import render
+
     result = run_benchmarks(device=args.device, only=only, sizes=sizes,
                             attn_batch=args.attn_batch, attn_channels=args.attn_channels,
                             presets=presets, train_batch=args.train_batch,
@@ -79,10 +83,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             data_root=args.data)
     try:
         out = atomic_write_text(out_dir / RESULTS_NAME, json.dumps(result, indent=2) + "\n")
-        print(f"wrote {out}")
+        log.info(f"wrote {out}")
         if args.markdown:
             atomic_write_text(args.markdown, render(result))
-            print(f"wrote {args.markdown}")
+            log.info(f"wrote {args.markdown}")
     except OSError as e:  # the numbers were printed as they were measured
         raise UsageError(f"could not write the results ({e.filename or out_dir}: {e.strerror or e}); the numbers "
                          "are in the output above") from None

@@ -1,15 +1,14 @@
-"""Arguments every command that loads a trained generator shares, and loading it from them.
+"""Arguments every command that loads a trained generator shares, and the checks of what a user types.
 
 A model source is a run directory, a checkpoint file, a folder written by ``sagan export``, a
 Hugging Face Hub id of one (``user/repo``, downloaded into huggingface_hub's cache; a local path
 that exists wins), or (with ``--pretrained NAME``) a model shipped with the package or a Hub id.
 ``--checkpoint latest|best|PATH`` picks among a run directory's checkpoints. See
-``sagan.train.runs.load_run`` and ``sagan.models.hub``.
+``sagan.commands.loading`` (which loads it), ``sagan.train.runs.load_run`` and ``sagan.models.hub``.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -17,20 +16,13 @@ import re
 import tempfile
 from pathlib import Path
 
-from sagan.errors import CheckpointError, UsageError
+from sagan.errors import UsageError
 from sagan.fileio import atomic_write_text
-from sagan.models.export import pretrained_names
-from sagan.models.hub import download_export, is_hub_id
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint
-from sagan.train.distributed import resolve_device
-from sagan.train.rundir import RunDir
-from sagan.train.runs import LoadedRun, load_run
 
 MAX_SEED = 2**63 - 1
 MAX_SEEDS = 1_000_000  # seeds per call (a typo like 0-10000000000 fails at once)
 MAX_IMAGES = 1_000_000  # images per call of -n (sample, evaluate); more: several calls (sample --seeds ranges)
 MAX_BATCH = 65_536  # --batch-size (the ONNX export's batch axis has the same bound)
-MAX_FALLBACK_TRIES = 5  # older checkpoints tried when the one asked for cannot be read
 SOURCE_METAVAR = "SOURCE"
 SOURCE_HELP = "run directory, checkpoint file, folder written by 'sagan export', or Hugging Face Hub id (user/repo)"
 
@@ -39,7 +31,7 @@ def add_source_arguments(p: argparse.ArgumentParser, ema: bool = True) -> None:
     """SOURCE (optional when --pretrained is given), --pretrained, --checkpoint, --no-ema."""
     p.add_argument("source", metavar=SOURCE_METAVAR, nargs="?", help=SOURCE_HELP)
     p.add_argument("--pretrained", metavar="NAME",
-                   help=f"use a model shipped with sagan-torch ({', '.join(pretrained_names()) or 'none installed'}) "
+                   help="use a model shipped with sagan-torch (a name it does not ship lists those it does) "
                         "or a Hugging Face Hub id (user/repo) instead of SOURCE")
     p.add_argument("--checkpoint", default="latest", metavar="latest|best|PATH",
                    help="which checkpoint of a run directory: the newest (default), best.pt (lowest tracked FID), "
@@ -64,6 +56,8 @@ def source_of(args: argparse.Namespace) -> str:
     if args.pretrained and args.source:
         raise UsageError(f"give either SOURCE ({args.source}) or --pretrained {args.pretrained}, not both")
     if args.pretrained:
+        from sagan.models.export import pretrained_names
+        from sagan.models.hub import is_hub_id
         names = pretrained_names()
         if args.pretrained not in names and not is_hub_id(args.pretrained):
             raise UsageError(f"--pretrained {args.pretrained}: no such shipped model; available: "
@@ -75,74 +69,8 @@ def source_of(args: argparse.Namespace) -> str:
     return args.source
 
 
-def load_from_args(args: argparse.Namespace, device=None) -> LoadedRun:
-    """The model the arguments name, on ``device`` (default: ``--device``)."""
-    if device is None:
-        device = device_from_args(args)
-    source = source_of(args)
-    local, hub_id = resolve_source(source)
-    try:
-        run = load_run(local, ema=not getattr(args, "no_ema", False), device=device, checkpoint=args.checkpoint)
-    except CheckpointError as e:
-        hint = intact_checkpoint_hint(e, local)
-        if not hint:
-            raise
-        raise CheckpointError(f"{e}{hint}") from None
-    return HubRun.of(run, hub_id) if hub_id else run
-
-
-def resolve_source(source: str) -> tuple[str, str | None]:
-    """A model source as a local path or shipped name, and the Hub id it was downloaded for (None when
-    it is local). A path that exists and a shipped name win over a Hub id of the same spelling."""
-    if Path(source).expanduser().exists() or source in pretrained_names() or not is_hub_id(source):
-        return source, None
-    return str(download_export(source)), source
-
-
-@dataclasses.dataclass
-class HubRun(LoadedRun):
-    """An exported model downloaded from the Hugging Face Hub: named by its Hub id, and written next to
-    the current folder (``./hub-USER--REPO``), never into huggingface_hub's cache."""
-    hub_id: str = ""
-
-    @classmethod
-    def of(cls, run: LoadedRun, hub_id: str) -> "HubRun":
-        return cls(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)}, hub_id=hub_id)
-
-    @property
-    def output_base(self) -> Path:
-        return Path.cwd() / f"hub-{self.hub_id.split('@')[0].replace('/', '--')}"
-
-    def describe(self) -> str:
-        return super().describe().replace(str(self.checkpoint), f"{self.hub_id} from the Hugging Face Hub "
-                                                                f"(revision {self.checkpoint.name[:12]})", 1)
-
-    def provenance(self) -> dict:
-        return dict(super().provenance(), source=self.hub_id, hub_revision=self.checkpoint.name)
-
-
-def intact_checkpoint_hint(error: CheckpointError, source: str) -> str:
-    """When ``error`` names a run's checkpoint file that cannot be used (damaged, refused, newer), the
-    newest older checkpoint of that run that loads, as the ``--checkpoint`` to give; "" when none does."""
-    p = Path(source)
-    folder = RunDir(p).checkpoints if p.is_dir() else p.parent
-    ckpts = list_checkpoints(folder) if folder.is_dir() else []
-    failed = next((c for c in [*ckpts, folder / "best.pt"] if str(c) in str(error)), None)
-    if failed is None:
-        return ""
-    older = [c for c in ckpts if c.name < failed.name or failed.name == "best.pt"]
-    for cand in reversed(older[-MAX_FALLBACK_TRIES:]):
-        try:
-            load_checkpoint(cand)
-        except CheckpointError:
-            continue
-        if p.is_dir():
-            return f"; an older checkpoint is intact: use it with --checkpoint {cand.name}"
-        return f"; an older checkpoint is intact: {cand}"
-    return ""
-
-
 def device_from_args(args: argparse.Namespace):
+    from sagan.train.distributed import resolve_device
     try:
         return resolve_device(getattr(args, "device", "auto"))
     except RuntimeError as e:  # torch.device() of a name it does not know
@@ -328,3 +256,15 @@ def parse_truncation(value: float | None) -> float | None:
         raise UsageError(f"--truncation {value}: must be a number >= 0 (0: every image of a class is the "
                          "mean-latent image; larger: more variety; inf: no truncation)")
     return value
+
+
+_LOADING = ("load_from_args", "resolve_source", "HubRun", "intact_checkpoint_hint")
+
+
+def __getattr__(name: str):
+    """Loading the model (``sagan.commands.loading``, which imports torch) is still importable from here, on
+    first use only."""
+    if name in _LOADING:
+        from sagan.commands import loading
+        return getattr(loading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
 import sagan
-from sagan.commands.common import add_progress_argument, add_source_arguments, check_writable, load_from_args
+from sagan.commands.common import add_progress_argument, add_source_arguments, check_writable
 from sagan.errors import UsageError
-from sagan.models.export import ONNX_INFO_NAME, ONNX_NAME, save_export, write_onnx_export
-from sagan.train.checkpoint import read_best_record
-from sagan.train.rundir import RunDir
+from sagan.extras import check_extras
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,8 +46,23 @@ def _write(write, out: Path) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    what, run = export_from_args(args)
+    log.info(f"wrote {what}\nfrom {run.describe()}")
+    return 0
+
+
+def export_from_args(args: argparse.Namespace):
+    """Write the export the arguments ask for; returns what was written (for the message) and the
+    loaded model (a ``LoadedRun``)."""
     if args.out and Path(args.out).exists():
         raise UsageError(f"--out {args.out} exists; an export is written to a new folder (nothing is overwritten)")
+    if args.format == "onnx":
+        check_extras("onnx", needed_for="sagan export --format onnx")
+    from sagan.commands.loading import load_from_args
+    from sagan.models.export import ONNX_INFO_NAME, ONNX_NAME, save_export, write_onnx_export
+    from sagan.train.checkpoint import read_best_record
+    from sagan.train.rundir import RunDir
+
     run = load_from_args(args, device="cpu")
     out = Path(args.out) if args.out else (
         run.output_base / f"export-step{run.step}{'-best' if run.which == 'best' else ''}"
@@ -84,5 +100,4 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         _write(lambda: save_export(run.G, out, info), out)
         what = f"{out} (load with sagan.Generator.from_pretrained({str(out)!r}))"
-    print(f"wrote {what}\nfrom {run.describe()}")
-    return 0
+    return what, run

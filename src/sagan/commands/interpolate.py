@@ -4,23 +4,24 @@ handling only; the maths and the files are ``sagan.viz.interpolation``'s. See do
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from pathlib import Path
 
 import sagan
 from sagan.commands.common import (MAX_BATCH, add_device_argument, add_progress_argument, add_source_arguments,
-                                   check_memory, check_seed, check_size, check_writable, device_from_args, load_from_args,
+                                   check_memory, check_seed, check_size, check_writable, device_from_args,
                                    parse_seeds, partial_write_error, resolve_class, resolve_classes)
 from sagan.errors import UsageError
-from sagan.models.arch import RESOLUTIONS
-from sagan.models.standing import statistics_for_truncation
-from sagan.viz.interpolation import (MAX_GIF_FPS, MP4_HINT, class_interpolation, default_scale, render,
-                                     seed_interpolation, write_interpolation)
+from sagan.extras import check_extras
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SEEDS = "0,1"
 MAX_STEPS = 1000  # frames per segment
 MAX_FRAMES = 10_000  # frames per walk (segments x steps)
 MAX_FRAME_SIDE = 2048  # px, an animation frame's width after --scale
+MAX_GIF_FPS = 50.0  # GIF frame times are whole centiseconds; browsers slow shorter ones down to 10 fps
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +67,8 @@ def check_endpoints(items: list, flag: str, what: str) -> None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked before the model is loaded."""
+    from sagan.models.arch import RESOLUTIONS
+
     if args.seeds is not None and args.classes is not None:
         raise UsageError("give either --seeds (walk between latents) or --classes (morph between classes), not both")
     if args.classes is not None and args.cls is not None:
@@ -145,6 +148,12 @@ def _class_label(c: int | None, names: list[str]) -> str:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     check_arguments(args)
+    check_extras("figures", needed_for="the GIF of sagan interpolate")
+    from sagan.commands.loading import load_from_args
+    from sagan.models.standing import statistics_for_truncation
+    from sagan.viz.interpolation import (MP4_HINT, class_interpolation, default_scale, render, seed_interpolation,
+                                         write_interpolation)
+
     device = device_from_args(args)
     run = load_from_args(args, device=device)
     z_dim = run.G.z_dim
@@ -175,7 +184,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     check_writable(out)
     scale = args.scale or default_scale(run.cfg.model.resolution)
     check_output_size(plan, run.channels, run.G.resolution, scale, args.boomerang)
-    print(f"interpolating {what}, {args.steps} frames per segment\nfrom {run.describe()}")
+    log.info(f"interpolating {what}, {args.steps} frames per segment\nfrom {run.describe()}")
     with statistics_for_truncation(run.G, args.truncation):  # BN statistics measured under this psi
         images = render(run.G, plan, args.batch_size, device, progress=not args.no_progress)
     record = {"model": run.provenance(), "resolution": int(images.shape[-1]), "sagan_version": sagan.__version__}
@@ -189,12 +198,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise partial_write_error(out / f"{plan.stem}.json", dict(record, **plan.settings, steps=plan.steps), done,
                                   e, "the interpolation") from None
     size = images.shape[-1] * scale
-    print(f"wrote {written.grid} ({plan.rows} row{'s' if plan.rows > 1 else ''} of {plan.steps} frames)")
-    print(f"wrote {written.gif} ({written.gif_frames} frames of {size}x{size} px at {args.fps:g} fps"
-          f"{', forward and back' if args.boomerang else ''})")
+    log.info(f"wrote {written.grid} ({plan.rows} row{'s' if plan.rows > 1 else ''} of {plan.steps} frames)")
+    log.info(f"wrote {written.gif} ({written.gif_frames} frames of {size}x{size} px at {args.fps:g} fps"
+             f"{', forward and back' if args.boomerang else ''})")
     if written.mp4 is not None:
-        print(f"wrote {written.mp4}")
+        log.info(f"wrote {written.mp4}")
     else:
-        print(f"no MP4: writing one needs imageio-ffmpeg ({MP4_HINT}); the GIF has the same frames")
-    print(f"wrote {written.record} (which weights, settings)")
+        log.info(f"no MP4: writing one needs imageio-ffmpeg ({MP4_HINT}); the GIF has the same frames")
+    log.info(f"wrote {written.record} (which weights, settings)")
     return 0

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
+import logging
 import tempfile
 from pathlib import Path
 
 from sagan.commands import export
 from sagan.commands.common import add_progress_argument, add_source_arguments, source_of
 from sagan.errors import UsageError
-from sagan.models.export import CONFIG_NAME, INFO_KEY, model_card
-from sagan.models.hub import hub_offline, parse_hub_id, push_export
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    from sagan.models.export import CONFIG_NAME, INFO_KEY, model_card
+    from sagan.models.hub import hub_offline, parse_hub_id, push_export
+
     parsed = parse_hub_id(args.repo_id)
     if parsed is None or parsed[1] is not None:
         raise UsageError(f"REPO_ID {args.repo_id}: not a Hugging Face Hub repository id; give user/name or "
@@ -50,11 +52,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out} exists; the export is written to a new folder (nothing is overwritten)")
     with tempfile.TemporaryDirectory(prefix="sagan-push-") as tmp:
         folder = Path(args.out) if args.out else Path(tmp) / "export"
-        quiet = io.StringIO()
-        with contextlib.redirect_stdout(quiet):  # its "wrote TMP" line would name a temporary folder
-            export.cmd_export(argparse.Namespace(**dict(vars(args), out=str(folder), format="safetensors")))
-        said = quiet.getvalue().strip().splitlines()  # "wrote FOLDER ...", "from <which weights>"
-        described = said[-1].removeprefix("from ") if said else str(args.source or args.pretrained)
+        _, run = export.export_from_args(argparse.Namespace(**dict(vars(args), out=str(folder), format="safetensors")))
+        described = run.describe()
         if args.license:
             config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
             config[INFO_KEY]["license"] = args.license
@@ -63,6 +62,6 @@ def cmd_push(args: argparse.Namespace) -> int:
         url = push_export(folder, args.repo_id, private=args.private or None, message=args.message,
                           branch=args.branch)
     kept = f"\nthe uploaded folder: {args.out}" if args.out else ""
-    print(f"pushed {described}\nto https://huggingface.co/{args.repo_id} ({url}){kept}\n"
-          f"load it with: sagan sample {args.repo_id}   or   sagan.Generator.from_pretrained({args.repo_id!r})")
+    log.info(f"pushed {described}\nto https://huggingface.co/{args.repo_id} ({url}){kept}\n"
+             f"load it with: sagan sample {args.repo_id}   or   sagan.Generator.from_pretrained({args.repo_id!r})")
     return 0

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from sagan.commands.common import (add_device_argument, add_progress_argument, add_source_arguments,
-                                   check_seed, check_writable, device_from_args, load_from_args)
+                                   check_seed, check_writable, device_from_args)
 from sagan.errors import UsageError
-from sagan.study.arms import SPEC_FILE, read_spec
-from sagan.study.results import collect, write_report, write_results
-from sagan.viz.report import build_report
+from sagan.extras import check_extras
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +52,11 @@ def cmd_report(args: argparse.Namespace) -> int:
                              f"give e.g. --out {out.parent / out.stem}")
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {args.out} is a file; --out names the folder to write report.html into")
+    check_extras("figures", needed_for="sagan report")
+    from sagan.commands.loading import load_from_args
+    from sagan.study.arms import SPEC_FILE
+    from sagan.viz.report import build_report
+
     if args.source and not args.pretrained and (Path(args.source) / SPEC_FILE).is_file():
         return _study_report(args)
     device = device_from_args(args)
@@ -60,18 +66,21 @@ def cmd_report(args: argparse.Namespace) -> int:
                         max_evolution=args.max_snapshots, device=device, data_root=args.data,
                         real_attention=not args.no_real, progress=not args.no_progress)
     size = path.stat().st_size
-    print(f"wrote {path} ({size / 2 ** 20:.1f} MiB; open it in a browser, no network needed)\nfrom {run.describe()}")
+    log.info(f"wrote {path} ({size / 2 ** 20:.1f} MiB; open it in a browser, no network needed)\nfrom {run.describe()}")
     return 0
 
 
 def _study_report(args: argparse.Namespace) -> int:
     """A study folder: its results (collected now, nothing evaluated) and one page with all of them."""
+    from sagan.study.arms import read_spec
+    from sagan.study.results import collect, write_report, write_results
+
     spec = read_spec(args.source)
     out = Path(args.out) if args.out else Path(args.source)
     out.mkdir(parents=True, exist_ok=True)
     results = collect(spec)
     write_results(out, results)
     path = write_report(out, results)
-    print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB; open it in a browser, no network needed)\n"
-          f"from the study in {args.source}")
+    log.info(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB; open it in a browser, no network needed)\n"
+             f"from the study in {args.source}")
     return 0

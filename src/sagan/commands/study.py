@@ -9,8 +9,8 @@ evaluates finished runs and writes the results from whatever is there.
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
-import sys
 from pathlib import Path
 
 from sagan.commands.common import add_progress_argument
@@ -20,6 +20,8 @@ from sagan.fileio import atomic_write_text
 from sagan.study.arms import SPEC_FILE, STUDIES, StudySpec, read_spec
 from sagan.study.results import RESULTS_MD, collect, write_results
 from sagan.study.runner import StudyFailed, run_study
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -87,8 +89,7 @@ def _open_folder(spec: StudySpec) -> None:
         added = spec.extends(read_spec(folder))
         if not added:
             return
-        print(f"note: extending the study in {folder}: {', '.join(added)}; its finished runs are kept",
-              file=sys.stderr)
+        log.warning(f"note: extending the study in {folder}: {', '.join(added)}; its finished runs are kept")
     elif folder.is_dir() and any(folder.iterdir()):
         raise UsageError(f"--out {folder} exists and is not a study folder (no {SPEC_FILE}); choose another --out")
     import json
@@ -105,7 +106,7 @@ def _finish(folder: str | Path, spec: StudySpec, out: Path | None = None) -> dic
     results = collect(spec)
     written = write_results(out or folder, results)
     finished = sum(r["status"] == "finished" for r in results["runs"])
-    print(f"{finished} of {len(results['runs'])} runs in the results; wrote " + ", ".join(str(p) for p in written))
+    log.info(f"{finished} of {len(results['runs'])} runs in the results; wrote " + ", ".join(str(p) for p in written))
     md = (Path(out or folder) / RESULTS_MD).read_text(encoding="utf-8")
     first = md.split("\n## ")[2:3]  # the first metric's table
     if first:
@@ -119,10 +120,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     _open_folder(spec)
     if args.list:
         for arm, seed in spec.runs():
-            print(shlex.join(spec.train_command(arm, seed)))
+            print(shlex.join(spec.train_command(arm, seed)))  # the result: printed whatever the level
         return 0
-    print(f"study {spec.kind}: {len(spec.arms())} arms x {spec.seeds} seeds, {spec.total_steps} steps each, in "
-          f"{spec.out}")
+    log.info(f"study {spec.kind}: {len(spec.arms())} arms x {spec.seeds} seeds, {spec.total_steps} steps each, in "
+             f"{spec.out}")
     failed = run_study(spec, jobs=args.jobs, progress=not args.no_progress)
     _finish(spec.out, spec)
     if failed:
@@ -142,6 +143,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if not args.no_evaluate:
         failed = run_study(spec, jobs=args.jobs, progress=not args.no_progress, phases=frozenset({"evaluate"}))
         if failed:
-            print(f"evaluation failed for {', '.join(failed)}; they are left out")
+            log.warning(f"evaluation failed for {', '.join(failed)}; they are left out")
     _finish(args.folder, spec, Path(args.out) if args.out else None)
     return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import yaml
@@ -26,6 +26,8 @@ from sagan.train.finetune import InitWeights, check_data_fits, fine_tune_model, 
 from sagan.train.run import Trainer
 from sagan.train.rundir import RunDir, acquire_run_lock, default_run_name, new_run_dir, write_run_info
 from sagan.viz.attention import generator_attention_figure
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -134,7 +136,7 @@ def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
     except CheckpointError:
         state = None
     if state is not None:
-        print(f"note: {why}; using the config stored in {path}", file=sys.stderr)
+        log.warning(f"note: {why}; using the config stored in {path}")
         return state["config"]
     raise UsageError(f"--resume {run_dir}: {why} and no readable checkpoint holds a config; "
                     "is it a run directory?")
@@ -191,7 +193,7 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         validate(cfg)  # a plain directory name (no slashes, not empty), checked before any data is read
     dist = dist_utils.init_from_env(cfg.train.device)
     dist_utils.quiet_non_main(dist)
-    say = dist_utils.rank0_print(dist)
+    say = dist_utils.rank0_info(dist, log)
     data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional, progress=not args.no_progress)
     say(f"data: {data.source}; {len(data)} image{'s' if len(data) != 1 else ''}, "
         f"{data.num_classes or 'no'} classes, {data.channels} channel(s), {cfg.model.resolution}x{cfg.model.resolution}")

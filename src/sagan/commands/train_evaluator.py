@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from sagan.commands.common import add_device_argument, add_progress_argument, device_from_args
@@ -9,6 +10,8 @@ from sagan.config import DataConfig
 from sagan.data import load_data
 from sagan.errors import UsageError
 from sagan.metrics.classifier import INPUT_RESOLUTION, WEIGHTS_FILE, train_classifier
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,14 +55,14 @@ def cmd_train_evaluator(args: argparse.Namespace) -> int:
     train = load_data(cfg, INPUT_RESOLUTION, conditional=True, train=True)
     test = load_data(cfg, INPUT_RESOLUTION, conditional=True, train=False)
     where = f"{torch.get_num_threads()} CPU thread(s)" if device.type == "cpu" else str(device)
-    print(f"data: {train.source}; {len(train)} train / {len(test)} test images at {INPUT_RESOLUTION}x{INPUT_RESOLUTION}; "
-          f"{where}")
+    log.info(f"data: {train.source}; {len(train)} train / {len(test)} test images at {INPUT_RESOLUTION}x{INPUT_RESOLUTION}; "
+             f"{where}")
     res = train_classifier(train.images, train.labels, test.images, test.labels, out=Path(args.out), seed=args.seed,
                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=device,
                            progress=not args.no_progress)
-    print(f"test accuracy {res.test_accuracy:.4f} (train, first 10k: {res.train_accuracy:.4f}) after {res.epochs} "
-          f"epochs in {res.seconds:.0f}s; weights: {res.path} ({res.path.stat().st_size / 1e6:.2f} MB)")
+    log.info(f"test accuracy {res.test_accuracy:.4f} (train, first 10k: {res.train_accuracy:.4f}) after {res.epochs} "
+             f"epochs in {res.seconds:.0f}s; weights: {res.path} ({res.path.stat().st_size / 1e6:.2f} MB)")
     if res.test_accuracy < args.min_accuracy:
-        print(f"test accuracy {res.test_accuracy:.4f} is below --min-accuracy {args.min_accuracy}")
+        log.warning(f"test accuracy {res.test_accuracy:.4f} is below --min-accuracy {args.min_accuracy}")
         return 1
     return 0

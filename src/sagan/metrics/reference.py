@@ -15,7 +15,7 @@ FID during training).
 from __future__ import annotations
 
 import hashlib
-import sys
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,6 +29,8 @@ from sagan.data.datasets import DATASETS, ImageData, cache_dir, dataset_spec, lo
 from sagan.errors import DataError
 from sagan.fileio import NotPlainTensors, atomic_path, load_plain_tensors
 from sagan.metrics.extractors import FIDELITY_NAMES, extractor_id
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 
@@ -99,8 +101,8 @@ def write_cache_file(path: Path, value) -> None:
             torch.save(value, tmp)
     except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer on a full disk
         first = (str(e).splitlines() or [""])[0]
-        print(f"note: could not write the statistics cache file {path} ({type(e).__name__}: {first}); "
-              "it is recomputed next time", file=sys.stderr)
+        log.warning(f"note: could not write the statistics cache file {path} ({type(e).__name__}: {first}); "
+                    "it is recomputed next time")
 
 
 class ImageTensorDataset(Dataset):

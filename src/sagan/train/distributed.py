@@ -26,6 +26,7 @@ from __future__ import annotations
 import glob
 import inspect
 import json
+import logging
 import os
 import re
 import warnings
@@ -116,9 +117,9 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     return dev
 
 
-def rank0_print(info: DistInfo):
-    """``print`` on rank 0, a function that prints nothing on the other ranks."""
-    return print if info.is_main else (lambda *a, **k: None)
+def rank0_info(info: DistInfo, logger: logging.Logger):
+    """``logger.info`` on rank 0, a function that says nothing on the other ranks."""
+    return logger.info if info.is_main else (lambda *a, **k: None)
 
 
 def backend_name() -> str:

@@ -13,8 +13,8 @@ G loss keeps rising) and warns in the log; it never changes training.
 """
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -24,11 +24,12 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 from torch import nn
-from tqdm import tqdm
 
 from sagan.errors import TrainingDiverged
 from sagan.train.rundir import RunDir
 from sagan.train.step import StepStats
+
+log = logging.getLogger(__name__)
 
 LOSS_LABELS = {"loss_d": "discriminator loss", "loss_g": "generator loss",
                "d_real": "D score on real images", "d_fake": "D score on generated images"}
@@ -37,10 +38,7 @@ LOSS_LABELS = {"loss_d": "discriminator loss", "loss_g": "generator loss",
 def log_event(run_dir: Path | None, message: str, echo: bool = True) -> None:
     """Append a timestamped line to ``RUN_DIR/events.log`` (and echo it to stderr)."""
     if echo:
-        try:
-            tqdm.write(message, file=sys.stderr)
-        except Exception:  # noqa: BLE001 - logging must never break training
-            print(message, file=sys.stderr)
+        log.warning(message)
     if run_dir is None:
         return
     try:

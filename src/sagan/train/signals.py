@@ -14,14 +14,16 @@ that many seconds is the same request, not a second one.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Callable, Iterable
 
 from sagan.errors import TrainingAborted, signal_name
+
+log = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -57,8 +59,8 @@ class StopRequest:
         if self.signum is None:
             self.signum, self._first_at = signum, time.monotonic()
             if self.announce:
-                print(f"\nreceived {signal_name(signum)}: finishing the current step and writing a checkpoint "
-                      "(send another signal to abort at once without one)", file=sys.stderr, flush=True)
+                log.warning(f"received {signal_name(signum)}: finishing the current step and writing a checkpoint "
+                            "(send another signal to abort at once without one)")
             if self.on_stop is not None:
                 self.on_stop()
             return

@@ -31,14 +31,13 @@ from torch import nn
 
 from sagan.data.datasets import to_uint8
 from sagan.data.grid import save_grid
-from sagan.extras import requires
+from sagan.extras import install_hint, requires
 from sagan.fileio import atomic_path, atomic_write_text
 from sagan.train.runs import seed_latents
 
 PARALLEL_SIN = 1e-6  # below this sin(angle), two latents count as (anti)parallel: lerp instead of slerp
 MIN_ANIMATION_SIDE = 128  # the default --scale makes GIF/MP4 frames at least this many pixels wide
-MAX_GIF_FPS = 50.0  # GIF frame times are whole centiseconds; browsers slow shorter ones down to 10 fps
-MP4_HINT = "pip install imageio-ffmpeg"
+MP4_HINT = install_hint("video")
 
 
 # --------------------------------------------------------------------------- maths
