@@ -41,8 +41,13 @@ def test_evaluate_tiny_run_with_fmnist_features(tiny_run, tmp_path, cache, capsy
                             "checkpoint": "latest", "step": 4, "generator": "ema", "tracked_fid": None}
     m = rec["metrics"]
     assert set(m) == {"is_mean_fmnist", "is_std_fmnist", "fid_fmnist", "kid_mean_fmnist", "kid_std_fmnist",
-                      "precision_fmnist", "recall_fmnist", "f_score_fmnist"}
+                      "precision_fmnist", "recall_fmnist", "f_score_fmnist", "ifid_fmnist"}
     assert "class_accuracy" not in m  # the tiny run's classes are not Fashion-MNIST's
+    # a class-conditional run gets the intra-class FID by default: 20 samples of each class against its 8 images
+    assert [(r["class"], r["num_generated"], r["num_real"]) for r in rec["per_class"]] == [("class_0", 20, 8),
+                                                                                         ("class_1", 20, 8)]
+    assert m["ifid_fmnist"] == pytest.approx((rec["per_class"][0]["fid_fmnist"] + rec["per_class"][1]["fid_fmnist"]) / 2)
+    assert "iFID (Fashion-MNIST classifier features)" in out
     assert all(isinstance(v, float) and v == v for v in m.values())
     assert m["fid_fmnist"] > 0 and m["is_mean_fmnist"] >= 1 - 1e-6 and 0 <= m["precision_fmnist"] <= 1
     # the reference statistics were cached; a second evaluation reuses them. --out is a folder.
@@ -102,7 +107,7 @@ def test_evaluate_without_inception_weights_fails_before_sampling(tiny_run, tmp_
 
 def test_evaluate_user_errors(tiny_run, capsys):
     assert main(["evaluate", str(tiny_run), "--metrics", "fid,lpips"]) == 2
-    assert "choose from is, fid, kid, pr" in capsys.readouterr().err
+    assert "choose from is, fid, kid, pr, ifid" in capsys.readouterr().err
     assert main(["evaluate", str(tiny_run), "--features", "fmnist", "--split", "test", "-n", "10"]) == 2
     assert "no test split" in capsys.readouterr().err
     assert main(["evaluate", str(tiny_run), "-n", "1"]) == 2
@@ -170,6 +175,7 @@ def test_training_fid_off_when_it_would_never_run_or_inception_is_not_local(tiny
 
     monkeypatch.setenv(INCEPTION_ENV, "")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr("sagan.metrics.inception_offline.fid_helper_model_file", lambda: None)  # nor the offline extra
     cfg = load_config("fmnist32", overrides=["data.dataset=image_folder", f"data.root={tiny_folder}",
                                              "train.steps=10", "train.fid_every=5"])
     data = load_data(cfg.data, 32, True)

@@ -5,9 +5,10 @@
 ``sagan-fmnist-cnn``), caches the real reference's features and statistics as plain tensors
 (:mod:`sagan.metrics.reference`; torch-fidelity's own cache would unpickle them with
 ``weights_only=False``), and calls torch-fidelity's own IS, FID, KID and precision/recall
-functions on the features. Only the class accuracy of conditional samples is computed here (it is
-not a torch-fidelity metric): the fraction of samples the classifier assigns to the class they
-were generated for.
+functions on the features. The class accuracy of conditional samples (the fraction of samples the
+classifier assigns to the class they were generated for, overall and per class) and the
+intra-class FID (``ifid``: FID per class, averaged; :mod:`sagan.metrics.perclass`) are not
+torch-fidelity metrics and are computed here, from the same features.
 
 The steps are also available one by one, for callers that extract the generated images'
 features themselves (in shards, or with an extractor kept between calls, as FID during
@@ -24,13 +25,15 @@ import numpy as np
 import torch
 
 from sagan.data.datasets import DATASETS
-from sagan.errors import MetricsError
+from sagan.errors import DataError, MetricsError
 from sagan.extras import requires
+from sagan.fileio import NotPlainTensors, load_plain_tensors
 from sagan.metrics.classifier import NUM_CLASSES
 from sagan.metrics.extractors import (FEATURES, FIDELITY_NAMES, extractor_input_channels, extractor_layers,
                                       register_extractors, resolve_inception_weights)
+from sagan.metrics.perclass import class_counts, intra_class_fids, per_class_accuracy
 from sagan.metrics.reference import (ImageTensorDataset, Reference, cache_files, read_cached_features,
-                                     read_cached_statistics, write_cache_file)
+                                     read_cached_statistics, stats_dir, write_cache_file)
 from sagan.train.distributed import all_gather_objects
 
 with requires("eval"):
@@ -42,8 +45,8 @@ with requires("eval"):
     from torch_fidelity.utils import (create_feature_extractor, extract_featuresdict_from_input_id,
                                       extract_featuresdict_from_input_id_cached)
 
-METRICS = ("is", "fid", "kid", "pr")
-BINARY = ("fid", "kid", "pr")
+METRICS = ("is", "fid", "kid", "pr", "ifid")
+BINARY = ("fid", "kid", "pr", "ifid")  # compared with real images, at the extractor's FID layer
 
 
 def parse_metrics(text: str | Iterable[str]) -> list[str]:
@@ -75,12 +78,15 @@ def fidelity_kwargs(device: torch.device, batch_size: int, features: str, weight
     )
 
 
-def _check_request(metrics: list[str], features: str, reference: Reference | None) -> None:
+def _check_request(metrics: list[str], features: str, reference: Reference | None,
+                   fake_classes: torch.Tensor | None = None) -> None:
     if features not in FEATURES:
         raise MetricsError(f"features {features!r}: choose one of {list(FEATURES)}")
     binary = [m for m in metrics if m in BINARY]
     if binary and reference is None:
         raise MetricsError(f"{', '.join(binary)} compare with real images; give a reference")
+    if "ifid" in metrics and fake_classes is None:
+        raise MetricsError("ifid (intra-class FID) compares the images of each class; give their classes")
 
 
 def fake_feature_layers(metrics: Iterable[str], features: str, class_accuracy: bool = False) -> list[str]:
@@ -109,7 +115,8 @@ def extract_features(images: torch.Tensor, layers: list[str], features: str = "f
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     register_extractors()
-    weights = resolve_inception_weights(inception_weights) if features == "inception" else None
+    logits = any(layer.startswith("logits") for layer in layers)  # IS: not in the weights converted offline
+    weights = resolve_inception_weights(inception_weights, logits=logits) if features == "inception" else None
     kw = fidelity_kwargs(device, batch_size, features, weights, progress, seed)
     extractor = create_feature_extractor(FIDELITY_NAMES[features], layers, **kw)
     return extract_with(extractor, images, features, kw)
@@ -122,17 +129,44 @@ class ReferenceFeatures:
     num_images: int
     features: dict[str, torch.Tensor] | None  # None when dropped: FID needs only the statistics
     fid_statistics: dict[str, Any] | None
+    labels: torch.Tensor | None = None  # the images' classes, in the features' order (for iFID)
 
     def statistics_only(self) -> "ReferenceFeatures":
-        """Without the per-image features (enough for FID; KID and precision/recall need them)."""
+        """Without the per-image features (enough for FID; KID, precision/recall and iFID need them)."""
         return ReferenceFeatures(self.num_images, None, self.fid_statistics)
 
 
+def reference_labels(reference: Reference, count: int | None = None) -> torch.Tensor | None:
+    """The classes of ``reference``'s images (``count`` of them, when given), in the order of its
+    features; None when it has none. Cached next to the features (``<cache name>-labels.pt``, a plain
+    int64 tensor), so that a cache hit loads no image; a cache file that is not such a tensor is refused."""
+    path = stats_dir() / f"{reference.cache_name}-labels.pt"
+    if path.is_file():
+        try:
+            labels = load_plain_tensors(path)
+        except NotPlainTensors as e:
+            labels = e
+        if not (isinstance(labels, torch.Tensor) and labels.dtype == torch.int64 and labels.dim() == 1):
+            raise DataError(f"statistics cache file {path} does not hold the class labels of the reference (an "
+                            "int64 tensor); delete it and it is recomputed")
+    else:
+        labels = reference.load()[1]
+        if labels is None:
+            return None
+        labels = labels.long().cpu()
+        write_cache_file(path, labels)
+    if count is not None and labels.shape != (count,):
+        raise DataError(f"the reference has {len(labels)} labels for {count} cached features; delete the statistics "
+                        f"cache ({stats_dir()}) and it is recomputed")
+    return labels
+
+
 def reference_features(reference: Reference, features: str, kw: dict[str, Any],
-                       fid_statistics: bool = True) -> ReferenceFeatures:
-    """``reference``'s features (and FID statistics) for the extractor ``features``; ``kw`` from
-    :func:`fidelity_kwargs`. A cache hit loads nothing but the cached tensors (no extractor, no
-    images); a cache file that is not plain tensors of the right shapes is refused (DataError)."""
+                       fid_statistics: bool = True, labels: bool = False) -> ReferenceFeatures:
+    """``reference``'s features (and FID statistics, and with ``labels`` the images' classes) for the
+    extractor ``features``; ``kw`` from :func:`fidelity_kwargs`. A cache hit loads nothing but the
+    cached tensors (no extractor, no images); a cache file that is not plain tensors of the right
+    shapes is refused (DataError)."""
     layer = extractor_layers(features)["fid"]
     features_file, stats_file = cache_files(reference.features_cache_name(features), features, layer)
     real = read_cached_features(features_file, layer)
@@ -152,20 +186,24 @@ def reference_features(reference: Reference, features: str, kw: dict[str, Any],
             dtype = real.numpy().dtype
             stats = {"mu": cached["mu"].numpy().astype(dtype, copy=False),
                      "sigma": cached["sigma"].numpy().astype(np.result_type(dtype, np.float64), copy=False)}
-    return ReferenceFeatures(len(real), f2, stats)
+    return ReferenceFeatures(len(real), f2, stats, reference_labels(reference, len(real)) if labels else None)
 
 
 def scores_from_features(f1: dict[str, torch.Tensor], metrics: Iterable[str], features: str,
                          real: ReferenceFeatures | None, kw: dict[str, Any], *,
-                         fake_labels: torch.Tensor | None = None, kid_subset_size: int = 1000,
-                         isc_splits: int = 10) -> dict[str, Any]:
+                         fake_labels: torch.Tensor | None = None, fake_classes: torch.Tensor | None = None,
+                         kid_subset_size: int = 1000, isc_splits: int = 10) -> dict[str, Any]:
     """The metrics of generated images from their features ``f1`` (the one place features become numbers).
 
-    ``real`` is the reference's side (:func:`reference_features`), needed for FID, KID and
-    precision/recall; ``kw`` comes from :func:`fidelity_kwargs`. With ``fake_labels`` and
-    ``logits`` in ``f1``, the class accuracy is added. Returns (those that apply, in this order)
-    ``num_fake``, ``is_mean``, ``is_std``, ``class_accuracy``, ``num_real``, ``fid``, ``kid_mean``,
-    ``kid_std``, ``kid_subset_size``, ``precision``, ``recall``, ``f_score``.
+    ``real`` is the reference's side (:func:`reference_features`), needed for FID, KID,
+    precision/recall and iFID (with its labels); ``kw`` comes from :func:`fidelity_kwargs`. With
+    ``fake_labels`` (the classifier's classes) and ``logits`` in ``f1``, the class accuracy is
+    added, overall and per class. ``fake_classes`` are the images' classes as the reference numbers
+    them, for ``ifid``. Returns (those that apply, in this order) ``num_fake``, ``is_mean``,
+    ``is_std``, ``class_accuracy``, ``num_real``, ``fid``, ``kid_mean``, ``kid_std``,
+    ``kid_subset_size``, ``precision``, ``recall``, ``f_score``, ``ifid``; with the class accuracy
+    ``per_class_accuracy`` ({classifier class: accuracy}), with ``ifid`` ``per_class_fid``
+    ({reference class: {"fid", "num_generated", "num_real"}}).
     """
     metrics = parse_metrics(metrics)
     layers = extractor_layers(features)
@@ -176,12 +214,15 @@ def scores_from_features(f1: dict[str, torch.Tensor], metrics: Iterable[str], fe
         out["is_mean"], out["is_std"] = r[KEY_METRIC_ISC_MEAN], r[KEY_METRIC_ISC_STD]
     if fake_labels is not None and "logits" in f1:
         pred = f1["logits"].argmax(1)
-        out["class_accuracy"] = float((pred == fake_labels.to(pred.device)).float().mean())
+        out["class_accuracy"] = float((pred == fake_labels.to(pred.device)).double().mean())
+        out["per_class_accuracy"] = per_class_accuracy(pred, fake_labels)
     if not any(m in BINARY for m in metrics):
         return out
     binary = [m for m in metrics if m in BINARY]
     if real is None or (real.features is None and binary != ["fid"]):
         raise MetricsError(f"{', '.join(binary)} compare with real images; give the reference's features")
+    if "ifid" in metrics and (fake_classes is None or real.labels is None):
+        raise MetricsError("ifid (intra-class FID) needs the classes of the generated and of the real images")
     layer = layers["fid"]
     assert layers["kid"] == layer and layers["prc"] == layer
     f2 = real.features
@@ -199,11 +240,18 @@ def scores_from_features(f1: dict[str, torch.Tensor], metrics: Iterable[str], fe
         r = prc_featuresdict_to_metric(f1, f2, layer, **quiet)
         out["precision"], out["recall"], out["f_score"] = (r[KEY_METRIC_PRECISION], r[KEY_METRIC_RECALL],
                                                            r[KEY_METRIC_F_SCORE])
+    if "ifid" in metrics:
+        fids = intra_class_fids(f1[layer], fake_classes, f2[layer], real.labels)
+        out["ifid"] = sum(fids.values()) / len(fids)
+        real_n, fake_n = class_counts(real.labels), class_counts(fake_classes)
+        out["per_class_fid"] = {c: {"fid": fid, "num_generated": fake_n[c], "num_real": real_n[c]}
+                                for c, fid in fids.items()}
     return out
 
 
 def metrics_from_features(f1: dict[str, torch.Tensor], reference: Reference | None, metrics: Iterable[str],
                           features: str = "fmnist", *, fake_labels: torch.Tensor | None = None,
+                          fake_classes: torch.Tensor | None = None,
                           device: str | torch.device = "cpu", batch_size: int = 256, progress: bool = True,
                           inception_weights: str | Path | None = None, seed: int = 2020,
                           kid_subset_size: int = 1000, isc_splits: int = 10) -> dict:
@@ -213,7 +261,7 @@ def metrics_from_features(f1: dict[str, torch.Tensor], reference: Reference | No
     when the features were extracted in shards by several processes and gathered.
     """
     metrics = parse_metrics(metrics)
-    _check_request(metrics, features, reference)
+    _check_request(metrics, features, reference, fake_classes)
     num_fake = len(next(iter(f1.values())))
     if num_fake < 2:
         raise MetricsError(f"need at least 2 generated images, got {num_fake}")
@@ -221,23 +269,27 @@ def metrics_from_features(f1: dict[str, torch.Tensor], reference: Reference | No
     kw = fidelity_kwargs(torch.device(device), batch_size, features, weights, progress, seed)
     real = None
     if any(m in BINARY for m in metrics):
-        real = reference_features(reference, features, kw, fid_statistics="fid" in metrics)
-    return scores_from_features(f1, metrics, features, real, kw, fake_labels=fake_labels,
+        real = reference_features(reference, features, kw, fid_statistics="fid" in metrics, labels="ifid" in metrics)
+    return scores_from_features(f1, metrics, features, real, kw, fake_labels=fake_labels, fake_classes=fake_classes,
                                 kid_subset_size=kid_subset_size, isc_splits=isc_splits)
 
 
 def compute_metrics(fake: torch.Tensor, reference: Reference | None, metrics: Iterable[str], features: str = "fmnist",
-                    *, fake_labels: torch.Tensor | None = None, device: str | torch.device = "cpu",
+                    *, fake_labels: torch.Tensor | None = None, fake_classes: torch.Tensor | None = None,
+                    device: str | torch.device = "cpu",
                     batch_size: int = 256, progress: bool = True, inception_weights: str | Path | None = None,
                     seed: int = 2020, kid_subset_size: int = 1000, isc_splits: int = 10) -> dict:
     """Metrics of ``fake`` (uint8 images (N, C, H, W)) against ``reference`` (real images).
 
     Returns a flat dict: ``is_mean``/``is_std``, ``fid``, ``kid_mean``/``kid_std``,
-    ``precision``/``recall``/``f_score``, ``class_accuracy`` (fmnist features with ``fake_labels``),
-    plus ``num_fake``, ``num_real`` and ``kid_subset_size`` where they apply.
+    ``precision``/``recall``/``f_score``, ``class_accuracy`` and ``per_class_accuracy`` (fmnist
+    features with ``fake_labels``), ``ifid`` and ``per_class_fid`` (with ``fake_classes``, the
+    images' classes as the reference numbers them; default ``fake_labels``), plus ``num_fake``,
+    ``num_real`` and ``kid_subset_size`` where they apply.
     """
     metrics = parse_metrics(metrics)
-    _check_request(metrics, features, reference)
+    fake_classes = fake_labels if fake_classes is None else fake_classes
+    _check_request(metrics, features, reference, fake_classes)
     if fake.dtype != torch.uint8:
         raise MetricsError("compute_metrics takes uint8 images; convert [-1, 1] floats with "
                            "sagan.data.datasets.to_uint8")
@@ -247,7 +299,8 @@ def compute_metrics(fake: torch.Tensor, reference: Reference | None, metrics: It
     common = dict(device=device, batch_size=batch_size, progress=progress, inception_weights=inception_weights, seed=seed)
     f1 = extract_features(fake, fake_feature_layers(metrics, features, class_acc), features, **common)
     return metrics_from_features(f1, reference, metrics, features, fake_labels=fake_labels if class_acc else None,
-                                 kid_subset_size=kid_subset_size, isc_splits=isc_splits, **common)
+                                 fake_classes=fake_classes, kid_subset_size=kid_subset_size, isc_splits=isc_splits,
+                                 **common)
 
 
 def gather_features(f1: dict[str, torch.Tensor], dist) -> dict[str, torch.Tensor] | None:

@@ -20,13 +20,13 @@ STANDARD_FEATURES = "inception"
 
 # The feature statistics (bare names; a "prefix/" such as "eval/" is kept in front of them).
 FEATURE_METRICS = frozenset({"is", "is_mean", "is_std", "fid", "best_fid", "kid_mean", "kid_std",
-                             "precision", "recall", "f_score"})
+                             "precision", "recall", "f_score", "ifid"})
 
 FEATURE_TITLES = {"inception": "Inception features", "fmnist": "Fashion-MNIST classifier features"}
 
 METRIC_TITLES = {"is": "IS", "is_mean": "IS", "is_std": "IS std", "fid": "FID", "best_fid": "best FID",
                  "kid_mean": "KID", "kid_std": "KID std", "precision": "precision", "recall": "recall",
-                 "f_score": "F-score", "class_accuracy": "class accuracy"}
+                 "f_score": "F-score", "ifid": "iFID", "class_accuracy": "class accuracy"}
 
 
 def metric_key(name: str, features: str) -> str:

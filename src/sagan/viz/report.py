@@ -53,6 +53,7 @@ from sagan.models.export import export_info
 from sagan.train.rundir import RunDir
 from sagan.train.runs import LoadedRun, generate, load_run
 from sagan.viz import attention as A
+from sagan.viz.neighbours import NeighbourRow, neighbours_section
 
 with requires("figures", "the HTML report"):
     from jinja2 import Environment, PackageLoader, select_autoescape
@@ -384,6 +385,8 @@ class Report:
     explorer: dict[str, Any] | None
     explorer_note: str
     record_note: str | None = None  # why there are no curves etc. (an export, a shipped model)
+    neighbours: list[NeighbourRow] = field(default_factory=list)  # generated images and their nearest training images
+    neighbours_note: str | None = None  # what was searched, or why the view is missing
 
 
 def _figure_uri(draw: Callable[[Path], Path | None]) -> str | None:
@@ -607,15 +610,17 @@ def build_report(source: LoadedRun | str | Path, out_dir: str | Path | None = No
     run directory, else ``run.output_base`` (an export's folder, ``./pretrained-NAME``).
 
     ``explorer_images``: generated images in the attention explorer (default one per class, at
-    most 10; 6 for unconditional models). ``real_attention``: also draw D's attention on real
-    images when the run's data can be loaded (``data_root`` overrides where it is).
+    most 10; 6 for unconditional models). ``real_attention``: also draw what needs the real training
+    images, D's attention on them and the nearest-neighbour view (:mod:`sagan.viz.neighbours`), when
+    the run's data can be loaded (``data_root`` overrides where it is).
     """
     from tqdm import tqdm
     run = source if isinstance(source, LoadedRun) else load_run(source, device=device)
     out = RunDir(Path(out_dir) if out_dir is not None else run.output_base).report  # report.html in any folder
     record = run.run_dir  # None: no training record (an export, a shipped model, a loose checkpoint)
     note = no_record_note(run)
-    stages = ["model", "samples", "training record", "attention figures", "attention explorer", "page"]
+    stages = ["model", "samples", "nearest neighbours", "training record", "attention figures", "attention explorer",
+              "page"]
     bar = tqdm(total=len(stages), desc="report", unit="part", disable=not progress, leave=False)
 
     started: list[str] = []
@@ -633,6 +638,9 @@ def build_report(source: LoadedRun | str | Path, out_dir: str | Path | None = No
     class_grid = sample_grids_section(run, seed, device)
     samples_title = (f"{'One row per class (same noise in each column)' if run.num_classes else 'Samples'}, "
                      f"{'EMA' if run.ema else 'raw'} generator at step {run.step}")
+    stage("nearest neighbours")
+    neighbours, neighbours_note = (neighbours_section(run, seed, device, data_root) if real_attention
+                                   else ([], "Not drawn (--no-real): it needs the training images."))
     stage("training record")
     if record is not None:
         evolution, latest = evolution_section(record, max_evolution)
@@ -655,7 +663,8 @@ def build_report(source: LoadedRun | str | Path, out_dir: str | Path | None = No
         config_source=config_source, provenance=provenance, samples_title=samples_title, class_grid=class_grid,
         latest=latest, evolution=evolution, evolution_note=evolution_note, charts=charts, charts_note=charts_note,
         json_tables=json_tables, metrics_note=metrics_note, figures=figures, figure_notes=figure_notes,
-        explorer=explorer, explorer_note=explorer_note, record_note=note)
+        explorer=explorer, explorer_note=explorer_note, record_note=note, neighbours=neighbours,
+        neighbours_note=neighbours_note)
     path = atomic_write_text(out, render(report))
     bar.update(1)
     bar.close()
