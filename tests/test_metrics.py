@@ -216,6 +216,7 @@ def test_missing_inception_weights_name_the_file_and_where(tmp_path, monkeypatch
     def offline(dst, timeout):
         raise OSError("network is unreachable")
     monkeypatch.setattr("sagan.metrics.extractors._download", offline)
+    monkeypatch.setattr("sagan.metrics.inception_offline.fid_helper_model_file", lambda: None)  # nor the offline extra
     with pytest.raises(InceptionWeightsError) as e:
         resolve_inception_weights()
     msg = str(e.value)

