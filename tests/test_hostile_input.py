@@ -224,7 +224,7 @@ def _out_under_a_file(tmp_path: Path) -> Path:
     return blocker / "out"
 
 
-COMPUTE = {"sample": ("sagan.commands.sample", ["generate", "run_generator"]),
+COMPUTE = {"sample": ("sagan.commands.sample", ["generate"]),
            "interpolate": ("sagan.commands.interpolate", ["render"]),
            "export": ("sagan.commands.export", ["save_export", "write_onnx_export"]),
            "evaluate": ("sagan.commands.evaluate", ["generate"]),

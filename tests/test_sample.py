@@ -242,3 +242,60 @@ def test_bad_format_is_a_usage_error(tiny_run, tmp_path, capsys):
     assert "jpg" in one_line_error(capsys)
     with pytest.raises(UsageError):
         parse_seeds("1-0")
+
+
+# --------------------------------------------------------------------------- a seed names one image
+
+def png_files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.png")}
+
+
+def test_a_seed_names_one_image_in_any_list_of_seeds(tmp_path):
+    """Seed 42's class and file do not depend on which other seeds are sampled (issue 26): without
+    --classes, seed S has class S mod 10 (a 10-class model with Fashion-MNIST's names)."""
+    from sagan.data.datasets import FMNIST_CLASSES
+    torch.manual_seed(0)
+    g = Generator(resolution=32, ch=8, z_dim=16, num_classes=10, img_channels=1, attn=[16],
+                  class_names=list(FMNIST_CLASSES)).eval()
+    with torch.no_grad():  # class embeddings start at zero: random ones make every class draw differently
+        for m in g.modules():
+            if isinstance(m, torch.nn.Embedding):
+                m.weight.normal_(0, 0.5)
+    export = save_export(g, tmp_path / "export", {"step": 0, "ema": False})  # its own BN statistics, kept
+
+    def sample(seeds: str, *extra: str) -> Path:
+        out = tmp_path / f"{seeds}{''.join(extra)}"
+        assert main(["sample", str(export), "--seeds", seeds, *extra, "--format", "png,npz",
+                     "--out", str(out), "--no-progress"]) == 0
+        return out
+
+    wide, narrow = sample("0-199"), sample("41-50")
+    wide_files, narrow_files = png_files(wide), png_files(narrow)
+    assert "02_Pullover/seed0042.png" in narrow_files and "00_T-shirt_top/seed0040.png" in wide_files
+    assert len(narrow_files) == 10 and narrow_files == {k: wide_files[k] for k in narrow_files}  # the same bytes
+    assert np.load(next(narrow.glob("*.npz")))["labels"].tolist() == [s % 10 for s in range(41, 51)]
+    assert np.bincount(np.load(next(wide.glob("*.npz")))["labels"]).tolist() == [20] * 10
+    # One class: every seed has it (stylegan2-ada's --class); seed 42 as a Sneaker, alone or in a list.
+    one, listed = png_files(sample("42", "--classes", "Sneaker")), png_files(sample("41-50", "--classes", "sneaker"))
+    assert list(one) == ["07_Sneaker/seed0042.png"] and one["07_Sneaker/seed0042.png"] == listed["07_Sneaker/seed0042.png"]
+    assert {k.split("/")[0] for k in listed} == {"07_Sneaker"}
+    assert one["07_Sneaker/seed0042.png"] != narrow_files["02_Pullover/seed0042.png"]
+    # Several classes: seed S gets the (S mod K)-th listed, so seed 42 is the Dress of --classes Dress alone.
+    two = png_files(sample("41-44", "--classes", "Dress,Sneaker"))
+    assert sorted(two) == ["03_Dress/seed0042.png", "03_Dress/seed0044.png", "07_Sneaker/seed0041.png",
+                           "07_Sneaker/seed0043.png"]
+    assert two["03_Dress/seed0042.png"] == png_files(sample("42", "--classes", "03_Dress"))["03_Dress/seed0042.png"]
+
+
+def test_shipped_model_writes_the_readme_path_and_python_gives_the_same_image(tmp_path):
+    """The README's ``--seeds 0-99 --format png`` example names 02_Pullover/seed0042.png; it is the
+    image ``generate(G, seeds=[42])`` gives in Python."""
+    out = tmp_path / "o"
+    assert main(["sample", "--pretrained", "fmnist32", "--seeds", "40-42", "--format", "png", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert sorted(png_files(out)) == ["00_T-shirt_top/seed0040.png", "01_Trouser/seed0041.png",
+                                      "02_Pullover/seed0042.png"]
+    from sagan import generate, load_run
+    images, labels = generate(load_run("fmnist32").G, seeds=[42], output="pil")
+    assert labels.tolist() == [2]
+    np.testing.assert_array_equal(np.asarray(images[0]), pixels(out / "02_Pullover" / "seed0042.png"))

@@ -11,7 +11,7 @@ The public API, importable from the top level (loaded on first use, so ``import 
   a shipped model (``pretrained_names()``), a folder written by ``sagan export``, or a Hub id.
 - ``load_config(preset, file, overrides)`` and ``build_models(cfg.model, num_classes, channels)``.
 - ``load_run(SOURCE)``: G (EMA by default) and D of a run directory, checkpoint or export.
-- ``generate``, ``seed_latents``, ``truncated_normal``: sampling helpers.
+- ``generate``, ``seed_latents``, ``truncated_normal``, ``to_pil``: sampling helpers.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ _EXPORTS = {
     "LoadedRun": "sagan.train.runs",
     "generate": "sagan.train.runs",
     "seed_latents": "sagan.train.runs",
+    "to_pil": "sagan.train.runs",
     "truncated_normal": "sagan.models.standing",
 }
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sagan.errors import UsageError
 from sagan.fileio import atomic_write_text
+from sagan.models.classes import resolve_class, resolve_classes  # noqa: F401 (the commands' class flags)
 
 MAX_SEED = 2**63 - 1
 MAX_SEEDS = 1_000_000  # seeds per call (a typo like 0-10000000000 fails at once)
@@ -75,45 +76,6 @@ def device_from_args(args: argparse.Namespace):
         return resolve_device(getattr(args, "device", "auto"))
     except RuntimeError as e:  # torch.device() of a name it does not know
         raise UsageError(f"--device {args.device}: {e}") from None
-
-
-def resolve_class(text: str | None, num_classes: int, class_names: list[str], flag: str = "--class") -> int | None:
-    """A class given by index or by name (case-insensitive) -> its index; None for None; one-line UsageError."""
-    if text is None:
-        return None
-    text = text.strip()
-    if num_classes == 0:
-        raise UsageError(f"{flag} {text}: this model is unconditional (it has no classes); drop {flag}")
-    lowered = [n.lower() for n in class_names]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    folded = [_folded_name(n) for n in class_names]  # "ankle_boot", or sample's folder name "09_Ankle_boot"
-    for key in (_folded_name(text), _folded_name(re.sub(r"^\d+_", "", text))):
-        if key and folded.count(key) == 1:
-            return folded.index(key)
-    try:
-        c = int(text)
-    except ValueError:
-        c = None
-    if c is None or not 0 <= c < num_classes:
-        names = f" ({', '.join(f'{i}={n}' for i, n in enumerate(class_names))})" if class_names else ""
-        raise UsageError(f"{flag} {text}: no such class; this model has classes 0..{num_classes - 1}{names}")
-    return c
-
-
-def _folded_name(name: str) -> str:
-    """A class name compared without case or punctuation: "T-shirt/top", "t_shirt_top" -> "t_shirt_top"."""
-    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
-
-
-def resolve_classes(text: str | None, num_classes: int, class_names: list[str], flag: str = "--classes") -> list[int] | None:
-    """Comma-separated class indices or names (``all`` or None: every class) -> indices."""
-    if text is None or text.strip().lower() == "all":
-        return None
-    items = [t for t in text.split(",") if t.strip()]
-    if not items:
-        raise UsageError(f"{flag} {text!r}: give comma-separated class indices or names, e.g. 0,3,Sneaker")
-    return [resolve_class(t, num_classes, class_names, flag) for t in items]  # type: ignore[misc]
 
 
 def parse_seeds(text: str, flag: str = "--seeds", unique: bool = True) -> list[int]:

@@ -5,8 +5,9 @@ Two ways to pick the images (docs/sampling.md):
 - ``-n N --seed S`` (default 64 images, seed 0): the latents of all N images come from one seeded
   generator and run through the model in batches of ``--batch-size``;
 - ``--seeds 0-99`` (or ``3,7,10-12``): one image per seed, each latent from its own seed
-  (``seed_latents``) and run on its own (batch 1), so an image depends only on its seed, class and
-  truncation, never on the other images: ``--seeds 42`` regenerates image 42 of ``--seeds 0-99``.
+  (``seed_latents``) and run on its own (batch 1), and seed ``s`` has class ``classes[s % len(classes)]``
+  (every class by default), so an image depends only on its seed, the classes and the truncation,
+  never on the other images: ``--seeds 42`` regenerates the image of seed 42 in ``--seeds 0-99``.
 
 Every file is written atomically; ``sample_info.json`` records the weights and the settings.
 """
@@ -30,8 +31,7 @@ from sagan.data.datasets import to_uint8
 from sagan.data.grid import save_grid
 from sagan.errors import UsageError
 from sagan.fileio import atomic_path, atomic_write, atomic_write_text
-from sagan.models.standing import statistics_for_truncation, truncated_normal
-from sagan.train.runs import LoadedRun, generate, seed_latents
+from sagan.train.runs import LoadedRun, generate, image_classes, to_pil
 
 FORMATS = ("grid", "npz", "png")
 FORMAT_ALIASES = {"both": ("grid", "npz")}  # the former default's name
@@ -113,30 +113,6 @@ def checked_out_dir(out: Path, folders: list[str]) -> Path:
     return check_writable(out)
 
 
-# --------------------------------------------------------------------------- generating
-
-def cycled_labels(num_classes: int, classes: list[int] | None, n: int) -> torch.Tensor | None:
-    """Image i's class: ``classes[i % len(classes)]`` (all classes when None); None when unconditional."""
-    if num_classes == 0:
-        return None
-    pool = torch.tensor(classes if classes else list(range(num_classes)))
-    return pool[torch.arange(n) % len(pool)]
-
-
-@torch.no_grad()
-def run_generator(g, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int, device, progress: bool) -> torch.Tensor:
-    """``g(z, labels)`` in batches of ``batch_size``; images in [-1, 1], float, on the CPU."""
-    from tqdm import tqdm
-    out = []
-    with tqdm(total=len(z), disable=not progress, desc="sample", unit="img") as bar:
-        for start in range(0, len(z), batch_size):
-            zb = z[start:start + batch_size].to(device)
-            yb = labels[start:start + batch_size].to(device) if labels is not None else None
-            out.append(g(zb, yb).float().cpu())
-            bar.update(len(zb))
-    return torch.cat(out)
-
-
 # --------------------------------------------------------------------------- writing
 
 def write_npz(path: Path, images: torch.Tensor, labels: torch.Tensor | None, seeds: list[int] | None) -> Path:
@@ -165,18 +141,16 @@ def write_pngs(out: Path, images: torch.Tensor, labels: torch.Tensor | None, see
                folders: dict[int, str], done: list[tuple[Path, bool]] | None = None) -> int:
     """One PNG per image, in its class folder (unconditional: directly in ``out``); grayscale stays
     one channel. Returns the number written; ``done`` gets (path, existed before) for each as it is written."""
-    from PIL import Image
-    pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
-    for i, arr in enumerate(pixels):
+    pil = to_pil(images)
+    for i, img in enumerate(pil):
         folder = out / folders[int(labels[i])] if labels is not None else out
         path = folder / image_file_name(seeds[i] if seeds is not None else None, i)
-        img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
         existed = path.exists()
         with atomic_path(path) as tmp:
             img.save(tmp, format="PNG")
         if done is not None:
             done.append((path, existed))
-    return len(pixels)
+    return len(pil)
 
 
 # --------------------------------------------------------------------------- the command
@@ -195,7 +169,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="one image per seed, e.g. 0-99 or 3,7,10-12: each image's latent comes from its seed alone and "
                         "is generated with batch size 1, so it never depends on the other images")
     p.add_argument("--classes", metavar="CLASSES",
-                   help="comma-separated class names or indices that the images cycle through (default all)")
+                   help="comma-separated class names or indices (default: every class, in order). Of the K "
+                        "classes, seed S gets the one at position S mod K (counting from 0), so a seed always "
+                        "names the same image and one class gives every seed that class; with -n, image i gets "
+                        "the one at position i mod K")
     p.add_argument("--truncation", type=float, metavar="PSI",
                    help="draw latents from the normal truncated to [-PSI, PSI] (resampled, as in BigGAN); "
                         "smaller: less variety, higher fidelity; 0: the mean latent (one image per class)")
@@ -239,22 +216,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_memory(num * (run.channels * res * res * 10 + run.G.z_dim * 4), f"{num} images of {res}x{res} px",
                  "ask for fewer, or split --seeds into ranges sampled in several calls")
     classes = resolve_classes(args.classes, run.num_classes, run.class_names)
-    labels = cycled_labels(run.num_classes, classes, num)
+    labels = image_classes(run.num_classes, classes, num, seeds)
     folders = ({c: class_folder_name(c, run.num_classes, run.class_names) for c in sorted(set(labels.tolist()))}
                if labels is not None and "png" in formats else {})
     out = checked_out_dir(Path(args.out) if args.out else run.output_base / "samples_out", list(folders.values()))
     print(f"sampling {num} image{'s' if num != 1 else ''} from {run.describe()}")
 
-    progress = not args.no_progress
-    with statistics_for_truncation(run.G, truncation):  # BN statistics measured under this psi
-        if seeds is not None:
-            z = seed_latents(seeds, run.G.z_dim, truncation)
-            images = run_generator(run.G, z, labels, 1, device, progress)
-        elif truncation is not None:
-            z = truncated_normal((num, run.G.z_dim), truncation, torch.Generator().manual_seed(seed))
-            images = run_generator(run.G, z, labels, batch_size, device, progress)
-        else:
-            images, labels = generate(run.G, num, classes, seed, batch_size, device, progress=progress)
+    images, labels = generate(run.G, num if seeds is None else None, classes, seed, batch_size, device,
+                              progress=not args.no_progress, truncation=truncation, seeds=seeds)
 
     stem = free_stem(out, output_stem(run, seeds, seed, truncation), formats)
     written: dict[str, object] = {}

@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 from sagan.config import Config, config_from_dict
-from sagan.errors import CheckpointError
+from sagan.errors import CheckpointError, UsageError
 from sagan.models import Discriminator, Generator, build_models
+from sagan.models.classes import resolve_classes
 from sagan.models.export import CONFIG_NAME, PRETRAINED_DIR, export_info, pretrained_names, resolve_export
 from sagan.models.standing import draw_latents, ensure_standing, statistics_for_truncation, truncated_normal
 from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
@@ -178,43 +179,92 @@ def shard_range(n: int, batch_size: int, rank: int = 0, world: int = 1) -> tuple
     return min(n, rank * per * batch_size), min(n, (rank + 1) * per * batch_size)
 
 
+OUTPUTS = ("tensor", "uint8", "pil")
+
+
+def image_classes(num_classes: int, classes: list[int] | None, n: int | None = None,
+                  seeds: list[int] | None = None) -> torch.Tensor | None:
+    """The class of every image, from ``pool`` = ``classes`` (default: every class, in order): by
+    seed, seed ``s`` has class ``pool[s % len(pool)]``, so a seed names one image whatever else is
+    sampled (``--seeds 0-99`` of a 10-class model: seed 42 is class 2, ten images per class); by
+    count (``n``), image ``i`` has class ``pool[i % len(pool)]``. None for an unconditional model."""
+    if num_classes == 0:
+        return None
+    pool = classes if classes else list(range(num_classes))
+    keys = [int(s) for s in seeds] if seeds is not None else range(int(n or 0))
+    return torch.tensor([pool[k % len(pool)] for k in keys], dtype=torch.long)
+
+
 @torch.no_grad()
-def generate(g: Generator, n: int, classes: list[int] | None = None, seed: int = 0, batch_size: int = 256,
-             device: str | torch.device = "cpu", progress: bool = False,
-             shard: tuple[int, int] = (0, 1), truncation: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``n`` images in [-1, 1] (float, CPU) and their labels (cycling through ``classes``, or all).
+def generate(g: Generator, n: int | None = None, classes=None, seed: int = 0, batch_size: int = 256,
+             device: str | torch.device = "cpu", progress: bool = False, shard: tuple[int, int] = (0, 1),
+             truncation: float | None = None, *, seeds=None, output: str = "tensor"):
+    """Images from ``g`` and their labels (None for an unconditional model): ``(images, labels)``.
 
-    ``truncation`` psi draws the latents from the normal truncated to [-psi, psi] and runs ``g``
-    with batch-norm statistics measured under that psi (``statistics_for_truncation``; ``g``'s own
-    statistics are back afterwards).
+    Which images, as ``sagan sample`` picks them (docs/sampling.md):
+
+    - ``n`` images whose latents come from one generator seeded with ``seed``, run in batches of
+      ``batch_size``; image ``i`` has class ``classes[i % len(classes)]``;
+    - or ``seeds=[...]`` (any iterable of ints >= 0): one image per seed, its latent from that seed
+      alone (:func:`seed_latents`), run on its own (batch 1), of class ``classes[s % len(classes)]``
+      for seed ``s``: the same seed gives the same image in any list, as ``sagan sample --seeds``.
+
+    ``classes``: names or indices as the CLI's ``--classes`` takes them (``["Dress", 7]``,
+    ``"dress,sneaker"``, ``"ankle_boot"``, ``"all"``); default every class. ``truncation`` psi
+    draws the latents from the normal truncated to [-psi, psi] and runs ``g`` with batch-norm
+    statistics measured under that psi (``statistics_for_truncation``; ``g``'s own statistics are
+    back afterwards). ``output``: ``"tensor"`` (float (N, C, H, W) in [-1, 1], on the CPU),
+    ``"uint8"`` (the same layout, 0-255) or ``"pil"`` (a list of PIL images, :func:`to_pil`).
+    With ``shard=(rank, world)`` only that process's part (:func:`shard_range`) is generated, from
+    the latents the whole set would use, with its labels.
     """
+    if output not in OUTPUTS:
+        raise UsageError(f"output={output!r}: choose one of {', '.join(map(repr, OUTPUTS))}")
+    if seeds is not None:
+        seeds = [_seed_of(s) for s in seeds]
+        if n is not None and n != len(seeds):
+            raise UsageError(f"n={n} with {len(seeds)} seeds: give seeds (one image each) or n, not both")
+        n, batch_size = len(seeds), 1
+    elif n is None:
+        raise UsageError("give n (the number of images) or seeds (one image per seed)")
+    pool = resolve_classes(classes, g.num_classes, list(getattr(g, "class_names", [])), "classes")
+    labels = image_classes(g.num_classes, pool, n, seeds)
+    lo, hi = shard_range(n, batch_size, *shard)
     with statistics_for_truncation(g, truncation):
-        return _generate(g, n, classes, seed, batch_size, device, progress, shard, truncation)
+        images = _generate(g, n, labels, seed, seeds, batch_size, device, progress, (lo, hi), truncation)
+    labels = labels[lo:hi] if labels is not None else None
+    if output == "uint8":
+        return _to_uint8(images), labels
+    return (to_pil(images) if output == "pil" else images), labels
 
 
-def _generate(g: Generator, n: int, classes: list[int] | None, seed: int, batch_size: int,
-              device: str | torch.device, progress: bool, shard: tuple[int, int],
-              truncation: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """See :func:`generate`.
+def _seed_of(s) -> int:
+    if isinstance(s, bool) or not isinstance(s, int) and not hasattr(s, "__index__"):
+        raise UsageError(f"seeds: {s!r} is not a whole number")
+    s = int(s)
+    if not 0 <= s < 2 ** 63:
+        raise UsageError(f"seeds: {s} must be between 0 and 2**63 - 1")
+    return s
 
-    With ``shard=(rank, world)`` only that process's part (:func:`shard_range`) is generated,
-    from the same latents the whole set would use: every batch's noise is drawn, in order, and
-    only this shard's batches are run through ``g``. Returns that part and its labels.
-    """
+
+def _generate(g: Generator, n: int, labels: torch.Tensor | None, seed: int, seeds: list[int] | None,
+              batch_size: int, device: str | torch.device, progress: bool, part: tuple[int, int],
+              truncation: float | None) -> torch.Tensor:
+    """See :func:`generate`: images ``part`` = ``[lo, hi)`` of ``n``. In ``-n`` mode every batch's
+    noise is drawn, in order, and only the part's batches are run through ``g``."""
     from tqdm import tqdm
     gen = torch.Generator().manual_seed(seed)
-    labels = None
-    if g.num_classes > 0:
-        pool = torch.tensor(classes if classes else list(range(g.num_classes)))
-        labels = pool[torch.arange(n) % len(pool)]
-    lo, hi = shard_range(n, batch_size, *shard)
+    lo, hi = part
     out = []
     bar = tqdm(total=hi - lo, disable=not progress, desc="sample", unit="img")
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        z = draw_latents(b, g.z_dim, gen, truncation)
+        if seeds is None:
+            z = draw_latents(b, g.z_dim, gen, truncation)
         if not lo <= start < hi:
             continue
+        if seeds is not None:
+            z = seed_latents(seeds[start:start + b], g.z_dim, truncation)
         y = labels[start:start + b].to(device) if labels is not None else None
         out.append(g(z.to(device), y).float().cpu())
         bar.update(b)
@@ -223,7 +273,26 @@ def _generate(g: Generator, n: int, classes: list[int] | None, seed: int, batch_
         shape = g(torch.zeros(1, g.z_dim, device=device),
                   labels[:1].to(device) if labels is not None else None).shape[1:]
         out.append(torch.empty(0, *shape))
-    return torch.cat(out), (labels[lo:hi] if labels is not None else None)
+    return torch.cat(out)
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    from sagan.data.datasets import to_uint8
+    return to_uint8(images)
+
+
+def to_pil(images: torch.Tensor):
+    """Images as PIL images, as pytorch-pretrained-BigGAN's ``convert_to_images``: a batch
+    ``(N, C, H, W)`` -> a list of N images, one ``(C, H, W)`` -> one image. Float values are read
+    as [-1, 1] (what the generator gives), uint8 as 0-255; 1 channel gives mode ``L``, 3 ``RGB``."""
+    from PIL import Image
+    if images.dim() not in (3, 4) or images.shape[-3] not in (1, 3):
+        raise UsageError(f"to_pil: expected images (N, C, H, W) or (C, H, W) with 1 or 3 channels, got shape "
+                         f"{tuple(images.shape)}")
+    pixels = (images if images.dtype == torch.uint8 else _to_uint8(images)).detach().cpu()
+    arrays = pixels.movedim(-3, -1).numpy()
+    pil = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arrays.reshape(-1, *arrays.shape[-3:])]
+    return pil if images.dim() == 4 else pil[0]
 
 
 def seed_latents(seeds: list[int], z_dim: int, truncation: float | None = None) -> torch.Tensor:
