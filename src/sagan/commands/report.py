@@ -32,8 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="generated images in the attention explorer (default one per class, at most 10)")
     p.add_argument("--max-snapshots", type=int, default=24, metavar="N",
                    help="at most N training sample grids in the evolution slider (default 24)")
-    p.add_argument("--data", metavar="PATH", help="dataset location for D's attention on real images, if it moved")
-    p.add_argument("--no-real", action="store_true", help="skip D's attention figure on real images")
+    p.add_argument("--data", metavar="PATH",
+                   help="where the training images are now, if they moved (D's attention, nearest training images)")
+    p.add_argument("--no-real", action="store_true",
+                   help="skip what needs the real training images: D's attention on them, the nearest training images")
     add_device_argument(p)
     add_progress_argument(p)
     p.set_defaults(func=cmd_report)
