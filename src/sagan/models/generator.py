@@ -144,6 +144,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
                          map_location: str = "cpu", strict: bool = True, config: dict | None = None,
+                         proxies: dict | None = None, resume_download: bool | None = None,  # huggingface_hub < 1.0
                          **model_kwargs) -> "Generator":
         from sagan.models.export import (WEIGHTS_NAME, check_generator_args, check_weights_header, load_weights,
                                          read_config)
@@ -154,7 +155,8 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
         else:
             from huggingface_hub import hf_hub_download
             file = hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
-                                   force_download=force_download, token=token, local_files_only=local_files_only)
+                                   force_download=force_download, token=token, local_files_only=local_files_only,
+                                   **({"proxies": proxies} if proxies else {}))
         check_generator_args(model_kwargs, model_id)  # types, ranges and the weights' shapes, before building
         check_weights_header(model_kwargs, Path(file), model_id)
         model = cls(**model_kwargs)
