@@ -35,7 +35,7 @@ def sample_folder(fmnist_test_images, tmp_path_factory):
     """The layout of ``sagan sample --seeds ... --format png``: NN_ClassName/seedXXXX.png, greyscale."""
     root = tmp_path_factory.mktemp("samples") / "samples"
     images, labels = fmnist_test_images
-    for i, (img, c) in enumerate(zip(images, labels)):
+    for i, (img, c) in enumerate(zip(images, labels, strict=False)):
         folder = root / f"{int(c):02d}_{FMNIST_CLASSES[c].replace('/', '_').replace(' ', '_')}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img[0].numpy()).save(folder / f"seed{i:04d}.png")
@@ -68,7 +68,7 @@ def test_per_class_accuracy_and_ifid_match_slow_references():
     predicted = torch.randint(0, 3, (60,), generator=gen)
     acc = per_class_accuracy(predicted, fake_c)
     for c in range(3):
-        hits = [int(p) == c for p, y in zip(predicted.tolist(), fake_c.tolist()) if y == c]
+        hits = [int(p) == c for p, y in zip(predicted.tolist(), fake_c.tolist(), strict=False) if y == c]
         assert acc[c] == sum(hits) / len(hits)
     fids = intra_class_fids(fake, fake_c, real, real_c)
     assert set(fids) == {0, 1, 2}
@@ -109,7 +109,7 @@ def test_evaluate_a_folder_of_samples(sample_folder, fmnist_test_images, capsys)
     images, labels = fmnist_test_images
     predicted = load_classifier()(prepare_input(images)).argmax(1)
     for c, r in enumerate(rows):
-        mine = [int(p) for p, y in zip(predicted, labels) if int(y) == c]
+        mine = [int(p) for p, y in zip(predicted, labels, strict=False) if int(y) == c]
         assert r["accuracy"] == pytest.approx(sum(p == c for p in mine) / len(mine), abs=1e-12)
     assert m["class_accuracy"] == pytest.approx(float((predicted == labels).double().mean()), abs=1e-12)
     assert m["ifid_fmnist"] == pytest.approx(sum(r["fid_fmnist"] for r in rows) / len(rows), rel=1e-12)

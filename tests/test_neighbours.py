@@ -17,7 +17,7 @@ def _slow_neighbours(queries: torch.Tensor, bank: torch.Tensor, k: int):
     """Every distance by an explicit loop over the bank, in Python integers; sorted by (distance, index)."""
     out = []
     for q in queries:
-        d = [(sum((int(a) - int(b)) ** 2 for a, b in zip(q.flatten().tolist(), x.flatten().tolist())), j)
+        d = [(sum((int(a) - int(b)) ** 2 for a, b in zip(q.flatten().tolist(), x.flatten().tolist(), strict=False)), j)
              for j, x in enumerate(bank)]
         out.append(sorted(d)[:k])
     return out

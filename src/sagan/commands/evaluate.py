@@ -407,6 +407,9 @@ def _evaluate_images(args: argparse.Namespace, metrics: list[str], explicit: boo
         reference = reference_for(data_cfg, resolution, channels, args.split, args.num_real, progress=progress)
         plan.check_reference(reference, explicit)
     metrics = [m for m in metrics if m != "ifid" or plan.ifid is not None]
+    if args.reference is None and channels == 3:
+        plan.notes.append("colour images compared with Fashion-MNIST (greyscale clothing), the default reference for "
+                          "images; --reference FOLDER compares them with other images")
     if "kid" in metrics and len(samples.images) < 100:
         log.info(f"note: KID on {len(samples.images)} images is very noisy")
     for note in plan.notes:

@@ -22,7 +22,7 @@ MIN_PER_CLASS = 2  # a covariance needs two images
 def class_counts(labels: torch.Tensor) -> dict[int, int]:
     """{class index: images of that class}, classes in increasing order."""
     values, counts = torch.unique(labels.long(), return_counts=True)
-    return {int(v): int(n) for v, n in zip(values, counts)}
+    return {int(v): int(n) for v, n in zip(values, counts, strict=False)}
 
 
 def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> dict[int, float]:
