@@ -291,7 +291,7 @@ def test_disk_full_mid_way_through_pngs_leaves_a_record(export_dir, tmp_path, ca
     assert main(["sample", str(export_dir), "--seeds", "0-19", "--format", "png", "--out", str(out),
                  "--no-progress"]) == 2
     err = one_line_error(capsys.readouterr().err, "sample")
-    assert "No space left on device" in err and "7 file(s)" in err and '"complete": false' in err
+    assert "No space left on device" in err and "7 files written before it (listed in" in err and '"complete": false' in err
     info = json.loads((out / "sample_info.json").read_text())
     assert info["complete"] is False and len(info["written"]) == 7 and info["seeds"] == "0-19"
     assert all((out / p).is_file() for p in info["written"])
@@ -310,7 +310,7 @@ def test_disk_full_with_no_room_for_the_record_removes_the_partial_set(export_di
     assert main(["sample", str(export_dir), "--seeds", "0-19", "--format", "png", "--out", str(out),
                  "--no-progress"]) == 2
     err = one_line_error(capsys.readouterr().err, "sample")
-    assert "5 new file(s) written before it were deleted" in err
+    assert "5 new files written before it: deleted" in err
     assert [p.name for p in out.rglob("*.png")] == ["mine.png"] and earlier.read_bytes() == b"keep me"
     assert not (out / "sample_info.json").exists()
 

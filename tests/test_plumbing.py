@@ -260,7 +260,7 @@ def test_train_two_steps_on_debian_fashion_mnist(tmp_path, monkeypatch, one_thre
     assert rc == 0, printed
     run = tmp_path / "runs" / "fm"
     assert "dataset-fashion-mnist" in printed  # the data came from the Debian package
-    assert "60000 images, 10 classes, 1 channel(s), 32x32" in printed
+    assert "60000 images, 10 classes, 1 channel, 32x32" in printed
 
     ckpts = list_checkpoints(run / "checkpoints")
     assert ckpts and ckpts[-1].name == "ckpt_00000002.pt"

@@ -74,7 +74,7 @@ def test_broken_images_are_skipped_counted_and_named(tmp_path, caplog):
         assert str(tmp_path / "data" / "dogs" / name) in warning
     assert "empty file (0 bytes)" in warning and "truncated" in warning and "not an image file" in warning
     assert ".DS_Store" not in warning
-    assert f"{len(skipped)} unreadable file(s) skipped" in data.source
+    assert f"{len(skipped)} unreadable files skipped" in data.source
     for i in range(len(data)):  # every kept image decodes to the model's format
         x, _ = data.folder[i]
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and torch.isfinite(x).all()
@@ -127,7 +127,7 @@ def test_fewer_usable_images_than_the_batch_is_a_clear_error(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == EXIT_USAGE
     assert f"train.batch_size=16 is larger than the dataset ({len(usable)} images)" in captured.err
-    assert "6 unreadable file(s) skipped" in captured.out
+    assert "6 unreadable files skipped" in captured.out
 
 
 def test_spaces_and_non_ascii_paths(tmp_path, capsys):

@@ -123,7 +123,7 @@ def test_repeated_divergence_stops_after_max_rollbacks(tmp_path, tiny_folder, mo
     rc = _train(tmp_path, tiny_folder, "--set", "train.max_rollbacks=2")
     err = capsys.readouterr().err
     assert rc == EXIT_DIVERGED
-    assert "again after 2 rollback(s) (train.max_rollbacks=2)" in err
+    assert "again after 2 rollbacks (train.max_rollbacks=2)" in err
     events = (tmp_path / "r" / "events.log").read_text()
     assert events.count("Rolled back") == 2
     assert "lr_g 5e-05 -> 2.5e-05" in events  # learning rates lowered once more per rollback

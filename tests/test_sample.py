@@ -299,3 +299,15 @@ def test_shipped_model_writes_the_readme_path_and_python_gives_the_same_image(tm
     images, labels = generate(load_run("fmnist32").G, seeds=[42], output="pil")
     assert labels.tolist() == [2]
     np.testing.assert_array_equal(np.asarray(images[0]), pixels(out / "02_Pullover" / "seed0042.png"))
+
+
+def test_counts_of_one_are_singular(tmp_path, capsys):
+    """'1 image', '1 PNG', never '1 images' (issue 26): one helper words every count in a message."""
+    from sagan.errors import plural
+    assert (plural(1, "image"), plural(0, "PNG"), plural(2, "class", "classes")) == ("1 image", "0 PNGs", "2 classes")
+    export = tiny_export(tmp_path / "export", 0)
+    capsys.readouterr()
+    assert main(["sample", str(export), "--seeds", "3", "--format", "png", "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "sampling 1 image from" in printed and "wrote 1 PNG under" in printed, printed

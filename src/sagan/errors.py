@@ -3,6 +3,7 @@
 ``sagan.cli.main`` has one handler: it prints ``sagan COMMAND: <message>`` (one line, no
 traceback) and returns the error's ``exit_code``. The exit codes are documented in
 docs/robustness.md. This module imports nothing from the package: every layer may raise these.
+:func:`plural` words the counts in these messages (and in what the commands print).
 """
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """A count and its noun for a message: ``plural(1, "image")`` -> ``"1 image"``, ``plural(2, "image")``
+    -> ``"2 images"``; ``many`` where adding "s" is wrong (``plural(n, "class", "classes")``)."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
 
 
 def exit_code_for_signal(signum: int) -> int:

@@ -16,7 +16,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from sagan.errors import UsageError
+from sagan.errors import UsageError, plural
 from sagan.fileio import atomic_write_text
 from sagan.models.classes import resolve_class, resolve_classes  # noqa: F401 (the commands' class flags)
 
@@ -188,12 +188,12 @@ def partial_write_error(record_path: Path, record: dict, done: list[tuple[Path, 
                   written=[str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p) for p, _ in done])
     try:
         atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-        kept = f"the {len(done)} file(s) written before it are listed in {record_path} (\"complete\": false)"
+        kept = f"the {plural(len(done), 'file')} written before it (listed in {record_path}, \"complete\": false)"
     except OSError:
         for p, existed in done:
             if not existed:
                 p.unlink(missing_ok=True)
-        kept = f"the {sum(not e for _, e in done)} new file(s) written before it were deleted (no record fitted either)"
+        kept = f"the {plural(sum(not e for _, e in done), 'new file')} written before it: deleted (no record fitted either)"
     return UsageError(f"writing {what} into {folder} failed ({why}): {kept}; free space (or choose another "
                       "--out) and run the same command again")
 

@@ -21,7 +21,7 @@ from sagan.commands.common import (MAX_BATCH, MAX_IMAGES, add_device_argument, a
                                   device_from_args, load_from_args, parse_truncation, resolve_class, source_of)
 from sagan.config import DataConfig
 from sagan.data.datasets import FMNIST_CLASSES, dataset_spec, to_uint8
-from sagan.errors import DataError, MetricsError, UsageError
+from sagan.errors import DataError, MetricsError, UsageError, plural
 from sagan.fileio import atomic_write_text
 from sagan.metrics.classifier import WEIGHTS_FILE, classifier_info, load_classifier, weights_digest
 from sagan.metrics.evaluation import (METRICS, class_accuracy_applies, compute_metrics, extract_features,
@@ -340,7 +340,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise DataError(problem)
     metrics = [m for m in metrics if m != "ifid" or plan.ifid is not None]
     if "kid" in metrics and num_samples < 100:
-        say(f"note: KID on {num_samples} samples is very noisy")
+        say(f"note: KID on {plural(num_samples, 'sample')} is very noisy")
     for note in plan.notes:
         say(f"note: {note}")
 
@@ -416,7 +416,7 @@ def _evaluate_images(args: argparse.Namespace, metrics: list[str], explicit: boo
         plan.notes.append("colour images compared with Fashion-MNIST (greyscale clothing), the default reference for "
                           "images; --reference FOLDER compares them with other images")
     if "kid" in metrics and len(samples.images) < 100:
-        log.info(f"note: KID on {len(samples.images)} images is very noisy")
+        log.info(f"note: KID on {plural(len(samples.images), 'image')} is very noisy")
     for note in plan.notes:
         log.info(f"note: {note}")
     log.info(f"evaluating {samples.description} with {features_title(features)}"

@@ -12,7 +12,7 @@ import sagan
 from sagan.commands.common import (MAX_BATCH, add_device_argument, add_progress_argument, add_source_arguments,
                                    check_memory, check_seed, check_size, check_writable, device_from_args,
                                    parse_seeds, partial_write_error, resolve_class, resolve_classes)
-from sagan.errors import UsageError
+from sagan.errors import UsageError, plural
 from sagan.extras import check_extras
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise partial_write_error(out / f"{plan.stem}.json", dict(record, **plan.settings, steps=plan.steps), done,
                                   e, "the interpolation") from None
     size = images.shape[-1] * scale
-    log.info(f"wrote {written.grid} ({plan.rows} row{'s' if plan.rows > 1 else ''} of {plan.steps} frames)")
+    log.info(f"wrote {written.grid} ({plural(plan.rows, 'row')} of {plan.steps} frames)")
     log.info(f"wrote {written.gif} ({written.gif_frames} frames of {size}x{size} px at {args.fps:g} fps"
              f"{', forward and back' if args.boomerang else ''})")
     if written.mp4 is not None:

@@ -29,7 +29,7 @@ from sagan.commands.common import (MAX_BATCH, MAX_IMAGES, add_device_argument, a
                                    parse_truncation, resolve_classes)
 from sagan.data.datasets import to_uint8
 from sagan.data.grid import save_grid
-from sagan.errors import UsageError
+from sagan.errors import UsageError, plural
 from sagan.fileio import atomic_path, atomic_write, atomic_write_text
 from sagan.train.runs import LoadedRun, generate, image_classes, to_pil
 
@@ -220,7 +220,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     folders = ({c: class_folder_name(c, run.num_classes, run.class_names) for c in sorted(set(labels.tolist()))}
                if labels is not None and "png" in formats else {})
     out = checked_out_dir(Path(args.out) if args.out else run.output_base / "samples_out", list(folders.values()))
-    print(f"sampling {num} image{'s' if num != 1 else ''} from {run.describe()}")
+    print(f"sampling {plural(num, 'image')} from {run.describe()}")
 
     images, labels = generate(run.G, num if seeds is None else None, classes, seed, batch_size, device,
                               progress=not args.no_progress, truncation=truncation, seeds=seeds)
@@ -264,6 +264,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise partial_write_error(out / INFO_NAME, info, done, e, "the samples") from None
     parts = [str(out / n) for k, n in written.items() if k != "png"]
     if "png" in written:
-        parts.append(f"{written['png']} PNG{'s' if written['png'] != 1 else ''} under {out}")
+        parts.append(f"{plural(written['png'], 'PNG')} under {out}")
     print(f"wrote {', '.join(parts)} and {INFO_NAME}")
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sagan.commands.common import add_progress_argument
 from sagan.config import PRESETS
-from sagan.errors import UsageError
+from sagan.errors import UsageError, plural
 from sagan.fileio import atomic_write_text
 from sagan.study.arms import SPEC_FILE, STUDIES, StudySpec, read_spec
 from sagan.study.results import RESULTS_MD, collect, write_results
@@ -127,7 +127,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     failed = run_study(spec, jobs=args.jobs, progress=not args.no_progress)
     _finish(spec.out, spec)
     if failed:
-        raise StudyFailed(f"{len(failed)} run(s) failed: {', '.join(failed)} (logs in {Path(spec.out) / 'logs'}); "
+        raise StudyFailed(f"{plural(len(failed), 'run')} failed: {', '.join(failed)} (logs in {Path(spec.out) / 'logs'}); "
                           "the results hold the others; re-run the same command to retry them")
     return 0
 

@@ -17,7 +17,7 @@ from sagan.config import (PRESETS, Config, ModelConfig, config_from_dict, load_c
 from sagan.data import load_data
 from sagan.data.augment import resolve_policy
 from sagan.data.datasets import dataset_spec
-from sagan.errors import CheckpointError, UsageError
+from sagan.errors import CheckpointError, UsageError, plural
 from sagan.metrics.tracking import TrainingFID
 from sagan.models import count_parameters
 from sagan.train import distributed as dist_utils
@@ -195,8 +195,8 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     dist_utils.quiet_non_main(dist)
     say = dist_utils.rank0_info(dist, log)
     data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional, progress=not args.no_progress)
-    say(f"data: {data.source}; {len(data)} image{'s' if len(data) != 1 else ''}, "
-        f"{data.num_classes or 'no'} classes, {data.channels} channel(s), {cfg.model.resolution}x{cfg.model.resolution}")
+    say(f"data: {data.source}; {plural(len(data), 'image')}, "
+        f"{data.num_classes or 'no'} classes, {plural(data.channels, 'channel')}, {cfg.model.resolution}x{cfg.model.resolution}")
     if cfg.data.channels is None and not dataset_spec(cfg.data.dataset).in_memory:
         cfg.data.channels = data.channels  # detected from the folder; stored, so a resume reads it the same way
     m = cfg.model
@@ -207,7 +207,7 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     for note in notes + ([augment_note] if augment_note else []):
         say(f"note: {note}")
     if cfg.train.batch_size > len(data):
-        raise UsageError(f"train.batch_size={cfg.train.batch_size} is larger than the dataset ({len(data)} images); "
+        raise UsageError(f"train.batch_size={cfg.train.batch_size} is larger than the dataset ({plural(len(data), 'image')}); "
                         f"use at most {len(data)}")
     if cfg.train.batch_size % dist.world:
         raise UsageError(f"train.batch_size={cfg.train.batch_size} (the global batch) must be divisible by the "

@@ -8,7 +8,7 @@ from pathlib import Path
 from sagan.commands.common import add_device_argument, add_progress_argument, device_from_args
 from sagan.config import DataConfig
 from sagan.data import load_data
-from sagan.errors import UsageError
+from sagan.errors import UsageError, plural
 from sagan.metrics.classifier import INPUT_RESOLUTION, WEIGHTS_FILE, train_classifier
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def cmd_train_evaluator(args: argparse.Namespace) -> int:
     cfg = DataConfig(dataset="fashion_mnist", root=args.data, channels=1)
     train = load_data(cfg, INPUT_RESOLUTION, conditional=True, train=True)
     test = load_data(cfg, INPUT_RESOLUTION, conditional=True, train=False)
-    where = f"{torch.get_num_threads()} CPU thread(s)" if device.type == "cpu" else str(device)
+    where = f"{plural(torch.get_num_threads(), 'CPU thread')}" if device.type == "cpu" else str(device)
     log.info(f"data: {train.source}; {len(train)} train / {len(test)} test images at {INPUT_RESOLUTION}x{INPUT_RESOLUTION}; "
              f"{where}")
     res = train_classifier(train.images, train.labels, test.images, test.labels, out=Path(args.out), seed=args.seed,

@@ -22,6 +22,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from sagan.errors import plural
+
 OPS = ("color", "translation", "cutout")
 NUMBERS = {"color": 3, "translation": 2, "cutout": 2}  # uniform draws per image
 TRANSLATION_RATIO = 0.125
@@ -103,9 +105,9 @@ def resolve_policy(policy: Sequence[str] | str, dataset: str, num_images: int) -
         return [], None
     ops = list(AUTO_POLICY)
     if AUTO_MAX_IMAGES is not None and num_images < AUTO_MAX_IMAGES:
-        return ops, (f"data.diffaugment=auto: {num_images} images (fewer than {AUTO_MAX_IMAGES}), so DiffAugment "
+        return ops, (f"data.diffaugment=auto: {plural(num_images, 'image')} (fewer than {AUTO_MAX_IMAGES}), so DiffAugment "
                      f"[{', '.join(ops)}] is on against D overfitting; data.diffaugment=[] turns it off")
-    return [], (f"data.diffaugment=auto: no DiffAugment for {num_images} images (on folders of 500 and 2000 "
+    return [], (f"data.diffaugment=auto: no DiffAugment for {plural(num_images, 'image')} (on folders of 500 and 2000 "
                 f"images it slowed learning: docs/experiments.md); data.diffaugment=[{', '.join(ops)}] turns it "
                 "on, worth it when D's margin between real and generated images keeps growing")
 

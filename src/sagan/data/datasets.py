@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from sagan.errors import ConfigError, DataError
+from sagan.errors import ConfigError, DataError, plural
 from sagan.fileio import atomic_path
 
 # The data layer sits below sagan.config: a data config is anything with DataConfig's fields.
@@ -436,18 +436,18 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
         raise DataError(f"image folder {str(root)!r} is empty: put images in it (a flat folder is unconditional "
                         f"data) or in {root}/<class_name>/ (sub-folders are the classes)")
     if loose:
-        log.warning("%d file(s) directly in %s are not used: the folder has sub-folders, which are the classes "
+        log.warning("%s directly in %s not used: the folder has sub-folders, which are the classes "
                     "(e.g. %s); move them into a class folder, or the sub-folders out, to use them",
-                    len(loose), root, os.path.basename(loose[0]))
+                    plural(len(loose), "file"), root, os.path.basename(loose[0]))
     if scan.skipped:
         log.warning("skipped %d of %d files in %s that cannot be used as images:\n%s",
                     len(scan.skipped), len(scan.skipped) + len(scan.usable), root, scan.summary())
     if scan.large:
-        log.warning("%d image(s) in %s are larger than %s pixels (decoding them is slow; consider "
-                    "resizing the dataset once), e.g. %s", len(scan.large), root, Image.MAX_IMAGE_PIXELS,
+        log.warning("%s in %s larger than %s pixels (decoding them is slow; consider "
+                    "resizing the dataset once), e.g. %s", plural(len(scan.large), "image"), root, Image.MAX_IMAGE_PIXELS,
                     scan.large[0])
     if not scan.usable:
-        raise DataError(f"no readable images in {str(root)!r}: all {len(scan.skipped)} file(s) were skipped "
+        raise DataError(f"no readable images in {str(root)!r}: {plural(len(scan.skipped), 'file')}, all skipped "
                         "(see the warning above); supported are the formats PIL reads, e.g. "
                         + ", ".join(IMG_EXTENSIONS))
     channels, channels_note = _folder_channels(cfg.channels, scan)
@@ -460,11 +460,11 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize([0.5] * channels, [0.5] * channels),
     ])
-    skipped = f", {len(scan.skipped)} unreadable file(s) skipped" if scan.skipped else ""
+    skipped = f", {plural(len(scan.skipped), 'unreadable file')} skipped" if scan.skipped else ""
     skipped += channels_note
     if flat:
         flat_ds = _FlatFolder(scan.usable, transform, open_image)
-        source = (f"image folder {root} ({len(flat_ds)} images directly in it, no class sub-folders: "
+        source = (f"image folder {root} ({plural(len(flat_ds), 'image')} directly in it, no class sub-folders: "
                   f"unconditional{skipped})")
         return ImageData("image_folder", source, 0, channels, resolution, [], folder=flat_ds)
     usable = set(scan.usable)
@@ -481,8 +481,8 @@ def load_image_folder(cfg: DataConfig, resolution: int, conditional: bool = True
                     ", ".join(empty))
     num_classes = len(classes) if conditional and len(classes) > 1 else 0
     kind = (f"{len(classes)} class folders: class-conditional" if num_classes else
-            f"{len(classes)} class folder(s): unconditional" + ("" if len(classes) == 1 else " (model.conditional=false)"))
-    source = f"image folder {root} ({len(ds)} images in {kind}{skipped})"
+            f"{plural(len(classes), 'class folder')}: unconditional" + ("" if len(classes) == 1 else " (model.conditional=false)"))
+    source = f"image folder {root} ({plural(len(ds), 'image')} in {kind}{skipped})"
     return ImageData("image_folder", source, num_classes, channels, resolution,
                      classes if num_classes else [], folder=ds)
 

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from sagan.data.datasets import ImageData, to_model_range
+from sagan.errors import plural
 
 
 # How PyTorch's errors about a dead DataLoader worker begin (from its SIGCHLD handler and from a fetch).
@@ -78,7 +79,7 @@ class BatchStream:
             raise ValueError(f"train.batch_size={batch_size} must be divisible by the number of processes ({world})")
         self.data, self.n = data, len(data)
         if batch_size > self.n:
-            raise ValueError(f"train.batch_size={batch_size} is larger than the dataset ({self.n} images)")
+            raise ValueError(f"train.batch_size={batch_size} is larger than the dataset ({plural(self.n, 'image')})")
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.device = torch.device(device)
         self.num_workers = num_workers

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from sagan.config import DataConfig
 from sagan.data.datasets import DATASETS, ImageData, cache_dir, dataset_spec, load_data, to_uint8
-from sagan.errors import DataError
+from sagan.errors import DataError, plural
 from sagan.fileio import NotPlainTensors, atomic_path, load_plain_tensors
 from sagan.metrics.extractors import FIDELITY_NAMES, extractor_id
 
@@ -231,8 +231,8 @@ def reference_for(data_cfg: DataConfig, resolution: int, channels: int, split: s
 
     count = "all" if num_images is None else f"n{num_images}-s{seed}"
     name = cache_name(dataset, split, resolution, channels, count, folder)
-    desc = f"{dataset} {split} split at {resolution}x{resolution}, {channels} channel(s)" + (
-        f", {num_images} images (seed {seed})" if num_images is not None else ", all images")
+    desc = f"{dataset} {split} split at {resolution}x{resolution}, {plural(channels, 'channel')}" + (
+        f", {plural(num_images, 'image')} (seed {seed})" if num_images is not None else ", all images")
     return Reference(dataset, split, resolution, channels, num_images, name, desc, loader)
 
 

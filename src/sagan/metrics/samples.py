@@ -31,7 +31,7 @@ from PIL import Image
 
 from sagan.config import DataConfig
 from sagan.data.datasets import FMNIST_CLASSES, IMG_EXTENSIONS, detect_folder_dataset, load_data
-from sagan.errors import DataError
+from sagan.errors import DataError, plural
 from sagan.metrics.reference import _folder_images
 from sagan.models.export import CONFIG_NAME, WEIGHTS_NAME
 from sagan.train.rundir import RunDir
@@ -173,7 +173,7 @@ def read_npz(layout: NpzLayout) -> SampleImages:
         raise DataError(f"{layout.path}: {layout.label_key!r} holds negative labels; classes are 0, 1, ...")
     y = None if labels is None else torch.from_numpy(labels.astype(np.int64))
     n, c, r = layout.count, layout.channels, layout.resolution
-    desc = (f"{layout.path} ({n} images {r}x{r}, {c} channel(s), {layout.image_key!r} {layout.layout}"
+    desc = (f"{layout.path} ({plural(n, 'image')} {r}x{r}, {plural(c, 'channel')}, {layout.image_key!r} {layout.layout}"
             + (f", labels {layout.label_key!r}" if y is not None else ", unlabelled") + ")")
     return SampleImages(images, y, [], layout.path, "npz", desc,
                         {"array": layout.image_key, "layout": layout.layout, "labels": layout.label_key})

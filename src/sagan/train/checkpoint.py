@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from sagan.config import migrate_model_section
-from sagan.errors import CheckpointError, CheckpointWriteError
+from sagan.errors import CheckpointError, CheckpointWriteError, plural
 from sagan.fileio import atomic_write, stale_temp_files
 from sagan.train.rundir import RunDir
 
@@ -182,7 +182,7 @@ def newest_loadable_checkpoint(ckpt_dir: Path, map_location: str | torch.device 
             if on_skip is not None:
                 on_skip(e)
     if ckpts:
-        raise CheckpointError(f"none of the {len(ckpts)} checkpoint(s) in {ckpt_dir} can be read; "
+        raise CheckpointError(f"none of the {plural(len(ckpts), 'checkpoint')} in {ckpt_dir} can be read; "
                               "see the warnings above")
     return None, None
 

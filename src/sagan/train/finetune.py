@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from sagan.config import Config, ModelConfig, config_from_dict
-from sagan.errors import CheckpointError, ConfigError, UsageError
+from sagan.errors import CheckpointError, ConfigError, UsageError, plural
 from sagan.models.export import CONFIG_NAME, pretrained_names
 from sagan.models.hub import download_export, parse_hub_id
 from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
@@ -113,7 +113,7 @@ def check_data_fits(init: InitWeights, num_classes: int, channels: int) -> None:
     or class-conditional on one side and unconditional on the other."""
     if channels != init.channels:
         def name(c: int) -> str:
-            return f"{c} channel{'s' if c != 1 else ''} ({'grey' if c == 1 else 'RGB'})"
+            return f"{plural(c, 'channel')} ({'grey' if c == 1 else 'RGB'})"
         raise UsageError(f"{FLAG} {init.source}: the source makes images with {name(init.channels)} and the "
                          f"data has {name(channels)}; convert the data with --set data.channels={init.channels}")
     if (init.num_classes > 0) != (num_classes > 0):

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from sagan.errors import TrainingDiverged
+from sagan.errors import TrainingDiverged, plural
 from sagan.train.rundir import RunDir
 from sagan.train.step import StepStats
 
@@ -159,7 +159,7 @@ class DivergenceGuard:
             raise TrainingDiverged(self.stop_message(f"training diverged {where}: {problem}", last_checkpoint_note), step)
         if self.rollbacks >= self.max_rollbacks:
             raise TrainingDiverged(self.stop_message(
-                f"training diverged {where} again after {self.rollbacks} rollback(s) "
+                f"training diverged {where} again after {plural(self.rollbacks, 'rollback')} "
                 f"(train.max_rollbacks={self.max_rollbacks}): {problem}", last_checkpoint_note), step)
 
     def plan_rollback(self, rollbacks_before: int) -> RollbackPlan:

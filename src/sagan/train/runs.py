@@ -1,4 +1,6 @@
-"""Load trained models back from a run directory, a checkpoint file, an exported folder or a shipped name."""
+"""Load trained models back from a run directory, a checkpoint file, an exported folder or a shipped name,
+and sample from them: :func:`generate` (by count or by seed, classes by name, an output switch),
+:func:`seed_latents`, :func:`to_pil`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

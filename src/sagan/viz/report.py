@@ -43,7 +43,7 @@ import yaml
 
 from sagan.data.datasets import dataset_spec, to_uint8
 from sagan.data.grid import grid_png
-from sagan.errors import DataError, UsageError
+from sagan.errors import DataError, UsageError, plural
 from sagan.extras import requires
 from sagan.fileio import atomic_write_text
 from sagan.metrics.naming import (FEATURE_METRICS, METRIC_TITLES, STANDARD_FEATURES, features_title,
@@ -457,7 +457,7 @@ def overview_section(run: LoadedRun) -> list[tuple[str, str]]:
     n_g = count_parameters(run.G)
     rows += [
         ("data", f"{dataset} ({run.num_classes} classes)" if run.num_classes else f"{dataset}"),
-        ("resolution", f"{cfg.model.resolution}x{cfg.model.resolution}, {run.channels} channel(s)"),
+        ("resolution", f"{cfg.model.resolution}x{cfg.model.resolution}, {plural(run.channels, 'channel')}"),
         ("attention", f"G at {cfg.model.g_attn or 'none'}"
                       + (f", D at {cfg.model.d_attn or 'none'}" if run.D is not None else "")
                       + f" ({cfg.model.attn_variant} variant)"),
