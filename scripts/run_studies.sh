@@ -1,15 +1,35 @@
 #!/usr/bin/env bash
-# The studies behind docs/experiments.md, on the fmnist32 model, at CPU scale: sized so all three
-# fit in about two hours of a 2-core machine that trains fmnist32 at ~110 img/s (`sagan bench`).
-# Every command resumes where it stopped, so re-run this script after an interruption.
+# The paired studies behind docs/experiments.md: fmnist32, 4000 steps (the default run), 4 seeds, fp32,
+# primary endpoint the training-time FID (10000 samples, fixed latents, shipped-classifier features)
+# averaged over steps 3000, 3500 and 4000. About 32 runs of about 80 minutes of one core each: days
+# of a 2-core machine, so it is built to be stopped and started anywhere:
+# - every command resumes where it stopped (finished runs are skipped, unfinished ones resume);
+# - after each finished run the study rewrites its results, and this script copies the small files of
+#   every finished run into docs/studies/NAME and commits them (scripts/sync_study.py), so a new
+#   machine starts from them (they are copied back into the study folder first);
+# - SIGTERM pauses it (the runs checkpoint); run it again to continue. It runs at the lowest priority.
 # Usage: bash scripts/run_studies.sh [STUDIES_DIR] (default /work/studies)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 out="${1:-/work/studies}"
 mkdir -p "$out"
-sagan study stabilisation --seeds 2 --steps 600 --jobs 2 --out "$out/stabilisation-fmnist32" --no-progress
-# Small data: 2000 Fashion-MNIST images as a folder (scripts/make_image_folder.py), with and without DiffAugment.
-[ -d "$out/data/fmnist2000" ] || python "$(dirname "$0")/make_image_folder.py" --n 2000 --out "$out/data/fmnist2000"
-sagan study augment --set data.dataset=image_folder --set "data.root=$out/data/fmnist2000" --set data.channels=1 \
-    --set train.fid_features=fmnist --features fmnist --arms off,diffaugment --seeds 2 --steps 500 --jobs 2 \
-    --out "$out/augment-fmnist2000" --no-progress
-sagan study attention --seeds 2 --steps 250 --jobs 2 --out "$out/attention-fmnist32" --no-progress
+common=(--seeds 4 --steps 4000 --fid-samples 10000 --endpoint-evals 3 --features fmnist
+        --set train.precision=fp32 --jobs 2 --no-progress)
+
+run() {  # NAME STUDY ARGS...: resume from docs/studies/NAME when this machine has no such folder yet
+  local name=$1 kind=$2
+  shift 2
+  [ -d "$out/$name" ] || { [ -f "docs/studies/$name/study.json" ] && cp -r "docs/studies/$name" "$out/$name"; } || true
+  nice -n 19 sagan study "$kind" "${common[@]}" "$@" --out "$out/$name" &
+  local pid=$!
+  trap 'kill -TERM $pid 2>/dev/null; wait $pid; exit 143' TERM INT
+  while kill -0 $pid 2>/dev/null; do
+    sleep 120
+    python scripts/sync_study.py "$out/$name" "docs/studies/$name" --commit || true  # the index may be busy
+  done
+  wait $pid
+  python scripts/sync_study.py "$out/$name" "docs/studies/$name" --commit
+}
+
+run attention-fmnist32-paired attention --arms none,attn8,attn16,res16
+run stabilisation-fmnist32-paired stabilisation

@@ -19,7 +19,7 @@ import pytest
 from sagan.cli import main
 from sagan.errors import UsageError
 from sagan.study.arms import StudySpec, read_spec
-from sagan.study.results import RunResult, bootstrap_difference, summarise
+from sagan.study.results import RunResult, summarise
 
 
 def _spec(kind: str, preset: str, **kw) -> StudySpec:
@@ -29,14 +29,18 @@ def _spec(kind: str, preset: str, **kw) -> StudySpec:
 @pytest.mark.parametrize("preset", ["fmnist32", "cifar32", "imagenet128"])
 def test_stabilisation_arms_resolve_to_the_papers_settings(preset):
     spec = _spec("stabilisation", preset, steps=100)
-    assert [a.name for a in spec.arms()] == ["sn-d", "sn-gd", "sn-gd-ttur"]
-    want = {"sn-d": (False, True, 1e-4, 1e-4), "sn-gd": (True, True, 1e-4, 1e-4), "sn-gd-ttur": (True, True, 1e-4, 4e-4)}
+    assert [a.name for a in spec.arms()] == ["sn-d", "sn-gd", "sn-gd-ttur", "sn-gd-lr4e-4"]
+    want = {"sn-d": (False, True, 1e-4, 1e-4), "sn-gd": (True, True, 1e-4, 1e-4), "sn-gd-ttur": (True, True, 1e-4, 4e-4),
+            "sn-gd-lr4e-4": (True, True, 4e-4, 4e-4)}
+    assert [(c.arm, c.reference) for c in spec.comparisons()] == [
+        ("sn-gd", "sn-d"), ("sn-gd-ttur", "sn-gd"), ("sn-gd-ttur", "sn-gd-lr4e-4")]
     for arm in spec.arms():
         for seed in (0, 1):
             cfg = spec.config_of(arm, seed)
             m, o, t = cfg.model, cfg.optim, cfg.train
             assert (m.g_sn, m.d_sn, o.lr_g, o.lr_d) == want[arm.name]
-            assert (t.n_dis, t.seed, t.steps, t.fid_every, cfg.preset) == (1, seed, 100, 12, preset)
+            assert (t.n_dis, t.seed, t.steps, t.fid_every, t.fid_samples, cfg.preset) == (1, seed, 100, 12, 10_000, preset)
+            assert spec.endpoint_steps == [72, 84, 96]  # the last three evaluations
             # The printed command is what a user runs, and it resolves to the same config.
             cmd = spec.train_command(arm, seed)
             assert cmd[:4] == ["sagan", "train", "--preset", preset]
@@ -73,7 +77,7 @@ def test_reduction_arms(preset):
     spec = _spec("reduction", preset, seeds=3)
     assert [a.name for a in spec.arms()] == ["r8", "r4", "r2", "r1"]
     assert [spec.config_of(a, 0).model.attn_reduction for a in spec.arms()] == [8, 4, 2, 1]
-    assert len(spec.runs()) == 12 and spec.runs()[:3] == [(spec.arms()[0], s) for s in range(3)]
+    assert len(spec.runs()) == 12 and spec.runs()[:4] == [(a, 0) for a in spec.arms()]  # seed-major
     with pytest.raises(UsageError, match="has none"):
         _spec("reduction", preset, sets=["model.g_attn=[]", "model.d_attn=[]"]).arms()
 
@@ -92,8 +96,8 @@ def test_list_prints_runnable_commands_and_a_folder_keeps_its_study(tmp_path, ca
     args = ["study", "stabilisation", "--steps", "50", "--seeds", "3", "--list", "--out", str(out)]
     assert main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 9 and all(shlex.split(ln)[:2] == ["sagan", "train"] for ln in lines)
-    assert "--name sn-d-s2" in lines[2] and "train.steps=50" in lines[0]
+    assert len(lines) == 12 and all(shlex.split(ln)[:2] == ["sagan", "train"] for ln in lines)
+    assert "--name sn-d-s2" in lines[8] and "--name sn-gd-s0" in lines[1] and "train.steps=50" in lines[0] and "train.fid_samples=10000" in lines[0]
     assert read_spec(out).steps == 50  # study.json is there for 'sagan study collect'
     assert main(args) == 0  # same settings: fine
     capsys.readouterr()
@@ -103,7 +107,7 @@ def test_list_prints_runnable_commands_and_a_folder_keeps_its_study(tmp_path, ca
     # More seeds or more arms (same baseline) extend the study; fewer seeds or another baseline do not.
     assert main(["study", "stabilisation", "--steps", "50", "--seeds", "4", "--list", "--out", str(out)]) == 0
     cap = capsys.readouterr()
-    assert "extending the study" in cap.err and "seeds 3 -> 4" in cap.err and len(cap.out.splitlines()) == 12
+    assert "extending the study" in cap.err and "seeds 3 -> 4" in cap.err and len(cap.out.splitlines()) == 16
     assert read_spec(out).seeds == 4
     assert main(["study", "stabilisation", "--steps", "50", "--seeds", "2", "--list", "--out", str(out)]) == 2
     assert "seeds: 2 here, 4 in the folder" in capsys.readouterr().err
@@ -144,16 +148,26 @@ def test_d_margin_and_smoothing_against_plain_loops():
         assert [v for _, v in got] == pytest.approx([v for _, v in slow], rel=1e-12)
 
 
-def test_bootstrap_interval_and_summary():
-    assert bootstrap_difference([1.0], [2.0, 3.0]) is None
-    lo, hi = bootstrap_difference([10.0, 12.0, 11.0], [20.0, 22.0, 21.0])
-    assert -12.0 <= lo <= -10.0 <= hi <= -8.0  # the difference of the means is -10, resamples stay in [-12, -8]
+def test_summary_is_per_arm_over_finished_runs():
     runs = [RunResult("a", s, f"d{s}", "finished", metrics={"fid": v}) for s, v in enumerate((20.0, 22.0))]
     runs += [RunResult("b", s, f"e{s}", "finished", metrics={"fid": v}) for s, v in enumerate((10.0, 12.0))]
     runs.append(RunResult("b", 2, "e2", "unfinished", metrics={"fid": 0.0}))  # left out
-    table = summarise(runs, ["a", "b"], "a")["fid"]
-    assert table["a"]["mean"] == 21.0 and "diff" not in table["a"]
-    assert table["b"]["n"] == 2 and table["b"]["diff"] == -10.0 and table["b"]["std"] == pytest.approx(2 ** 0.5)
+    table = summarise(runs, ["a", "b"])["fid"]
+    assert table["a"]["mean"] == 21.0 and table["a"]["seeds"] == [0, 1]
+    assert table["b"]["n"] == 2 and table["b"]["values"] == [10.0, 12.0] and table["b"]["std"] == pytest.approx(2 ** 0.5)
+
+
+def test_a_format_1_study_folder_is_refused_in_one_line(tmp_path):
+    (tmp_path / "study.json").write_text(json.dumps({"format": 1, "kind": "attention", "out": "x"}))
+    with pytest.raises(UsageError, match="before paired arms"):
+        read_spec(tmp_path)
+
+
+def test_endpoint_evals_must_fit_the_evaluations():
+    with pytest.raises(UsageError, match="--endpoint-evals 9: the runs evaluate FID 8 times"):
+        _spec("attention", "fmnist32", steps=4000, endpoint_evals=9).check()
+    assert _spec("attention", "fmnist32", steps=4000).endpoint_steps == [3000, 3500, 4000]
+    assert _spec("attention", "fmnist32", steps=4100, fid_every=500, endpoint_evals=2).endpoint_steps == [3500, 4000]
 
 
 # --------------------------------------------------------------------------- a tiny study, end to end
@@ -190,11 +204,12 @@ if _run and _at and _mark:
 
 def _study_args(tiny_folder: Path, out: Path) -> list[str]:
     return ["study", "stabilisation", "--arms", "sn-d,sn-gd-ttur", "--seeds", "2", "--steps", "6",
-            "--fid-every", "3", "--eval-samples", "40", "--features", "fmnist",
+            "--fid-every", "3", "--fid-samples", "40", "--endpoint-evals", "2", "--eval-samples", "40",
+            "--features", "fmnist",
             "--set", "data.dataset=image_folder", "--set", f"data.root={tiny_folder}",
             "--set", "model.g_ch=8", "--set", "model.d_ch=8", "--set", "train.batch_size=8",
             "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.ckpt_every=2",
-            "--set", "train.fid_samples=40", "--set", "train.fid_features=fmnist",
+            "--set", "train.fid_features=fmnist",
             "--out", str(out), "--no-progress"]
 
 
@@ -236,7 +251,7 @@ def test_tiny_study_survives_a_sigterm_and_resumes(tiny_study):
     log0 = (out / "logs" / "sn-d-s0.log").read_text()
     assert log0.count("$ sagan train ") == 1
     assert log0.count("$ sagan evaluate ") == 1 and tiny_study["s0_unchanged"]
-    assert "1 of 4 runs are trained and evaluated already: skipped" in tiny_study["out2"]
+    assert "2 of 4 runs are trained and evaluated already: skipped" in tiny_study["out2"]  # seed 0 of both arms
     # The interrupted run resumed from the checkpoint it wrote on the signal, and was not restarted.
     log1 = (out / "logs" / "sn-d-s1.log").read_text()
     assert "stopped by SIGTERM at step 4" in log1
@@ -265,13 +280,27 @@ def test_tiny_study_results_have_every_arm_and_seed(tiny_study):
         want = float(rows[0]["d_real"]) - float(rows[0]["d_fake"])
         assert r["metrics"]["d_margin"] == pytest.approx(want, rel=1e-12, abs=1e-12)
         assert len(r["d_scores"]["real"]) == len(r["d_scores"]["fake"]) == 6
+        # The primary endpoint: the training-time FIDs of the last two evaluations (steps 3 and 6), averaged.
+        assert r["metrics"]["endpoint_fid"] == pytest.approx((r["curve"][0][1] + r["curve"][1][1]) / 2, rel=1e-12)
+    assert results["endpoint_steps"] == [3, 6] and results["primary"] == "endpoint_fid"
     fid = results["summary"]["fid"]
-    assert fid["sn-d"]["n"] == 2 and len(fid["sn-gd-ttur"]["ci95"]) == 2
-    assert fid["sn-gd-ttur"]["diff"] == pytest.approx(fid["sn-gd-ttur"]["mean"] - fid["sn-d"]["mean"])
+    assert fid["sn-d"]["n"] == 2 and fid["sn-d"]["seeds"] == [0, 1]
+    (comparison,) = results["comparisons"]  # the planned one whose arms are both here
+    assert (comparison["arm"], comparison["reference"]) == ("sn-gd-ttur", "sn-d")
+    by = {(r["arm"], r["seed"]): r["metrics"] for r in results["runs"]}
+    for metric in ("endpoint_fid", "fid"):
+        row = comparison["metrics"][metric]
+        diffs = [by[("sn-gd-ttur", s)][metric] - by[("sn-d", s)][metric] for s in (0, 1)]
+        assert row["n"] == 2 and row["diffs"] == pytest.approx(diffs, rel=1e-12)
+        assert row["ci95"] is None  # n < 4: no interval
+        assert row["p"] in (0.5, 1.0)  # 2 pairs: 4 sign patterns, the observed one and its mirror always count
+    assert comparison["metrics"]["endpoint_fid"]["p_holm"] == comparison["metrics"]["endpoint_fid"]["p"]  # one test
+    assert "p_holm" not in comparison["metrics"]["fid"]
     md = (out / "results.md").read_text()
-    assert "## FID (Fashion-MNIST classifier features) (lower is better)" in md
-    assert "| sn-gd-ttur |" in md and "Δ vs sn-d" in md
-    assert "## Summary (mean ± std over seeds; FID, KID, IS, precision, recall on Fashion-MNIST classifier" in md
+    assert "## FID (Fashion-MNIST classifier features) (lower is better; secondary, p unadjusted)" in md
+    assert "## primary endpoint: training-time FID, mean of the last evaluations (Fashion-MNIST" in md
+    assert "| sn-gd-ttur - sn-d |" in md and "n < 4: no interval" in md and "Holm p" in md
+    assert "## Summary (mean ± std over seeds (n); FID, KID, IS, precision, recall on Fashion-MNIST classifier" in md
     assert "## D margin (mean D(real) - D(fake), last 10% of steps) (a symptom, not quality" in md
     for png in ("curves.png", "d_scores.png", "gamma.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -302,7 +331,7 @@ def test_collect_names_missing_and_damaged_runs_and_summarises_the_rest(tiny_stu
 def test_report_on_a_study_folder_is_one_page(tiny_study, tmp_path, capsys):
     assert main(["report", str(tiny_study["out"]), "--out", str(tmp_path / "rep"), "--no-progress"]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()
-    assert "Study: stabilisation" in html and "sn-gd-ttur" in html and "Δ vs sn-d" in html
+    assert "Study: stabilisation" in html and "sn-gd-ttur - sn-d" in html and "exact p" in html
     assert html.count("data:image/png;base64,") == 3  # curves, D's scores and gamma
     assert "finished" in html
 

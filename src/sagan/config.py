@@ -23,7 +23,7 @@ from sagan.data.augment import check_policy
 from sagan.data.datasets import DATASETS, detect_folder_dataset
 from sagan.errors import ConfigError
 from sagan.losses import LOSSES
-from sagan.models.arch import D_ARCH, G_ARCH, RESOLUTIONS, d_attention_sizes, g_attention_sizes
+from sagan.models.arch import D_ARCH, EXTRA_PLACEMENTS, G_ARCH, RESOLUTIONS, d_attention_sizes, g_attention_sizes
 from sagan.models.standing import BN_MODES, STANDING_BATCH_SIZE, STANDING_BATCHES
 from sagan.nn.attention import REDUCTIONS, VARIANTS
 from sagan.nn.spectral import DEFAULT_INIT, INIT_SCHEMES
@@ -52,6 +52,9 @@ class ModelConfig:
     # feature-map sizes: the attention study's control arm (docs/experiments.md).
     g_resblock: list[int] = field(default_factory=list)
     d_resblock: list[int] = field(default_factory=list)
+    # Where D's attention / bottleneck layer at a size goes when several blocks output that size (the blocks
+    # after D's last downsampling): after the first of them, or after each ("every", versions before 0.2).
+    d_extra_layers: str = "first"
     conditional: bool = True
     g_sn: bool = True
     d_sn: bool = True
@@ -65,6 +68,7 @@ def migrate_model_section(model: Any) -> Any:
     * ``attn_bias``: before the key existed the paper variant's attention convs had biases and the
       biggan variant's had none, so its absence means ``attn_variant == "paper"``.
     * ``init``: before the key existed every weight was initialised orthogonally.
+    * ``d_extra_layers``: before the key existed D placed a layer after every block of its size.
 
     Anything that is not a mapping is returned unchanged for the strict checks to report.
     """
@@ -74,6 +78,7 @@ def migrate_model_section(model: Any) -> Any:
     if "attn_bias" not in out:
         out["attn_bias"] = out.get("attn_variant", "paper") == "paper"
     out.setdefault("init", "ortho")
+    out.setdefault("d_extra_layers", "every")
     return out
 
 
@@ -472,6 +477,8 @@ def validate(cfg: Config) -> None:
                    f"{key}={ch}: the attention layer at {spec.resolution}x{spec.resolution} would get {c} "
                    f"channels, which is not divisible by {r} (attention projects to C/{r}); use e.g. 16, 32 or 64")
     _check(1 <= m.z_dim <= 4096, f"model.z_dim={m.z_dim} must be between 1 and 4096")
+    _check(m.d_extra_layers in EXTRA_PLACEMENTS,
+           f"model.d_extra_layers={m.d_extra_layers!r}; choose one of {list(EXTRA_PLACEMENTS)}")
     _check(m.attn_variant in VARIANTS, f"model.attn_variant={m.attn_variant!r}; choose one of {list(VARIANTS)}")
     _check(m.init in INIT_SCHEMES, f"model.init={m.init!r}; choose one of {list(INIT_SCHEMES)}")
     _check(d.dataset in DATASETS, f"data.dataset={d.dataset!r} is not known; choose one of {list(DATASETS)}")

@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="run the paper's experiments: stabilisation, attention, reduction studies",
-                       description="Train every arm x seed of a study as ordinary run directories, evaluate them, and "
-                                   "write tables (mean ± std over seeds, difference to the baseline arm with a 95% "
-                                   "bootstrap interval) and figures. See docs/experiments.md.")
+                       description="Train every arm x seed of a study as ordinary run directories (paired: with a "
+                                   "seed, every arm starts from the same weights, data and noise), evaluate them, and "
+                                   "write tables (mean ± std over seeds; per planned comparison the paired difference, "
+                                   "its t interval, the exact sign-flip p and, for the primary endpoint, Holm's "
+                                   "adjustment) and figures. See docs/experiments.md.")
     kinds = p.add_subparsers(dest="study", metavar="STUDY", required=True)
     for kind, (_, what) in STUDIES.items():
         k = kinds.add_parser(kind, help=what, description=f"The {kind} study: {what}. The base run is defined like "
@@ -43,6 +45,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="training-time FID every N steps, the curves of curves.png (default steps // 8)")
         k.add_argument("--eval-samples", type=int, default=10_000, metavar="N",
                        help="samples for the final 'sagan evaluate' of each run (default 10000)")
+        k.add_argument("--fid-samples", type=int, default=10_000, metavar="N",
+                       help="samples of every training-time FID, fixed latents (default 10000)")
+        k.add_argument("--endpoint-evals", type=int, default=3, metavar="K",
+                       help="the primary endpoint: training-time FID averaged over the last K evaluations "
+                            "(default 3)")
         k.add_argument("--arms", metavar="A,B,...", help="only these arms, in this order (the first is the baseline "
                                                         "of the comparisons; default: all, see docs/experiments.md)")
         k.add_argument("--features", choices=["inception", "fmnist"], default=None,
@@ -74,7 +81,7 @@ def _spec(args: argparse.Namespace) -> StudySpec:
     out = args.out or str(Path("studies") / f"{args.study}-{args.preset or 'fmnist32'}")
     spec = StudySpec(kind=args.study, out=out, preset=args.preset, config=args.config, sets=list(args.overrides),
                      seeds=args.seeds, steps=args.steps, fid_every=args.fid_every, eval_samples=args.eval_samples,
-                     eval_features=args.features,
+                     fid_samples=args.fid_samples, endpoint_evals=args.endpoint_evals, eval_features=args.features,
                      arms_only=[a.strip() for a in args.arms.split(",")] if args.arms is not None else None)
     spec.check()
     return spec
@@ -108,9 +115,9 @@ def _finish(folder: str | Path, spec: StudySpec, out: Path | None = None) -> dic
     finished = sum(r["status"] == "finished" for r in results["runs"])
     log.info(f"{finished} of {len(results['runs'])} runs in the results; wrote " + ", ".join(str(p) for p in written))
     md = (Path(out or folder) / RESULTS_MD).read_text(encoding="utf-8")
-    first = md.split("\n## ")[2:3]  # the first metric's table
-    if first:
-        print("\n## " + first[0].rstrip())
+    primary = [t for t in md.split("\n## ") if "primary endpoint" in t.split("\n", 1)[0]][:1]
+    if primary:
+        print("\n## " + primary[0].rstrip())  # the result table: printed whatever the level
     return results
 
 
@@ -124,7 +131,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0
     log.info(f"study {spec.kind}: {len(spec.arms())} arms x {spec.seeds} seeds, {spec.total_steps} steps each, in "
              f"{spec.out}")
-    failed = run_study(spec, jobs=args.jobs, progress=not args.no_progress)
+    failed = run_study(spec, jobs=args.jobs, progress=not args.no_progress,
+                       on_done=lambda name: write_results(spec.out, collect(spec)))  # results grow run by run
     _finish(spec.out, spec)
     if failed:
         raise StudyFailed(f"{plural(len(failed), 'run')} failed: {', '.join(failed)} (logs in {Path(spec.out) / 'logs'}); "

@@ -7,12 +7,16 @@ SAGAN/BigGAN ImageNet architectures (bottom width 4).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from sagan.nn.attention import SelfAttention2d
 from sagan.nn.blocks import ResidualBottleneck, bottleneck_width
+from sagan.nn.spectral import init_weights
 
 BOTTOM_WIDTH = 4
 
@@ -88,17 +92,63 @@ def checked_specs(arch: dict[int, list[BlockSpec]], resolution: int, attn, who: 
     return specs
 
 
-def extra_layers(channels: int, size: int, attn, resblock, variant: str, use_sn: bool, bias: bool,
-                 reduction: int) -> list[nn.Module]:
-    """The layers that follow a block whose output is ``size`` x ``size`` with ``channels``
-    channels: a ``SelfAttention2d`` when ``size`` is in ``attn``, then a ``ResidualBottleneck``
-    when it is in ``resblock``. The bottleneck's width is chosen so its parameter count is the
-    closest to that of the attention layer the same settings would place there
-    (``bottleneck_width``): the attention study's equal-size control."""
-    layers: list[nn.Module] = []
-    if size in attn:
-        layers.append(SelfAttention2d(channels, variant, spectral_norm=use_sn, bias=bias, reduction=reduction))
-    if size in resblock:
-        target = SelfAttention2d.parameter_count(channels, variant, bias, reduction)
-        layers.append(ResidualBottleneck(channels, bottleneck_width(channels, target, bias), use_sn, bias))
-    return layers
+EXTRA_PLACEMENTS = ("first", "every")
+
+
+def extra_layer_blocks(specs: list[BlockSpec], sizes, placement: str = "first") -> dict[int, list[int]]:
+    """Block index -> the sizes in ``sizes`` whose extra layers follow that block.
+
+    ``"first"`` (the default): a layer at size S follows exactly one block, the first whose output is
+    S x S (where the map first appears; in the generator every size has one block, in the
+    discriminator the blocks after the last downsampling share the bottom size, e.g. three 8 x 8 blocks
+    at 32 px). ``"every"``: one after each block of that size, as versions before 0.2 built D (kept so
+    their checkpoints load; ``model.d_extra_layers``)."""
+    if placement not in EXTRA_PLACEMENTS:
+        raise ValueError(f"extra-layer placement {placement!r} is not known; choose one of {EXTRA_PLACEMENTS}")
+    out: dict[int, list[int]] = {}
+    for size in sizes:
+        at = [i for i, s in enumerate(specs) if s.resolution == size]
+        for i in at[:1] if placement == "first" else at:
+            out.setdefault(i, []).append(size)
+    return out
+
+
+def _stream_seed(label: str) -> int:
+    """A seed from torch's global RNG state and ``label``, without drawing from (moving) the global stream."""
+    digest = hashlib.sha256(torch.random.get_rng_state().numpy().tobytes() + label.encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+@contextlib.contextmanager
+def own_stream(label: str):
+    """Build and initialise a layer on its own RNG stream: seeded from the global stream's state and
+    ``label`` (so a function of the run's seed and the layer), and leaving the global stream where it
+    was. The layers an arm adds therefore change no other weight: with the same seed, a model with and
+    without them has the same backbone (the attention study's pairing, docs/experiments.md)."""
+    seed = _stream_seed(label)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def add_extra_layers(stages: nn.ModuleList, specs: list[BlockSpec], widths: list[int], attn, resblock, variant: str,
+                     use_sn: bool, bias: bool, reduction: int, init: str, who: str,
+                     placement: str = "first") -> None:
+    """Append the attention / bottleneck layers to the (already initialised) backbone ``stages``, each
+    built and initialised with ``init`` on its own stream (``own_stream``); placed by ``extra_layer_blocks``.
+    ``widths``: the channels of every block's output."""
+    at_attn = extra_layer_blocks(specs, attn, placement)
+    at_res = extra_layer_blocks(specs, resblock, placement)
+    for i, stage in enumerate(stages):
+        size, channels = specs[i].resolution, widths[i]
+        if size in at_attn.get(i, []):
+            with own_stream(f"{who}.attn{size}.block{i}"):
+                layer = SelfAttention2d(channels, variant, spectral_norm=use_sn, bias=bias, reduction=reduction)
+                init_weights(layer, init)
+            stage.append(layer)
+        if size in at_res.get(i, []):
+            with own_stream(f"{who}.res{size}.block{i}"):
+                target = SelfAttention2d.parameter_count(channels, variant, bias, reduction)
+                layer = ResidualBottleneck(channels, bottleneck_width(channels, target, bias), use_sn, bias)
+                init_weights(layer, init)
+            stage.append(layer)

@@ -19,20 +19,25 @@ def build_models(m: Any, num_classes: int, channels: int,
                   attn_bias=m.attn_bias, init=m.init, class_names=class_names, attn_reduction=m.attn_reduction,
                   resblock=list(m.g_resblock))
     d = Discriminator(m.resolution, m.d_ch, num_classes, channels, list(m.d_attn), m.attn_variant, m.d_sn,
-                      attn_bias=m.attn_bias, init=m.init, attn_reduction=m.attn_reduction, resblock=list(m.d_resblock))
+                      attn_bias=m.attn_bias, init=m.init, attn_reduction=m.attn_reduction, resblock=list(m.d_resblock),
+                      extra_placement=m.d_extra_layers)
     return g, d
 
 
 def _labelled_layers(model: nn.Module, prefix: str, kinds: dict[type, str]) -> dict[str, nn.Module]:
+    """``{prefix}.{kind}{size}`` (e.g. ``D.attn8``) for each layer of ``kinds``, in model order; when
+    several layers share that label (D built with ``extra_placement="every"``), each gets its block index
+    too (``D.attn8.b1``, ``D.attn8.b2``, ...), so every label is unique."""
     arch = G_ARCH if isinstance(model, Generator) else D_ARCH
-    out = {}
+    found = []
     for stage_idx, stage in enumerate(model.blocks):  # type: ignore[union-attr]
         for layer in stage:
             for kind, label in kinds.items():
                 if isinstance(layer, kind):
                     res = arch[model.resolution][stage_idx].resolution  # type: ignore[index]
-                    out[f"{prefix}.{label}{res}"] = layer
-    return out
+                    found.append((f"{prefix}.{label}{res}", stage_idx, layer))
+    names = [name for name, _, _ in found]
+    return {(name if names.count(name) == 1 else f"{name}.b{i}"): layer for name, i, layer in found}
 
 
 def attention_layers(model: nn.Module, prefix: str) -> dict[str, SelfAttention2d]:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sagan.models.arch import D_ARCH, checked_specs, extra_layers
+from sagan.models.arch import D_ARCH, add_extra_layers, checked_specs
 from sagan.nn.blocks import DBlock
 from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_embedding, sn_linear
 
@@ -18,6 +18,9 @@ class Discriminator(nn.Module):
     <embed(y), h> when class-conditional (Miyato & Koyama, 2018).
 
     ``attn_bias``, ``attn_reduction``, ``resblock`` and ``init`` as for the generator; ``init`` covers the projection embedding too.
+    Several blocks can output the same size here (the blocks after the last downsampling): a layer at
+    that size follows the first of them (``extra_placement="first"``), or each (``"every"``, how versions
+    before 0.2 built D; see ``sagan.models.arch.extra_layer_blocks``).
     """
 
     def __init__(
@@ -33,23 +36,22 @@ class Discriminator(nn.Module):
         init: str = DEFAULT_INIT,
         attn_reduction: int = 8,
         resblock: list[int] | tuple[int, ...] = (),
+        extra_placement: str = "first",
     ):
         super().__init__()
         specs = checked_specs(D_ARCH, resolution, attn, "discriminator")
         checked_specs(D_ARCH, resolution, resblock, "discriminator", what="residual block")
         self.resolution, self.ch = resolution, ch
         self.num_classes, self.img_channels = num_classes, img_channels
-        self.blocks = nn.ModuleList()
-        for i, s in enumerate(specs):
-            in_ch = img_channels if i == 0 else s.in_mult * ch
-            stage = nn.ModuleList([DBlock(in_ch, s.out_mult * ch, s.resample, preactivation=i > 0, use_sn=use_sn)])
-            stage.extend(extra_layers(s.out_mult * ch, s.resolution, attn, resblock, attn_variant, use_sn, attn_bias,
-                                      attn_reduction))
-            self.blocks.append(stage)
+        self.blocks = nn.ModuleList(
+            nn.ModuleList([DBlock(img_channels if i == 0 else s.in_mult * ch, s.out_mult * ch, s.resample,
+                                  preactivation=i > 0, use_sn=use_sn)]) for i, s in enumerate(specs))
         feat = specs[-1].out_mult * ch
         self.linear = sn_linear(feat, 1, enabled=use_sn)
         self.embed = sn_embedding(num_classes, feat, enabled=use_sn) if num_classes > 0 else None
-        init_weights(self, init)
+        init_weights(self, init)  # the backbone; then the attention / bottleneck layers, each on its own stream
+        add_extra_layers(self.blocks, specs, [s.out_mult * ch for s in specs], attn, resblock, attn_variant, use_sn,
+                         attn_bias, attn_reduction, init, "D", extra_placement)
 
     @property
     def conditional(self) -> bool:

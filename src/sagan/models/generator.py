@@ -9,7 +9,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from sagan.models.arch import BOTTOM_WIDTH, G_ARCH, checked_specs, extra_layers
+from sagan.models.arch import BOTTOM_WIDTH, G_ARCH, add_extra_layers, checked_specs
 from sagan.models.standing import ensure_standing
 from sagan.nn.blocks import GBlock
 from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_conv3x3, sn_linear
@@ -29,7 +29,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
     ``attn_bias`` gives the attention layers' 1x1 convs biases (the paper has none);
     ``attn_reduction`` sets their query/key width C/r; ``resblock`` places a
     ``ResidualBottleneck`` of the attention layer's size after the blocks of those output sizes
-    (the attention study's control, see ``extra_layers``); ``init`` is the weight initialisation, one of ``sagan.nn.spectral.INIT_SCHEMES`` (see ``init_weights``).
+    (the attention study's control, see ``add_extra_layers``); ``init`` is the weight initialisation, one of ``sagan.nn.spectral.INIT_SCHEMES`` (see ``init_weights``).
     ``class_names`` (optional, one per class) travels with the model into exports.
 
     ``Generator.from_pretrained(NAME_OR_DIR)`` loads a shipped model (``"fmnist32"``), a folder
@@ -62,17 +62,15 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
         self.num_classes, self.img_channels = num_classes, img_channels
         self.first_channels = specs[0].in_mult * ch
         self.linear = sn_linear(z_dim, self.first_channels * BOTTOM_WIDTH ** 2, enabled=use_sn)
-        self.blocks = nn.ModuleList()
-        for s in specs:
-            stage = nn.ModuleList([GBlock(s.in_mult * ch, s.out_mult * ch, num_classes, s.resample, use_sn)])
-            stage.extend(extra_layers(s.out_mult * ch, s.resolution, attn, resblock, attn_variant, use_sn, attn_bias,
-                                      attn_reduction))
-            self.blocks.append(stage)
+        self.blocks = nn.ModuleList(
+            nn.ModuleList([GBlock(s.in_mult * ch, s.out_mult * ch, num_classes, s.resample, use_sn)]) for s in specs)
         out_ch = specs[-1].out_mult * ch
         # The output BN is unconditional in the lineage (BigGAN's output_layer).
         self.out_bn = nn.BatchNorm2d(out_ch)
         self.out_conv = sn_conv3x3(out_ch, img_channels, use_sn)
-        init_weights(self, init)
+        init_weights(self, init)  # the backbone; then the attention / bottleneck layers, each on its own stream
+        add_extra_layers(self.blocks, specs, [s.out_mult * ch for s in specs], attn, resblock, attn_variant, use_sn,
+                         attn_bias, attn_reduction, init, "G")
 
     @property
     def conditional(self) -> bool:

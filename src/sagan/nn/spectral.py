@@ -43,7 +43,11 @@ def sn(module: nn.Module, enabled: bool = True) -> nn.Module:
     if not enabled:
         return module
     dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
-    parametrize.register_parametrization(module, "weight", FP32SpectralNorm(module.weight, 1, dim, SN_EPS))
+    # The parametrization draws random u/v (overwritten by ``sync_spectral_norm`` after init): drawn on a
+    # forked RNG, so a model with and without spectral norm consumes the same global random numbers and the
+    # stabilisation study's arms start from the same weights (docs/experiments.md, "Paired arms").
+    with torch.random.fork_rng(devices=[]):
+        parametrize.register_parametrization(module, "weight", FP32SpectralNorm(module.weight, 1, dim, SN_EPS))
     return module
 
 

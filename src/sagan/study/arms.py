@@ -25,12 +25,12 @@ from typing import Any, Callable
 
 from sagan.config import Config, load_config
 from sagan.errors import UsageError
-from sagan.models.arch import d_attention_sizes, g_attention_sizes
+from sagan.models.arch import D_ARCH, G_ARCH, d_attention_sizes, g_attention_sizes
 from sagan.nn.attention import REDUCTIONS
 
 SPEC_FILE = "study.json"
 RUNS_DIR = "runs"
-SPEC_FORMAT = 1
+SPEC_FORMAT = 2  # 2: paired arms (models/arch.py own_stream), one layer per arm, the fixed primary endpoint
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,23 @@ class Arm:
 
 def _stabilisation(base: Config) -> list[Arm]:
     both = ("train.n_dis=1",)
+    equal = "equal rates 1e-4 (an assumption: the paper does not give its non-TTUR rates)"
     return [
         Arm("sn-d", ("model.g_sn=false", "model.d_sn=true", "optim.lr_g=1e-4", "optim.lr_d=1e-4", *both),
-            "SN on D only, lr_G = lr_D = 1e-4"),
+            f"SN on D only, {equal}"),
         Arm("sn-gd", ("model.g_sn=true", "model.d_sn=true", "optim.lr_g=1e-4", "optim.lr_d=1e-4", *both),
-            "SN on G and D, lr_G = lr_D = 1e-4"),
+            f"SN on G and D, {equal}"),
         Arm("sn-gd-ttur", ("model.g_sn=true", "model.d_sn=true", "optim.lr_g=1e-4", "optim.lr_d=4e-4", *both),
             "SN on G and D, TTUR: lr_G 1e-4, lr_D 4e-4"),
+        Arm("sn-gd-lr4e-4", ("model.g_sn=true", "model.d_sn=true", "optim.lr_g=4e-4", "optim.lr_d=4e-4", *both),
+            "SN on G and D, equal rates 4e-4 (TTUR's D rate for G too)"),
     ]
+
+
+def _stabilisation_comparisons(arms: list[str]) -> list[Comparison]:
+    return [Comparison("sn-gd", "sn-d", "does SN on G help (equal rates 1e-4)?"),
+            Comparison("sn-gd-ttur", "sn-gd", "does TTUR's faster D help, against equal rates 1e-4?"),
+            Comparison("sn-gd-ttur", "sn-gd-lr4e-4", "does TTUR's slower G help, against equal rates 4e-4?")]
 
 
 MAX_STUDY_SIZE = 64  # the largest feature map the attention study places a layer at (the paper's feat64)
@@ -60,8 +69,13 @@ def _sizes(base: Config) -> tuple[list[int], list[int]]:
     return g, d_attention_sizes(base.model.resolution)
 
 
+def _block_of(specs, size: int) -> int:
+    return next(i for i, s in enumerate(specs) if s.resolution == size)  # extra_layer_blocks' "first"
+
+
 def _attention(base: Config) -> list[Arm]:
     g_sizes, d_sizes = _sizes(base)
+    res = base.model.resolution
     none = {"model.g_attn": "[]", "model.d_attn": "[]", "model.g_resblock": "[]", "model.d_resblock": "[]"}
 
     def arm(name: str, changes: dict[str, str], description: str) -> Arm:
@@ -72,9 +86,22 @@ def _attention(base: Config) -> list[Arm]:
         for s in g_sizes:
             in_d = s in d_sizes
             changes = {f"model.g_{key}": f"[{s}]", **({f"model.d_{key}": f"[{s}]"} if in_d else {})}
-            where = f"G and D at {s}x{s}" if in_d else f"G at {s}x{s} (D has no {s}x{s} map)"
-            arms.append(arm(f"{kind}{s}", changes, f"{what}, {where}"))
+            where = f"after G's block {_block_of(G_ARCH[res], s)}"
+            where += (f" and D's block {_block_of(D_ARCH[res], s)} ({s}x{s})" if in_d
+                      else f" ({s}x{s}; D has no {s}x{s} map)")
+            if s == res:
+                where += "; G's output layer, not in the paper"
+            arms.append(arm(f"{kind}{s}", changes, f"one {what} layer {where}"))
     return arms
+
+
+def _attention_comparisons(arms: list[str]) -> list[Comparison]:
+    out = [Comparison(a, "none", f"does {'attention' if a.startswith('attn') else 'a residual bottleneck'} at "
+                                 f"{a[4:] if a.startswith('attn') else a[3:]} help?")
+           for a in arms if a != "none"]
+    out += [Comparison(f"attn{a[3:]}", a, f"attention against an equal-size residual bottleneck at {a[3:]}")
+            for a in arms if a.startswith("res")]
+    return out
 
 
 def _reduction(base: Config) -> list[Arm]:
@@ -94,6 +121,25 @@ def _augment(base: Config) -> list[Arm]:
             Arm("diffaugment-hflip", (f"data.diffaugment={full}", "data.hflip=true"),
                 "DiffAugment and random left-right flips of the real images")]
 
+
+@dataclass(frozen=True)
+class Comparison:
+    """``arm`` against ``reference``, paired by seed (``sagan.study.stats``), and the question it answers."""
+    arm: str
+    reference: str
+    question: str
+
+
+def _against_first(arms: list[str]) -> list[Comparison]:
+    return [Comparison(a, arms[0], f"{a} against {arms[0]}") for a in arms[1:]]
+
+
+# The comparisons a study is planned for, before its runs (the primary endpoint's p-values are
+# Holm-adjusted across them); studies without a plan compare every arm with the first.
+COMPARISONS: dict[str, Callable[[list[str]], list[Comparison]]] = {
+    "stabilisation": _stabilisation_comparisons,
+    "attention": _attention_comparisons,
+}
 
 STUDIES: dict[str, tuple[Callable[[Config], list[Arm]], str]] = {
     "stabilisation": (_stabilisation, "which stabilisers matter: SN on D only / SN on G and D / + TTUR"),
@@ -116,6 +162,8 @@ class StudySpec:
     steps: int | None = None  # None: the base config's train.steps
     fid_every: int | None = None  # None: steps // 8
     eval_samples: int = 10_000
+    fid_samples: int = 10_000  # samples of every training-time FID (fixed latents): the primary endpoint's
+    endpoint_evals: int = 3  # the primary endpoint: training-time FID averaged over the last this many evaluations
     eval_features: str | None = None  # sagan evaluate --features (None: its default for the dataset)
     arms_only: list[str] | None = None  # a subset of the arms, in this order (None: all; the first is the baseline)
 
@@ -129,6 +177,18 @@ class StudySpec:
     @property
     def fid_interval(self) -> int:
         return self.fid_every if self.fid_every is not None else max(1, self.total_steps // 8)
+
+    @property
+    def endpoint_steps(self) -> list[int]:
+        """The steps whose training-time FIDs the primary endpoint averages (fixed before the runs)."""
+        last = self.total_steps - self.total_steps % self.fid_interval
+        return [last - k * self.fid_interval for k in reversed(range(self.endpoint_evals))]
+
+    def comparisons(self) -> list[Comparison]:
+        """The planned comparisons whose arms are both in the study (every arm against the first otherwise)."""
+        names = [a.name for a in self.arms()]
+        plan = [c for c in COMPARISONS.get(self.kind, _against_first)(names) if c.arm in names and c.reference in names]
+        return plan or _against_first(names)
 
     def all_arms(self) -> list[Arm]:
         return STUDIES[self.kind][0](self.base_config())
@@ -152,8 +212,9 @@ class StudySpec:
         return Path(self.out) / RUNS_DIR
 
     def runs(self) -> list[tuple[Arm, int]]:
-        """Every arm x seed, arm-major (all seeds of the baseline first)."""
-        return [(a, s) for a in self.arms() for s in range(self.seeds)]
+        """Every arm x seed, seed-major (every arm of seed 0 first): the paired comparisons grow a seed at a
+        time while a long study runs."""
+        return [(a, s) for s in range(self.seeds) for a in self.arms()]
 
     @staticmethod
     def run_name(arm: Arm, seed: int) -> str:
@@ -165,7 +226,7 @@ class StudySpec:
     def overrides(self, arm: Arm, seed: int) -> list[str]:
         """The ``--set`` overrides of one run, in order: the base's, the arm's, then seed, steps and FID interval."""
         return [*self.sets, *arm.overrides, f"train.seed={seed}", f"train.steps={self.total_steps}",
-                f"train.fid_every={self.fid_interval}"]
+                f"train.fid_every={self.fid_interval}", f"train.fid_samples={self.fid_samples}"]
 
     def config_of(self, arm: Arm, seed: int) -> Config:
         """The resolved config the run of ``arm`` x ``seed`` trains with."""
@@ -200,6 +261,12 @@ class StudySpec:
             raise UsageError(f"--fid-every {self.fid_every}: must be >= 1")
         if self.eval_samples < 2:
             raise UsageError(f"--eval-samples {self.eval_samples}: must be >= 2")
+        if self.fid_samples < 2:
+            raise UsageError(f"--fid-samples {self.fid_samples}: must be >= 2")
+        if not 1 <= self.endpoint_evals <= self.total_steps // self.fid_interval:
+            raise UsageError(f"--endpoint-evals {self.endpoint_evals}: the runs evaluate FID "
+                             f"{self.total_steps // self.fid_interval} times (every {self.fid_interval} of "
+                             f"{self.total_steps} steps); choose 1..{self.total_steps // self.fid_interval}")
         if self.eval_features not in (None, "inception", "fmnist"):
             raise UsageError(f"--features {self.eval_features}: choose inception or fmnist")
         if self.arms_only is not None:
@@ -247,6 +314,9 @@ def read_spec(folder: str | Path) -> StudySpec:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         fmt = data.pop("format", None)
+        if fmt == 1:
+            raise ValueError("written by a version before paired arms (format 1): its runs do not start from the "
+                             "same weights; start the study in a new --out")
         if fmt != SPEC_FORMAT:
             raise ValueError(f"format {fmt!r}, this version reads {SPEC_FORMAT}")
         data["out"] = str(folder)  # the folder may have moved since

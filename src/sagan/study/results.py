@@ -1,10 +1,13 @@
-"""A study's results from its run directories: tables with bootstrap intervals, and figures.
+"""A study's results from its run directories: paired comparisons, tables and figures.
 
 ``collect`` reads every arm x seed run of a study (the training-time FID curve, D's scores and the gamma
 curves from ``metrics.csv``, the final scores from its ``sagan evaluate`` record, the wall time from the study's
-logs), names every run that is missing, unfinished or damaged, and summarises the rest: per metric,
-per arm, the mean and standard deviation over seeds and the difference to the baseline arm with a
-95% percentile-bootstrap interval over seeds (arms resampled independently; scipy.stats.bootstrap).
+logs), names every run that is missing, unfinished or damaged, and summarises the rest: per metric and
+arm the mean and standard deviation over seeds, and for each of the study's planned comparisons
+(``StudySpec.comparisons``) the per-seed paired differences with their t interval and exact sign-flip
+p-value (``sagan.study.stats``). The primary endpoint, fixed before the runs, is the training-time FID
+averaged over the last ``endpoint_evals`` evaluations (``endpoint_fid``); its p-values are Holm-adjusted
+across the comparisons. Every other metric is secondary and reported unadjusted.
 """
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import csv
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import yaml
 from sagan.fileio import atomic_write_text
 from sagan.metrics.naming import features_title, metric_label
 from sagan.study.arms import STUDIES, StudySpec
+from sagan.study.stats import MIN_SEEDS, compare, holm
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
 from sagan.train.rundir import RunDir, code_version
 from sagan.viz.report import read_metrics_csv
@@ -36,10 +39,11 @@ D_SCORES_PNG = "d_scores.png"
 # D's margin, mean D(real) - D(fake), is averaged over the logged steps of this last fraction of a run.
 D_MARGIN_TAIL = 0.1
 
+# The primary endpoint: training-time FID (fixed latents) averaged over the evaluations at StudySpec.endpoint_steps.
+PRIMARY = "endpoint_fid"
 # Final metrics in the tables, in order (bare names; the evaluation record's keys carry the features).
 TABLE_METRICS = ("fid", "kid_mean", "is_mean", "class_accuracy", "precision", "recall")
-LOWER_IS_BETTER = {"fid", "kid_mean", "best_tracked_fid"}
-BOOTSTRAP_RESAMPLES = 10_000
+LOWER_IS_BETTER = {"fid", "kid_mean", "best_tracked_fid", PRIMARY}
 
 
 @dataclass
@@ -131,6 +135,9 @@ def read_run(spec: StudySpec, arm_name: str, seed: int) -> RunResult:
     res.metrics = metrics
     if res.curve:
         res.metrics["best_tracked_fid"] = min(v for _, v in res.curve)
+        at = dict((int(step), v) for step, v in res.curve)
+        if all(step in at for step in spec.endpoint_steps):
+            res.metrics[PRIMARY] = float(np.mean([at[step] for step in spec.endpoint_steps]))
     margin = d_margin(res.d_scores, spec.total_steps)
     if margin is not None:
         res.metrics["d_margin"] = margin
@@ -149,42 +156,38 @@ def d_margin(d_scores: dict[str, list[list[float]]], total_steps: int) -> float 
     return float(np.mean([real[s] - fake[s] for s in steps])) if steps else None
 
 
-def bootstrap_difference(values: list[float], baseline: list[float], seed: int = 0) -> list[float] | None:
-    """95% percentile-bootstrap interval of mean(values) - mean(baseline), the two resampled
-    independently; None when either side has fewer than 2 values."""
-    if len(values) < 2 or len(baseline) < 2:
-        return None
-    from scipy.stats import bootstrap
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # degenerate resamples (all equal) are fine here
-        ci = bootstrap((np.asarray(values, float), np.asarray(baseline, float)),
-                       lambda a, b, axis: np.mean(a, axis=axis) - np.mean(b, axis=axis),
-                       vectorized=True, paired=False, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                       confidence_level=0.95, rng=np.random.default_rng(seed)).confidence_interval
-    return [float(ci.low), float(ci.high)]
-
-
-def summarise(runs: list[RunResult], arms: list[str], baseline: str) -> dict[str, dict[str, Any]]:
-    """metric -> arm -> {mean, std, n, values, diff, ci95} over the finished runs."""
+def summarise(runs: list[RunResult], arms: list[str]) -> dict[str, dict[str, Any]]:
+    """metric -> arm -> {mean, std, n, values, seeds} over the finished runs."""
     finished = [r for r in runs if r.status == "finished"]
-    names = [m for m in (*TABLE_METRICS, "best_tracked_fid", "d_margin", "minutes")
+    names = [m for m in (PRIMARY, *TABLE_METRICS, "best_tracked_fid", "d_margin", "minutes")
              if any(m in r.metrics for r in finished)]
     out: dict[str, dict[str, Any]] = {}
     for m in names:
-        per_arm = {a: [r.metrics[m] for r in finished if r.arm == a and m in r.metrics] for a in arms}
-        base = per_arm.get(baseline, [])
         table = {}
-        for a, vals in per_arm.items():
-            if not vals:
-                continue
-            row: dict[str, Any] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1
-                                   else None, "n": len(vals), "values": vals}
-            if a != baseline and base:
-                row["diff"] = float(np.mean(vals) - np.mean(base))
-                row["ci95"] = bootstrap_difference(vals, base)
-            table[a] = row
+        for a in arms:
+            got = sorted((r.seed, r.metrics[m]) for r in finished if r.arm == a and m in r.metrics)
+            if got:
+                vals = [v for _, v in got]
+                table[a] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                            "n": len(vals), "values": vals, "seeds": [s for s, _ in got]}
         out[m] = table
+    return out
+
+
+def compare_arms(runs: list[RunResult], spec: StudySpec, metrics: list[str]) -> list[dict[str, Any]]:
+    """Every planned comparison on every metric, paired by seed; the primary endpoint's p Holm-adjusted."""
+    finished = [r for r in runs if r.status == "finished"]
+
+    def by_seed(arm: str, metric: str) -> dict[int, float]:
+        return {r.seed: r.metrics[metric] for r in finished if r.arm == arm and metric in r.metrics}
+
+    out = [{"arm": c.arm, "reference": c.reference, "question": c.question,
+            "metrics": {m: compare(by_seed(c.arm, m), by_seed(c.reference, m)) for m in metrics if m != "minutes"}}
+           for c in spec.comparisons()]
+    primary = [c["metrics"].get(PRIMARY) for c in out]
+    for c, adjusted in zip(primary, holm([p["p"] if p else None for p in primary])):
+        if c is not None:
+            c["p_holm"] = adjusted
     return out
 
 
@@ -194,13 +197,15 @@ def collect(spec: StudySpec) -> dict[str, Any]:
     runs = [read_run(spec, a.name, s) for a, s in spec.runs()]
     features = next((r.features for r in runs if r.features), None)
     baseline = arms[0].name
+    summary = summarise(runs, [a.name for a in arms])
     return {
         "study": spec.kind, "description": STUDIES[spec.kind][1], "spec": spec.to_json(),
-        "baseline": baseline, "features": features,
+        "baseline": baseline, "features": features, "primary": PRIMARY, "endpoint_steps": spec.endpoint_steps,
         "arms": [{"name": a.name, "description": a.description, "overrides": list(a.overrides),
                   "commands": [spec.train_command(a, s) for s in range(spec.seeds)]} for a in arms],
         "runs": [asdict(r) for r in runs],
-        "summary": summarise(runs, [a.name for a in arms], baseline),
+        "summary": summary,
+        "comparisons": compare_arms(runs, spec, list(summary)),
         "versions": code_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -208,6 +213,9 @@ def collect(spec: StudySpec) -> dict[str, Any]:
 # --------------------------------------------------------------------------- results.md
 
 def metric_title(metric: str, features: str | None) -> str:
+    if metric == PRIMARY:
+        return "primary endpoint: training-time FID, mean of the last evaluations" + (
+            f" ({metric_label('fid', features).split('(', 1)[1]}" if features else "")
     if metric == "best_tracked_fid":
         return "best training-time FID" + (f" ({metric_label('fid', features).split('(', 1)[1]}" if features else "")
     if metric == "minutes":
@@ -230,26 +238,44 @@ def _num(v: float | None, metric: str, scale: float | None = None) -> str:
 
 
 def intro_lines(results: dict[str, Any]) -> list[str]:
-    spec, base = results["spec"], results["baseline"]
+    spec = results["spec"]
     runs = results["runs"]
     finished = sum(r["status"] == "finished" for r in runs)
+    steps = results.get("endpoint_steps") or []
     base_run = (f"Base run: preset {spec['preset'] or 'fmnist32'}" + (f", config {spec['config']}" if spec["config"] else "")
                 + (f", --set {' '.join(spec['sets'])}" if spec["sets"] else "")
-                + f"; {spec['steps'] or 'the config’s'} steps; seeds 0-{spec['seeds'] - 1}; final scores from "
-                f"'sagan evaluate' on {spec['eval_samples']} samples (EMA generator). Baseline arm: {base}.")
-    return [f"{results['description']}.", base_run,
-            f"{finished} of {len(runs)} runs finished and evaluated. Each cell: mean ± std over seeds (n); Δ: the "
-            f"difference of the means to {base}, with a 95% percentile-bootstrap interval over seeds (with 2-3 seeds a "
-            "rough guide, not a test)."]
+                + f"; {spec['steps'] or 'the config’s'} steps; seeds 0-{spec['seeds'] - 1}. Arms are paired: with the "
+                "same seed every arm starts from the same backbone weights and sees the same data and noise; only "
+                "its own layers or settings differ.")
+    endpoint = (f"Primary endpoint (fixed before the runs): the training-time FID on {spec.get('fid_samples')} "
+                f"samples of fixed latents (EMA generator), averaged over steps {', '.join(map(str, steps))}. "
+                f"Secondary: the final 'sagan evaluate' on {spec['eval_samples']} samples, and the rest.")
+    stats = (f"{finished} of {len(runs)} runs finished and evaluated. Comparisons are per-seed paired differences "
+             f"(arm - reference): their mean, a 95% t interval (only from n = {MIN_SEEDS} pairs on), the exact "
+             "two-sided sign-flip permutation p, and for the primary endpoint Holm's adjustment across the "
+             "comparisons. An interval marked * excludes 0; one that contains 0 means not resolved, not no effect.")
+    return [f"{results['description']}.", base_run, endpoint, stats]
+
+
+def _interval(row: dict[str, Any], metric: str, scale: float) -> str:
+    ci = row.get("ci95")
+    if ci is None:
+        return f"n < {MIN_SEEDS}: no interval"
+    verdict = "" if ci[0] <= 0 <= ci[1] else " *"
+    return f"[{_num(ci[0], metric, scale)}, {_num(ci[1], metric, scale)}]{verdict}"
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
 
 
 def summary_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The tables of results.md and the study report: the arms, then one per metric (cells formatted)."""
-    base, feats = results["baseline"], results["features"]
+    """The tables of results.md and the study report: the arms, the summary, then the comparisons per metric."""
+    feats = results["features"]
     tables = [{"title": "Arms", "short": "Arms", "header": ["arm", "what it changes", "overrides"],
                "rows": [[a["name"], a["description"], " ".join(a["overrides"])] for a in results["arms"]]}]
     summary = results["summary"]
-    if summary:  # every metric at a glance: mean ± std per arm (the per-metric tables below add Δ and its CI)
+    if summary:  # every metric at a glance: mean ± std per arm
         metrics = list(summary)
         rows = []
         for a in results["arms"]:
@@ -257,30 +283,32 @@ def summary_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
             for m in metrics:
                 row = summary[m].get(a["name"])
                 cells.append("" if row is None else _num(row["mean"], m) + (
-                    f" ± {_num(row['std'], m, row['mean'])}" if row["std"] is not None else ""))
+                    f" ± {_num(row['std'], m, row['mean'])}" if row["std"] is not None else "") + f" ({row['n']})")
             rows.append([a["name"], *cells])
         on = f"; FID, KID, IS, precision, recall on {features_title(feats)}" if feats else ""
-        tables.append({"title": f"Summary (mean ± std over seeds{on})", "short": "Summary",
+        tables.append({"title": f"Summary (mean ± std over seeds (n){on})", "short": "Summary",
                        "header": ["arm", *[metric_title(m, feats).split(" (")[0] for m in metrics]], "rows": rows})
-    for metric, table in results["summary"].items():
-        better = ("cost, not quality" if metric == "minutes" else
-                  "a symptom, not quality: a gap that keeps growing is D memorising the data" if metric == "d_margin"
+    for metric in summary:
+        if metric == "minutes":
+            continue
+        primary = metric == results.get("primary")
+        better = ("a symptom, not quality: a gap that keeps growing is D memorising the data" if metric == "d_margin"
                   else "lower is better" if metric in LOWER_IS_BETTER else "higher is better")
         rows = []
-        for a in results["arms"]:
-            row = table.get(a["name"])
-            if row is None:
-                rows.append([a["name"], "no finished run", "", ""])
+        for c in results.get("comparisons", []):
+            row = c["metrics"].get(metric)
+            if row is None or row["n"] == 0:
+                rows.append([f"{c['arm']} - {c['reference']}", c["question"], "0", "", "", "", *([""] if primary else [])])
                 continue
-            mean = row["mean"]
-            std = f" ± {_num(row['std'], metric, mean)}" if row["std"] is not None else ""
-            diff = _num(row["diff"], metric, mean) if "diff" in row else ("(baseline)" if a["name"] == base else "")
-            ci = row.get("ci95")
-            ci_text = (f"[{_num(ci[0], metric, mean)}, {_num(ci[1], metric, mean)}]" if ci
-                       else ("n < 2" if "diff" in row else ""))
-            rows.append([a["name"], f"{_num(row['mean'], metric)}{std} ({row['n']})", diff, ci_text])
-        tables.append({"title": f"{metric_title(metric, feats)} ({better})", "short": metric_title(metric, feats).split(" (")[0],
-                       "header": ["arm", "mean ± std (n)", f"Δ vs {base}", "95% CI of Δ"], "rows": rows})
+            scale = summary[metric].get(c["reference"], {}).get("mean", row["diff"])
+            cells = [f"{c['arm']} - {c['reference']}", c["question"], str(row["n"]), _num(row["diff"], metric, scale),
+                     _interval(row, metric, scale), _p(row["p"])]
+            rows.append(cells + ([_p(row.get("p_holm"))] if primary else []))
+        kind = "primary endpoint" if primary else "secondary, p unadjusted"
+        tables.append({"title": f"{metric_title(metric, feats)} ({better}; {kind})",
+                       "short": metric_title(metric, feats).split(" (")[0].split(": ")[-1],
+                       "header": ["comparison", "question", "n", "mean Δ", "95% t interval", "exact p",
+                                  *(["Holm p"] if primary else [])], "rows": rows})
     return tables
 
 
@@ -290,7 +318,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += [p, ""]
     for t in summary_tables(results):
         lines += [f"## {t['title']}", "", "| " + " | ".join(t["header"]) + " |",
-                  "|" + "|".join("---" if i == 0 or t["title"] == "Arms" else "---:" for i in range(len(t["header"]))) + "|"]
+                  "|" + "|".join("---" if i == 0 or t["title"] == "Arms" or t["header"][i] == "question" else "---:" for i in range(len(t["header"]))) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t["rows"]]
         lines.append("")
     others = [r for r in results["runs"] if r["status"] != "finished"]

@@ -67,8 +67,10 @@ def run_state(spec: StudySpec, arm: Arm, seed: int) -> tuple[str, int]:
     if not d.exists():
         return "new", 0
     steps = spec.total_steps
+    if evaluation_file(d, steps):  # evaluated at the last step: done, also when only its small files were kept
+        return "done", steps        # (a run copied from docs/studies without checkpoints, see scripts/sync_study.py)
     if checkpoint_path(RunDir(d).checkpoints, steps).is_file():
-        return ("done" if evaluation_file(d, steps) else "trained"), steps
+        return "trained", steps
     ckpts = list_checkpoints(RunDir(d).checkpoints)
     step = int(ckpts[-1].stem.split("_")[-1]) if ckpts else 0
     return "unfinished", step
@@ -136,9 +138,10 @@ PHASES = frozenset({"train", "resume", "evaluate"})
 
 
 def run_study(spec: StudySpec, jobs: int = 1, progress: bool = True, say: Callable[[str], None] = print,
-              phases: frozenset[str] = PHASES) -> list[str]:
+              phases: frozenset[str] = PHASES, on_done: Callable[[str], None] | None = None) -> list[str]:
     """Bring every run of ``spec`` to trained-and-evaluated (only the steps in ``phases``: ``collect``
-    evaluates, and trains nothing); returns the names of runs that failed."""
+    evaluates, and trains nothing); returns the names of runs that failed. ``on_done(name)`` is called
+    after each run that this call brings to done (``sagan study`` rewrites the results then)."""
     logs = Path(spec.out) / LOGS_DIR
     logs.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
@@ -192,6 +195,8 @@ def run_study(spec: StudySpec, jobs: int = 1, progress: bool = True, say: Callab
                 write(f"{name}: {child.what} done in {seconds / 60:.1f} min")
                 if nothing_to_do(arm, seed):
                     bar.update(1)
+                    if on_done is not None and next_command(spec, arm, seed) is None:
+                        on_done(name)
                 else:
                     queue.insert(0, (arm, seed))  # evaluation next, before other runs start
         if stop.requested:
