@@ -14,7 +14,7 @@ from sagan.cli import build_parser, main
 from sagan.commands import COMMANDS, command_module
 
 # Their parsers show values that live with the code that needs torch (presets, the classifier's file).
-HEAVY_HELP = {"train", "study", "train-evaluator", "sample", "evaluate"}
+HEAVY_HELP = {"train", "study", "sample", "evaluate"}
 
 PROBE = """
 import json, sys

@@ -188,7 +188,7 @@ def test_cli_seed_walk_writes_grid_gif_and_record(tiny_run, tmp_path, capsys):
     if interp.mp4_supported():
         assert (out / f"{stem}.mp4").stat().st_size > 0 and record["animation"]["mp4"] == f"{stem}.mp4"
     else:
-        assert "pip install imageio-ffmpeg" in printed and not (out / f"{stem}.mp4").exists()
+        assert 'pip install "sagan-torch[video]"' in printed and not (out / f"{stem}.mp4").exists()
 
 
 def test_cli_class_morph_by_name_with_boomerang(tiny_run, tmp_path):
@@ -212,7 +212,7 @@ def test_cli_says_once_that_mp4_needs_imageio_ffmpeg(tiny_run, tmp_path, capsys,
     monkeypatch.setattr(interp, "mp4_supported", lambda: False)
     assert main(["interpolate", str(tiny_run), "--steps", "2", "--out", str(tmp_path), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("pip install imageio-ffmpeg") == 1
+    assert printed.count('pip install "sagan-torch[video]"') == 1
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".gif", ".json", ".png"]
 
 

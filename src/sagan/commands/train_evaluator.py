@@ -6,10 +6,8 @@ import logging
 from pathlib import Path
 
 from sagan.commands.common import add_device_argument, add_progress_argument, device_from_args
-from sagan.config import DataConfig
-from sagan.data import load_data
 from sagan.errors import UsageError, plural
-from sagan.metrics.classifier import INPUT_RESOLUTION, WEIGHTS_FILE, train_classifier
+from sagan.metrics import WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train_evaluator(args: argparse.Namespace) -> int:
     import torch
+
+    from sagan.config import DataConfig
+    from sagan.data import load_data
+    from sagan.metrics.classifier import INPUT_RESOLUTION, train_classifier
 
 
     if args.epochs < 1:

@@ -12,7 +12,12 @@ Imports are lazy so that ``import sagan.metrics`` stays cheap.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = ["compute_metrics", "reference_for", "resolve_inception_weights", "TrainingFID"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_FILE = WEIGHTS_DIR / "fmnist_cnn.pt"  # the Fashion-MNIST classifier's (sagan.metrics.classifier); here for `--help`
 
 
 def __getattr__(name: str):

@@ -22,9 +22,8 @@ from torch import nn
 from sagan.data.datasets import to_model_range
 from sagan.errors import UsageError, WeightsError
 from sagan.fileio import atomic_path
+from sagan.metrics import WEIGHTS_DIR, WEIGHTS_FILE  # noqa: F401 (part of this module's interface)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-WEIGHTS_FILE = WEIGHTS_DIR / "fmnist_cnn.pt"
 INPUT_RESOLUTION = 32
 FEATURE_DIM = 128
 NUM_CLASSES = 10
