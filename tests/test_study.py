@@ -224,7 +224,7 @@ def tiny_study(tmp_path_factory, tiny_folder):
     (hook / "sitecustomize.py").write_text(HOLD_HOOK)
     mark = work / "held"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p),
-               SAGAN_TEST_HOLD_RUN="sn-d-s1", SAGAN_TEST_HOLD_STEP="3", SAGAN_TEST_HOLD_MARK=str(mark))
+               SAGAN_TEST_HOLD_RUN="sn-gd-ttur-s0", SAGAN_TEST_HOLD_STEP="3", SAGAN_TEST_HOLD_MARK=str(mark))
     cmd = [sys.executable, "-m", "sagan", *_study_args(tiny_folder, out)]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 600
@@ -251,13 +251,13 @@ def test_tiny_study_survives_a_sigterm_and_resumes(tiny_study):
     log0 = (out / "logs" / "sn-d-s0.log").read_text()
     assert log0.count("$ sagan train ") == 1
     assert log0.count("$ sagan evaluate ") == 1 and tiny_study["s0_unchanged"]
-    assert "2 of 4 runs are trained and evaluated already: skipped" in tiny_study["out2"]  # seed 0 of both arms
+    assert "1 of 4 runs are trained and evaluated already: skipped" in tiny_study["out2"]
     # The interrupted run resumed from the checkpoint it wrote on the signal, and was not restarted.
-    log1 = (out / "logs" / "sn-d-s1.log").read_text()
+    log1 = (out / "logs" / "sn-gd-ttur-s0.log").read_text()
     assert "stopped by SIGTERM at step 4" in log1
-    assert f"$ sagan train --resume {out / 'runs' / 'sn-d-s1'} --no-progress" in log1
+    assert f"$ sagan train --resume {out / 'runs' / 'sn-gd-ttur-s0'} --no-progress" in log1
     assert "resuming" in log1 and "from step 4" in log1
-    segments = json.loads((out / "logs" / "sn-d-s1.json").read_text())["segments"]
+    segments = json.loads((out / "logs" / "sn-gd-ttur-s0.json").read_text())["segments"]
     assert [s["what"] for s in segments] == ["train", "resume", "evaluate"]
     assert [s["exit_code"] for s in segments] == [128 + signal.SIGTERM, 0, 0]
 

@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from sagan.bench import DEFAULT_SIZES, PRESETS, SECTIONS  # noqa: F401 (part of this module's interface)
+from sagan.bench import DEFAULT_OFF, DEFAULT_SIZES, PRESETS, SECTIONS  # noqa: F401 (part of this module's interface)
 from sagan.config import load_config
 from sagan.data.datasets import ImageData, dataset_spec, load_data
 from sagan.data.stream import BatchStream
@@ -131,6 +131,26 @@ def time_call(fn: Callable[[], Any], reps: int, device: torch.device, warmup: in
     return statistics.median(times)
 
 
+def alternating_times(fns: dict[str, Callable[[], Any]], reps: int, device: torch.device,
+                      warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each of ``fns``, timed in turn (A B A B ...: each repetition calls every
+    one once), so a machine whose load changes during the measurement slows every one alike and their
+    ratio stays fair."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def available_memory(device: torch.device) -> int | None:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -154,9 +174,16 @@ def machine_info(device: torch.device) -> dict[str, Any]:
             text = f.read()
         names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]
         flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+
+        def field(key: str) -> str | None:
+            return next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                         if ln.split(":", 1)[0].strip() == key), None)
+
         info["cpu"] = names[0] if names else platform.processor()
+        info["cpu_family"], info["cpu_model"] = field("cpu family"), field("model")
         info["cpu_count"] = os.cpu_count()
         info["cpu_bf16_flags"] = sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
+        info["cpu_flags"] = flags
     except OSError:
         info["cpu"] = platform.processor()
     try:
@@ -182,22 +209,51 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 5, dtype=torc
     return {"n": n, "dtype": str(dtype).replace("torch.", ""), "seconds": t, "gflops": 2 * n ** 3 / t / 1e9}
 
 
-def precision_bench(device: torch.device, reps: int = 3) -> dict[str, Any]:
-    """bf16 vs fp32 for a matmul and a 3x3 conv (forward), plain tensors (no autocast)."""
+def native_bf16(info: dict[str, Any], device: torch.device) -> bool:
+    """Whether the device computes bf16 natively: a GPU that supports it, or a CPU with AVX512-BF16 or AMX
+    (elsewhere bf16 is emulated and can be hundreds of times slower than fp32)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return bool(info.get("cpu_bf16_flags"))
+
+
+def precision_bench(device: torch.device, reps: int = 3, step_preset: str | None = None, step_batch: int = 64,
+                    native: bool = True) -> dict[str, Any]:
+    """bf16 vs fp32 for a matmul and a 3x3 conv (forward, plain tensors, no autocast), and, with
+    ``step_preset`` on a device with native bf16, that preset's training step under ``train.precision``
+    fp32 and bf16; each pair timed alternately (``alternating_times``)."""
     out: dict[str, Any] = {}
     n = 1024
-    for dt in (torch.float32, torch.bfloat16):
-        out[f"matmul{n}_{str(dt)[6:]}"] = matmul_gflops(device, n, reps, dt)
+    mats = {dt: (torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt))
+            for dt in (torch.float32, torch.bfloat16)}
+    t = alternating_times({str(dt)[6:]: (lambda a=a, b=b: a @ b) for dt, (a, b) in mats.items()}, reps, device)
+    for name, sec in t.items():
+        out[f"matmul{n}_{name}"] = {"n": n, "dtype": name, "seconds": sec, "gflops": 2 * n ** 3 / sec / 1e9}
     x = torch.randn(16, 64, 32, 32, device=device)
     w = torch.randn(64, 64, 3, 3, device=device)
     conv_flops = 2 * 16 * 64 * 64 * 9 * 32 * 32
-    for dt in (torch.float32, torch.bfloat16):
-        xd, wd = x.to(dt), w.to(dt)
-        t = time_call(lambda: F.conv2d(xd, wd, padding=1), reps, device)
-        out[f"conv3x3_{str(dt)[6:]}"] = {"shape": "x 16x64x32x32, w 64x64x3x3", "seconds": t,
-                                         "gflops": conv_flops / t / 1e9}
+    convs = {str(dt)[6:]: (lambda xd=x.to(dt), wd=w.to(dt): F.conv2d(xd, wd, padding=1))
+             for dt in (torch.float32, torch.bfloat16)}
+    for name, sec in alternating_times(convs, reps, device).items():
+        out[f"conv3x3_{name}"] = {"shape": "x 16x64x32x32, w 64x64x3x3", "seconds": sec,
+                                  "gflops": conv_flops / sec / 1e9}
     out["matmul_bf16_slowdown"] = out[f"matmul{n}_float32"]["gflops"] / out[f"matmul{n}_bfloat16"]["gflops"]
     out["conv_bf16_slowdown"] = out["conv3x3_float32"]["gflops"] / out["conv3x3_bfloat16"]["gflops"]
+    if step_preset is not None:
+        if not native:
+            out["train_step"] = {"preset": step_preset, "not_measured": "no native bf16 on this device: the bf16 step "
+                                 "would be emulated (see conv_bf16_slowdown)"}
+            return out
+        with tempfile.TemporaryDirectory() as tmp:
+            trainers = {p: synthetic_trainer(step_preset, step_batch, device, Path(tmp) / p, [f"train.precision={p}"])
+                        for p in ("fp32", "bf16")}
+            t = alternating_times({p: tr.train_step for p, tr in trainers.items()}, reps, device)
+            for tr in trainers.values():
+                if tr.logger is not None:
+                    tr.logger.close()
+        out["train_step"] = {"preset": step_preset, "batch": step_batch,
+                             **{f"{p}_images_per_s": step_batch / sec for p, sec in t.items()},
+                             "bf16_speedup": t["fp32"] / t["bf16"]}
     return out
 
 
@@ -306,18 +362,23 @@ def _synthetic_data(resolution: int, channels: int, classes: int, n: int) -> Ima
                      [str(i) for i in range(classes)], images, torch.arange(n) % classes)
 
 
-def train_step_bench(preset_name: str, batch: int, device: torch.device, reps: int = 3,
-                     overrides: list[str] | None = None) -> dict[str, Any]:
-    """One full training step (D step + G step + EMA) of ``preset_name`` at ``batch``."""
+def synthetic_trainer(preset_name: str, batch: int, device: torch.device, run_dir: Path,
+                      overrides: list[str] | None = None) -> Trainer:
+    """A Trainer of ``preset_name`` at ``batch`` on synthetic images shaped like the preset's data (an
+    image folder as 3 channels, 1000 classes), writing into ``run_dir``."""
     cfg = load_config(preset_name, None, [f"train.batch_size={batch}", f"train.device={device}",
                                           "train.log_every=1000000", *(overrides or [])])
     spec = dataset_spec(cfg.data.dataset)
-    # synthetic images shaped like the preset's data: an image folder as 3 channels, 1000 classes
-    channels = spec.channels or 3
-    classes = spec.num_classes or 1000
-    data = _synthetic_data(cfg.model.resolution, channels, classes, max(2 * batch, 16))
+    data = _synthetic_data(cfg.model.resolution, spec.channels or 3, spec.num_classes or 1000, max(2 * batch, 16))
+    return Trainer(cfg, run_dir, data, progress=False)
+
+
+def train_step_bench(preset_name: str, batch: int, device: torch.device, reps: int = 3,
+                     overrides: list[str] | None = None) -> dict[str, Any]:
+    """One full training step (D step + G step + EMA) of ``preset_name`` at ``batch``."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tmp), data, progress=False)
+        trainer = synthetic_trainer(preset_name, batch, device, Path(tmp), overrides)
+        cfg = trainer.cfg
         trainer.train_step()  # warm-up
         with FlopCounterMode(display=False) as counter:
             trainer.train_step()
@@ -434,7 +495,7 @@ def run_benchmarks(device: str = "auto", only: Iterable[str] | None = None, size
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
-    only = set(only) if only else set(SECTIONS) - ({"data"} if data_root is None else set())
+    only = set(only) if only else (set(SECTIONS) - set(DEFAULT_OFF)) | ({"data"} if data_root is not None else set())
     sizes = tuple(sizes)
     result: dict[str, Any] = {"machine": machine_info(dev), "notes": note or "",
                               "malloc_thresholds_pinned": False,
@@ -444,10 +505,31 @@ def run_benchmarks(device: str = "auto", only: Iterable[str] | None = None, size
         result["matmul_fp32"] = matmul_gflops(dev, reps=reps + 2)
         log(f"fp32 matmul 2048^3: {result['matmul_fp32']['gflops']:.1f} GFLOP/s")
     if "precision" in only:
-        result["precision"] = precision_bench(dev, reps)
+        step_preset = next(iter(presets), None)
+        result["precision"] = precision_bench(dev, reps, step_preset, train_batch or CPU_TRAIN_BATCH.get(step_preset, 64)
+                                              if dev.type == "cpu" else train_batch or 64,
+                                              native_bf16(result["machine"], dev))
         p = result["precision"]
-        log(f"bf16 vs fp32 (time ratio, fp32 = 1): matmul {p['matmul_bf16_slowdown']:.2f}, "
+        log(f"bf16 vs fp32 (time ratio, fp32 = 1; timed alternately): matmul {p['matmul_bf16_slowdown']:.2f}, "
             f"conv3x3 {p['conv_bf16_slowdown']:.2f} (< 1: bf16 faster)")
+        step = p.get("train_step", {})
+        if "bf16_speedup" in step:
+            log(f"training step {step['preset']} batch {step['batch']}: fp32 {step['fp32_images_per_s']:.1f} img/s, "
+                f"bf16 {step['bf16_images_per_s']:.1f} img/s: bf16 {step['bf16_speedup']:.2f}x")
+        elif step:
+            log(f"training step {step['preset']} in bf16: not measured ({step['not_measured']})")
+    if "profile" in only:
+        from sagan.bench.profile import step_profile
+
+        result["profile"] = []
+        for name in presets:
+            batch = train_batch or (CPU_TRAIN_BATCH[name] if dev.type == "cpu" else load_config(name).train.batch_size)
+            precisions = ["fp32", "bf16"] if native_bf16(result["machine"], dev) else ["fp32"]
+            for precision in precisions:
+                row = step_profile(name, batch, dev, precision, overrides=list(overrides))
+                result["profile"].append(row)
+                shares = ", ".join(f"{c['name']} {c['share']:.0%}" for c in row["categories"][:6])
+                log(f"profile {name} batch {batch} {precision}: {row['ms_per_step']:.0f} ms/step profiled; {shares}")
     if "train" in only:
         result["train"] = []
         for name in presets:

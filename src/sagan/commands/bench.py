@@ -96,8 +96,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark attention, training steps, sampling and precision; write JSON",
                        description="Benchmarks that print tables and write JSON (render it with benchmarks/render.py).")
-    p.add_argument("--only", help="comma-separated subset of: matmul,precision,attention,train,data (default all; "
-                                  "data only with --data)")
+    p.add_argument("--only", help="comma-separated subset of: matmul,precision,attention,train,data,profile (default "
+                                  "all but profile; data only with --data). profile: torch.profiler's breakdown of "
+                                  "the training step by kind of op, per --presets")
     p.add_argument("--data", metavar="PATH",
                    help="an image folder: also measure the data path alone (images/s of decoding and batching, "
                         "0 and 2 loader workers) next to the training step, per --presets (e.g. imagefolder64)")
