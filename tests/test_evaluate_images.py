@@ -170,6 +170,17 @@ def test_a_file_that_is_no_npz_and_model_options_on_images_are_one_line(sample_f
     assert rc == 2 and "--metrics ifid: the reference has fewer than 2 images" in err and err.count("\n") == 1
 
 
+def test_an_empty_class_folder_is_no_class(sample_folder, tmp_path, capsys):
+    """A class folder without images (here one sorted last) is left out of the per-class numbers."""
+    import shutil
+    folder = shutil.copytree(sample_folder, tmp_path / "samples")
+    (folder / "zz_empty").mkdir()
+    rc, out, err = _evaluate(capsys, folder, "--num-real", NUM_REAL, "--metrics", "ifid", "--out", tmp_path / "r")
+    assert rc == 0, err
+    rec = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
+    assert len(rec["per_class"]) == 10 and "zz_empty" not in {r["class"] for r in rec["per_class"]}
+
+
 def test_a_model_against_another_folder_and_the_class_names_it_shares(tiny_run, tiny_folder, tmp_path, capsys):
     """--reference FOLDER: the tiny run's classes (class_0, class_1) are matched by name with the folder's."""
     rc, out, err = _evaluate(capsys, tiny_run, "--reference", tiny_folder, "--features", "fmnist", "-n", "20",

@@ -117,7 +117,7 @@ def per_class_rows(results: dict, plan: ClassPlan, names: list[str], features: s
     rows = []
     for c in range(count):
         row: dict = {"class": names[c] if c < len(names) else str(c)}
-        a = accuracy.get(int(plan.accuracy[c])) if plan.accuracy is not None else None
+        a = accuracy.get(int(plan.accuracy[c])) if plan.accuracy is not None else None  # None for -1: no images
         f = fids.get(int(plan.ifid[c])) if plan.ifid is not None else None
         if f is not None:
             row.update(num_generated=f["num_generated"], num_real=f["num_real"],
@@ -209,7 +209,7 @@ class ClassPlan:
         if self.ifid is None:
             return
         counts = torch.bincount(reference_labels(reference), minlength=len(self.reference_names))
-        few = [self.reference_names[int(c)] for c in self.ifid.unique() if counts[c] < MIN_PER_CLASS]
+        few = [self.reference_names[int(c)] for c in self.ifid.unique() if c >= 0 and counts[c] < MIN_PER_CLASS]
         if few:
             problem = (f"the reference has fewer than {MIN_PER_CLASS} images of class(es) {', '.join(few)} "
                        "(a larger --num-real)")
@@ -226,22 +226,23 @@ class ClassPlan:
                 None if self.ifid is None else self.ifid[labels])
 
 
-def class_lookup(names: list[str], count: int, target: list[str], what: str) -> torch.Tensor:
+def class_lookup(names: list[str], counts: list[int], target: list[str], what: str) -> torch.Tensor:
     """Sample class i -> the index of the same class in ``target`` (names matched as ``--class`` matches
-    them: case, punctuation and sample's ``NN_`` prefix ignored; bare indices when ``names`` is empty).
-    UsageError naming the first class that has no match."""
+    them: case, punctuation and sample's ``NN_`` prefix ignored; bare indices when ``names`` is empty);
+    -1 for a class with no images (``counts``: images per class). UsageError naming the first class
+    that has no match."""
     if not names:
-        if count > len(target):
-            raise UsageError(f"the images' labels go up to {count - 1}, and {what} has {len(target)} classes")
-        return torch.arange(count)
+        if len(counts) > len(target):
+            raise UsageError(f"the images' labels go up to {len(counts) - 1}, and {what} has {len(target)} classes")
+        return torch.tensor([c if n else -1 for c, n in enumerate(counts)], dtype=torch.long)
     plain = [re.sub(r"^\d+_(?=.)", "", t) for t in target]  # a folder sagan sample wrote: 03_Dress is Dress
     found = []
-    for n in names:
+    for name, n in zip(names, counts, strict=True):
         try:
-            found.append(resolve_class(n, len(target), plain))
+            found.append(resolve_class(name, len(target), plain) if n else -1)
         except UsageError:
-            raise UsageError(f"{what} has no class {n!r} (its classes: {', '.join(target)})") from None
-    return torch.tensor(found)
+            raise UsageError(f"{what} has no class {name!r} (its classes: {', '.join(target)})") from None
+    return torch.tensor(found, dtype=torch.long)
 
 
 def plan_classes(names: list[str], counts: list[int], features: str, metrics: list[str], explicit: bool,
@@ -260,7 +261,7 @@ def plan_classes(names: list[str], counts: list[int], features: str, metrics: li
         accuracy = features == "fmnist" and (bool(names) or reference.dataset == "fashion_mnist")
     if accuracy:
         try:
-            plan.accuracy = class_lookup(names, len(counts), list(FMNIST_CLASSES), "the Fashion-MNIST classifier")
+            plan.accuracy = class_lookup(names, counts, list(FMNIST_CLASSES), "the Fashion-MNIST classifier")
         except UsageError as e:
             plan.notes.append(f"no class accuracy: {e}")
     if "ifid" not in metrics:
@@ -269,7 +270,7 @@ def plan_classes(names: list[str], counts: list[int], features: str, metrics: li
         plan.reference_names = reference_class_names(reference, resolution)
         if not plan.reference_names:
             raise UsageError("the reference has no classes")
-        plan.ifid = class_lookup(names, len(counts), plan.reference_names, "the reference")
+        plan.ifid = class_lookup(names, counts, plan.reference_names, "the reference")
         few = [names[c] if names else str(c) for c, n in enumerate(counts) if 0 < n < MIN_PER_CLASS]
         if few:
             raise UsageError(f"class(es) {', '.join(few)} have fewer than {MIN_PER_CLASS} images (raise -n)")
@@ -401,7 +402,7 @@ def _evaluate_images(args: argparse.Namespace, metrics: list[str], explicit: boo
     samples = samples.subset(n, args.seed)
     channels = samples.images.shape[1]
     labels = samples.labels
-    counts = [] if labels is None else torch.bincount(labels).tolist()
+    counts = [] if labels is None else torch.bincount(labels, minlength=len(samples.class_names)).tolist()
     data_cfg = _reference_config(args, DataConfig(dataset="fashion_mnist"), channels)
     features = args.features or dataset_spec(data_cfg.dataset).features
     weights, extractor, metrics, notes = _extractor(features, args, metrics, explicit)
