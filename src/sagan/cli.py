@@ -1,12 +1,13 @@
 """The ``sagan`` command: argument parsing, dispatch and where messages go (each command lives in ``sagan.commands``).
 
-Building the parser imports no torch: the command modules import what they compute with inside
-their functions, so ``sagan --help``, ``sagan COMMAND --help`` and ``sagan --version`` answer at once.
+Only the command that runs is imported (``sagan --help`` and ``--version`` import none), and the command
+modules import what they compute with inside their functions, so help and version answer without
+importing torch (``train`` and ``study`` excepted: their options list the presets).
 
 Messages go through :mod:`logging` (the ``sagan`` logger and its children, ``logging.getLogger(__name__)``
 in each module): information to stdout, warnings and errors to stderr, as pip does; ``-q`` keeps only
-warnings and errors, ``-v`` adds debug messages. What a command produces for a reader or a pipe (a
-table of scores, ``sagan study --list``) is printed, whatever the level.
+warnings and errors (and turns the progress bars off), ``-v`` adds debug messages. What a command
+produces for a reader or a pipe (a table of scores, ``sagan study --list``) is printed, whatever the level.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def configure_logging(verbosity: int = 0) -> None:
 def add_verbosity_arguments(p: argparse.ArgumentParser, default=0) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
-                       help="only warnings, errors and the command's results")
+                       help="only warnings, errors and the command's results (no progress bars either)")
     group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
                        help="also debug messages")
 
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     configure_logging(args.verbosity)
+    if args.verbosity < 0 and hasattr(args, "no_progress"):
+        args.no_progress = True
     args.argv = given
     try:
         return int(args.func(args) or 0)
