@@ -30,7 +30,7 @@ from sagan.nn.spectral import DEFAULT_INIT, INIT_SCHEMES
 
 ON_DIVERGENCE = ("rollback", "stop")
 MAX_SEED = 2**31 - 1  # numpy's global seed must stay below 2**32 even with the rank added
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: measured at start (sagan.train.precision)
 FID_FEATURES = ("auto", "fmnist", "inception")
 
 
@@ -132,6 +132,8 @@ class TrainConfig:
     keep_ckpts: int = 3
     sample_classes: int = 10  # rows of the sample grid for conditional models
     device: str = "auto"
+    # fp32, bf16, fp16 (CUDA only), or auto: fp32 or bf16 by a measured probe (sagan.train.precision; it keeps
+    # fp32 until the bf16 quality check has been run). The run's config.yaml stores what auto resolved to.
     precision: str = "fp32"
     deterministic: bool = False
     sync_bn: bool = False  # distributed: G's batch norms use global-batch statistics

@@ -204,6 +204,11 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         + (f"; residual bottlenecks in G at {m.g_resblock}, in D at {m.d_resblock}" if m.g_resblock or m.d_resblock
            else ""))
     cfg.data.diffaugment, augment_note = resolve_policy(cfg.data.diffaugment, cfg.data.dataset, len(data))
+    if cfg.train.precision == "auto":  # measured once per machine and model (cached); stored resolved in config.yaml
+        from sagan.train.precision import resolve_precision
+        cfg.train.precision, why = resolve_precision(cfg, data.num_classes, data.channels,
+                                                     dist_utils.resolve_device(cfg.train.device, dist), world=dist.world)
+        say(f"precision: {why}")
     for note in notes + ([augment_note] if augment_note else []):
         say(f"note: {note}")
     if cfg.train.batch_size > len(data):

@@ -35,6 +35,7 @@ from sagan.train.finetune import InitWeights, freeze_d_blocks, load_init_weights
 from sagan.train.guard import DivergenceGuard, any_rank, describe_problem, log_event
 from sagan.train.logger import ScalarLogger
 from sagan.train.rundir import RunDir, code_version
+from sagan.train.precision import resolve_precision
 from sagan.train.signals import StopRequest
 from sagan.train.step import SAGANStep, StepStats, noise_seed
 from sagan.data.grid import save_grid
@@ -104,6 +105,8 @@ class Trainer:
         self.num_classes, self.channels = data.num_classes, data.channels
         # ``auto`` (the default) becomes a concrete policy for this data; 'sagan train' has done it already.
         cfg.data.diffaugment, _ = resolve_policy(cfg.data.diffaugment, cfg.data.dataset, len(data))
+        if t.precision == "auto":  # 'sagan train' has resolved it already (and said why)
+            t.precision, _ = resolve_precision(cfg, data.num_classes, data.channels, self.device, world=self.dist.world)
         # Identical initial weights on every rank (DDP would broadcast rank 0's to G and D, but
         # not to the EMA copy), then per-rank global streams.
         torch.manual_seed(t.seed)

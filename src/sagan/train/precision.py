@@ -1,0 +1,158 @@
+"""``train.precision=auto``: fp32 or bf16, chosen by measuring this model's training step on this machine.
+
+Rules, in order (``resolve_precision``):
+
+1. an explicit ``train.precision`` (fp32, bf16, fp16) is used as it is;
+2. on a device without native bf16 (a CPU without AVX512-BF16 or AMX, where bf16 is emulated and can be
+   hundreds of times slower; a GPU that does not support it) auto is fp32, and no probe runs;
+3. otherwise a short probe times this config's training step (its model, its batch, synthetic images) in fp32
+   and in bf16, alternately (``PROBE_STEPS`` steps each after one warm-up), and records the ratio in the
+   cache folder, keyed by the CPU (or GPU) model, the torch version and the step's shape, so it runs once;
+4. bf16 is chosen only when it was at least ``MIN_SPEEDUP`` times faster *and* the bf16 quality check
+   allows it (``BF16_QUALITY``: the default run trained in both precisions, 2 seeds each, scored like the
+   studies; docs/benchmarks.md). Until that check has been run, auto stays fp32 and says so.
+
+The start-up line says what was chosen and why, with the measured ratio. The resolved value is what the
+run's config.yaml stores, so a resume trains in the same precision on any machine.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sagan.data.datasets import cache_dir
+from sagan.fileio import atomic_write_text
+from sagan.models import build_models
+from sagan.train import distributed as dist_utils
+from sagan.train.step import SAGANStep
+
+MIN_SPEEDUP = 1.2
+PROBE_STEPS = 3
+PROBE_FILE = "precision-probe.json"
+# The verdict of the bf16 quality check (issue 24, item 4): None until it has been run; then True when
+# bf16's primary endpoint was within the seed spread of fp32's, False when it was worse.
+BF16_QUALITY: bool | None = None
+
+
+def _cpu_fields() -> dict[str, str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model name": platform.processor()}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if ":" in line:
+            key, value = (s.strip() for s in line.split(":", 1))
+            out.setdefault(key, value)
+        elif not line.strip() and out:
+            break  # the first processor is enough
+    return out
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (a CPU with AVX512-BF16 or AMX; a GPU that supports it)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    flags = _cpu_fields().get("flags", "").split()
+    return any(f == "avx512_bf16" or f.startswith("amx") for f in flags)
+
+
+def probe_key(cfg: Any, device: torch.device) -> str:
+    """What the measured ratio depends on: the processor, torch, and the step's shape."""
+    m, t = cfg.model, cfg.train
+    if device.type == "cuda":
+        proc = torch.cuda.get_device_name(device)
+    else:
+        f = _cpu_fields()
+        proc = f"{f.get('model name', '?')} (family {f.get('cpu family', '?')}, model {f.get('model', '?')})"
+    shape = (f"{m.resolution}px g{m.g_ch} d{m.d_ch} attn G{m.g_attn} D{m.d_attn} batch {t.batch_size} "
+             f"threads {torch.get_num_threads()} channels_last {t.channels_last}")
+    return f"{proc} | torch {torch.__version__} | {shape}"
+
+
+def probe_speedup(cfg: Any, num_classes: int, channels: int, device: torch.device,
+                  steps: int = PROBE_STEPS, pair: tuple[str, str] = ("fp32", "bf16")) -> float:
+    """Seconds per step in ``pair[0]`` / seconds per step in ``pair[1]`` (fp32 / bf16) for this config's step
+    on synthetic images (timed alternately, median of ``steps``); ``cfg.data.diffaugment`` resolved already
+    (``resolve_policy``), as 'sagan train' and the Trainer do before they resolve the precision. Leaves torch's
+    global RNG as it was."""
+    batch = cfg.train.batch_size
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        x = torch.rand(batch, channels, cfg.model.resolution, cfg.model.resolution, device=device) * 2 - 1
+        y = torch.randint(0, max(1, num_classes), (batch,), device=device)
+        steppers = []
+        for precision in pair:
+            c = _with_precision(cfg, precision)
+            g, d = build_models(c.model, num_classes, channels)
+            steppers.append(SAGANStep(c, g.to(device), d.to(device), device, dist_utils.DistInfo(),
+                                      lambda: (x, y), num_classes))
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        times: list[list[float]] = [[], []]
+        for step in steppers:  # warm-up
+            step()
+        for _ in range(steps):
+            for i, step in enumerate(steppers):
+                sync()
+                t0 = time.perf_counter()
+                step()
+                sync()
+                times[i].append(time.perf_counter() - t0)
+    return statistics.median(times[0]) / statistics.median(times[1])
+
+
+def _with_precision(cfg: Any, precision: str) -> Any:
+    import copy
+
+    c = copy.deepcopy(cfg)
+    c.train.precision = precision
+    c.train.compile = False
+    return c
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # absent or damaged: measured again and rewritten
+
+
+def resolve_precision(cfg: Any, num_classes: int, channels: int, device: torch.device,
+                      cache: Path | None = None, world: int = 1) -> tuple[str, str]:
+    """(precision, why) for ``cfg.train.precision`` (see the module's rules); ``world``: processes of the run."""
+    asked = cfg.train.precision
+    if asked != "auto":
+        return asked, f"train.precision={asked} (as set)"
+    if world > 1:  # every process must train in the same precision; a per-process probe could disagree
+        return "fp32", "auto: fp32 in a distributed run (no probe: set train.precision=bf16 to use it)"
+    if not native_bf16(device):
+        return "fp32", "auto: fp32, no native bf16 on this device (AVX512-BF16 or AMX), so no probe"
+    path = (cache or cache_dir()) / PROBE_FILE
+    records = _read_cache(path)
+    key = probe_key(cfg, device)
+    ratio = records.get(key, {}).get("bf16_speedup") if isinstance(records.get(key), dict) else None
+    if not isinstance(ratio, (int, float)) or not ratio > 0:
+        ratio = probe_speedup(cfg, num_classes, channels, device)
+        records[key] = {"bf16_speedup": ratio, "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(records, indent=1) + "\n")
+        except OSError:
+            pass  # a read-only cache: measured again next time
+        how = "measured now"
+    else:
+        how = f"measured before, cached in {path}"
+    if ratio < MIN_SPEEDUP:
+        return "fp32", f"auto: fp32, bf16 was {ratio:.2f}x fp32's speed ({how}; bf16 needs {MIN_SPEEDUP}x)"
+    if BF16_QUALITY is not True:
+        verdict = "has not been run" if BF16_QUALITY is None else "found bf16 worse"
+        return "fp32", (f"auto: fp32, bf16 was {ratio:.2f}x faster ({how}) but the bf16 quality check {verdict} "
+                        "(docs/benchmarks.md); set train.precision=bf16 to use it anyway")
+    return "bf16", f"auto: bf16, {ratio:.2f}x fp32's speed ({how}), quality checked"
