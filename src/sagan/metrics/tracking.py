@@ -26,6 +26,7 @@ from sagan.metrics.evaluation import (ReferenceFeatures, class_accuracy_applies,
                                       fidelity_kwargs, gather_features, reference_features, scores_from_features)
 from sagan.metrics.extractors import (FIDELITY_NAMES, INCEPTION_ENV, INCEPTION_FILE, URL_INCEPTION_V3, inception_cache_path,
                                      register_extractors, resolve_inception_weights)
+from sagan.metrics.inception_offline import INSTALL_HINT
 from sagan.metrics.naming import metric_key
 from sagan.metrics.reference import training_reference
 from sagan.train.distributed import DistInfo
@@ -90,8 +91,8 @@ class TrainingFID:
                     raise
                 say(f"note: training-time FID is off: train.fid_features=auto picked Inception features for "
                     f"{cfg.data.dataset}, and the weights file {INCEPTION_FILE} is not here. To turn it on, put "
-                    f"it at {inception_cache_path()} or set {INCEPTION_ENV}=PATH ({URL_INCEPTION_V3}; "
-                    "docs/evaluation.md)")
+                    f"it at {inception_cache_path()} or set {INCEPTION_ENV}=PATH ({URL_INCEPTION_V3}), or "
+                    f"{INSTALL_HINT} to convert the same network's weights offline (docs/evaluation.md)")
                 return None
         return cls(cfg, data, device, features, weights, dist)
 
