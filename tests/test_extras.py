@@ -70,7 +70,8 @@ report = {{"shape": list(images.shape), "sample": main(["sample", "--pretrained"
                                                       "--format", "grid,png", "--out", str(out), "--no-progress"]),
           "pngs": len(list(out.rglob("*.png")))}}
 for command in (["attention", "--pretrained", "fmnist32"], ["report", "--pretrained", "fmnist32"],
-                ["interpolate", "--pretrained", "fmnist32"]):
+                ["interpolate", "--pretrained", "fmnist32"], ["evaluate", "--pretrained", "fmnist32"],
+                ["train", "--steps", "1"]):
     report[command[0]] = main(command)
 try:
     import sagan.metrics.evaluation
@@ -88,12 +89,17 @@ def test_with_only_the_core_a_model_loads_samples_and_an_extra_is_asked_for(tmp_
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["shape"] == [3, 1, 32, 32] and report["sample"] == 0 and report["pngs"] == 4  # grid + 3
-    assert report["attention"] == report["report"] == report["interpolate"] == 2
+    assert report["attention"] == report["report"] == report["interpolate"] == report["evaluate"] == 2
+    assert report["train"] == 2
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("sagan ")]
     assert errors == [f'sagan {c}: error: matplotlib is not installed (it comes with the figures extra); {what} needs '
                       'it: pip install "sagan-torch[figures]"'
                       for c, what in (("attention", "sagan attention"), ("report", "sagan report"),
-                                      ("interpolate", "the GIF of sagan interpolate"))]
+                                      ("interpolate", "the GIF of sagan interpolate"))] + [
+        'sagan evaluate: error: torch-fidelity is not installed (it comes with the eval extra): '
+        'pip install "sagan-torch[eval]"',
+        'sagan train: error: tensorboard is not installed (it comes with the train extra); sagan train needs it: '
+        'pip install "sagan-torch[train]"']
     assert report["import"] == ('MissingExtraError: torch-fidelity is not installed (it comes with the eval extra): '
                                 'pip install "sagan-torch[eval]"')
     assert report["loaded"] == []

@@ -74,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; returns its exit code (documented in docs/robustness.md)."""
     given = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in given if not a.startswith("-")), "")  # the options before it take no value
-    parser = build_parser(command if command in COMMANDS else "")
+    configure_logging()
+    try:
+        parser = build_parser(command if command in COMMANDS else "")
+    except SaganError as e:  # its module needs an extra that is not installed (sagan evaluate without [eval])
+        log.error(f"sagan {command}: {e.user_message()}")
+        return e.exit_code
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed usage and the error (or --help / --version)

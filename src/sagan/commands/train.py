@@ -18,14 +18,13 @@ from sagan.data import load_data
 from sagan.data.augment import resolve_policy
 from sagan.data.datasets import dataset_spec
 from sagan.errors import CheckpointError, UsageError, plural
-from sagan.metrics.tracking import TrainingFID
+from sagan.extras import check_extras
 from sagan.models import count_parameters
 from sagan.train import distributed as dist_utils
 from sagan.train.checkpoint import newest_loadable_checkpoint
 from sagan.train.finetune import InitWeights, check_data_fits, fine_tune_model, read_init_weights
 from sagan.train.run import Trainer
 from sagan.train.rundir import RunDir, acquire_run_lock, default_run_name, new_run_dir, write_run_info
-from sagan.viz.attention import generator_attention_figure
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +149,7 @@ def _main_process_by_env() -> bool:
     return not dist_utils.launched_by_torchrun() or os.environ.get("RANK", "0") == "0"
 
 
-def _lock_run(run_dir: Path, held: contextlib.ExitStack, say=print) -> None:
+def _lock_run(run_dir: Path, held: contextlib.ExitStack, say=log.info) -> None:
     """Hold ``run_dir``'s one-writer lock until the command ends (rank 0 only; RunLockedError when
     another process trains into it). After an elastic restart the killed group may still be exiting."""
     wait = ELASTIC_LOCK_WAIT_S if dist_utils.elastic_restart_count() > 0 else 0.0
@@ -183,6 +182,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    check_extras("train", needed_for="sagan train")  # TensorBoard, training-time FID, the attention figure
+    from sagan.metrics.tracking import TrainingFID
+    from sagan.viz.attention import generator_attention_figure
+
     new_folder: _NewRunFolder | None = None
     notes: list[str] = []
     cfg, init = _train_config(args, notes)  # checks the arguments; on --resume it reads the run's config
