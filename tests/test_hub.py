@@ -17,7 +17,7 @@ from huggingface_hub import ModelCard, constants
 
 from sagan import Generator
 from sagan.cli import main
-from sagan.commands.common import resolve_source
+from sagan.commands.loading import resolve_source
 from sagan.errors import EXIT_USAGE, CheckpointError
 from sagan.models.export import CONFIG_NAME, PRETRAINED_DIR, WEIGHTS_NAME, model_card, read_config
 from sagan.models.hub import download_export, parse_hub_id

@@ -2,7 +2,7 @@
 
 Only the command that runs is imported (``sagan --help`` and ``--version`` import none), and the command
 modules import what they compute with inside their functions, so help and version answer without
-importing torch (``train`` and ``study`` excepted: their options list the presets).
+importing torch (``train`` and ``study`` excepted: their options list the presets; and ``evaluate``).
 
 Messages go through :mod:`logging` (the ``sagan`` logger and its children, ``logging.getLogger(__name__)``
 in each module): information to stdout, warnings and errors to stderr, as pip does; ``-q`` keeps only

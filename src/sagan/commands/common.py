@@ -218,15 +218,3 @@ def parse_truncation(value: float | None) -> float | None:
         raise UsageError(f"--truncation {value}: must be a number >= 0 (0: every image of a class is the "
                          "mean-latent image; larger: more variety; inf: no truncation)")
     return value
-
-
-_LOADING = ("load_from_args", "resolve_source", "HubRun", "intact_checkpoint_hint")
-
-
-def __getattr__(name: str):
-    """Loading the model (``sagan.commands.loading``, which imports torch) is still importable from here, on
-    first use only."""
-    if name in _LOADING:
-        from sagan.commands import loading
-        return getattr(loading, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

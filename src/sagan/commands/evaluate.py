@@ -18,10 +18,12 @@ import torch
 import sagan
 from sagan.commands.common import (MAX_BATCH, MAX_IMAGES, add_device_argument, add_progress_argument,
                                   add_source_arguments, check_memory, check_seed, check_size, check_writable,
-                                  device_from_args, load_from_args, parse_truncation, resolve_class, source_of)
+                                  device_from_args, parse_truncation, resolve_class, source_of)
+from sagan.commands.loading import load_from_args
 from sagan.config import DataConfig
 from sagan.data.datasets import FMNIST_CLASSES, dataset_spec, to_uint8
 from sagan.errors import DataError, MetricsError, UsageError, plural
+from sagan.extras import requires
 from sagan.fileio import atomic_write_text
 from sagan.metrics.classifier import WEIGHTS_FILE, classifier_info, load_classifier, weights_digest
 from sagan.metrics.evaluation import (METRICS, class_accuracy_applies, compute_metrics, extract_features,
@@ -440,7 +442,8 @@ def _evaluate_images(args: argparse.Namespace, metrics: list[str], explicit: boo
 def _record(results: dict, features: str, extractor: dict, reference, args: argparse.Namespace, plan: ClassPlan,
             seconds: float, device, processes: int, **source) -> dict:
     """The JSON record of one evaluation; ``source``: ``model`` (with seed, truncation) or ``samples``."""
-    import torch_fidelity
+    with requires("eval"):
+        import torch_fidelity
 
     skip = ("num_fake", "num_real", "kid_subset_size", "per_class_accuracy", "per_class_fid")
     record = {
@@ -479,6 +482,7 @@ def _write(out: Path, record: dict, results: dict, features: str, args: argparse
     ref = f" vs {results['num_real']} real ({args.split})" if "num_real" in results else ""
     per_class = per_class_table(record.get("per_class", []), features)
     fid_note = f" (FID on {features_title(features)})" if "ifid" in results else ""
+    # the result, the table of scores: printed whatever -q says (messages go through logging)
     print(f"{results['num_fake']} generated{ref}, {features_title(features)}, {seconds:.0f}s:\n"
           f"{metrics_table(results, features)}"
           + (f"\nper class{fid_note}:\n{per_class}" if per_class else ""))

@@ -15,23 +15,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 import sagan
 from sagan.commands.common import (MAX_BATCH, MAX_IMAGES, add_device_argument, add_progress_argument,
                                    add_source_arguments, check_memory, check_seed, check_size, check_writable,
                                    partial_write_error,
-                                   compact_seeds, device_from_args, load_from_args, parse_seeds,
+                                   compact_seeds, device_from_args, parse_seeds,
                                    parse_truncation, resolve_classes)
-from sagan.data.datasets import to_uint8
-from sagan.data.grid import save_grid
 from sagan.errors import UsageError, plural
 from sagan.fileio import atomic_path, atomic_write, atomic_write_text
-from sagan.train.runs import LoadedRun, generate, image_classes, to_pil
+
+if TYPE_CHECKING:
+    import torch
+
+    from sagan.train.runs import LoadedRun
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("grid", "npz", "png")
 FORMAT_ALIASES = {"both": ("grid", "npz")}  # the former default's name
@@ -116,6 +119,10 @@ def checked_out_dir(out: Path, folders: list[str]) -> Path:
 # --------------------------------------------------------------------------- writing
 
 def write_npz(path: Path, images: torch.Tensor, labels: torch.Tensor | None, seeds: list[int] | None) -> Path:
+    import numpy as np
+
+    from sagan.data.datasets import to_uint8
+
     arrays = {"images": to_uint8(images).permute(0, 2, 3, 1).numpy(),
               "labels": labels.numpy() if labels is not None else np.zeros(0)}
     if seeds is not None:
@@ -130,6 +137,10 @@ def write_npz(path: Path, images: torch.Tensor, labels: torch.Tensor | None, see
 
 def write_grid(path: Path, images: torch.Tensor, labels: torch.Tensor | None) -> Path:
     """One row per class when every class has as many images; else rows of 8."""
+    import torch
+
+    from sagan.data.grid import save_grid
+
     n = len(images)
     n_distinct = len(set(labels.tolist())) if labels is not None else 0
     if n_distinct > 1 and n % n_distinct == 0:
@@ -141,6 +152,8 @@ def write_pngs(out: Path, images: torch.Tensor, labels: torch.Tensor | None, see
                folders: dict[int, str], done: list[tuple[Path, bool]] | None = None) -> int:
     """One PNG per image, in its class folder (unconditional: directly in ``out``); grayscale stays
     one channel. Returns the number written; ``done`` gets (path, existed before) for each as it is written."""
+    from sagan.train.runs import to_pil
+
     pil = to_pil(images)
     for i, img in enumerate(pil):
         folder = out / folders[int(labels[i])] if labels is not None else out
@@ -211,6 +224,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out}: is a file; give a folder to write the samples into")
 
+    from sagan.commands.loading import load_from_args
+    from sagan.train.runs import generate, image_classes
+
     run = load_from_args(args, device)
     res = run.G.resolution  # the images are held in memory (float, then uint8) until they are written
     check_memory(num * (run.channels * res * res * 10 + run.G.z_dim * 4), f"{num} images of {res}x{res} px",
@@ -220,7 +236,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     folders = ({c: class_folder_name(c, run.num_classes, run.class_names) for c in sorted(set(labels.tolist()))}
                if labels is not None and "png" in formats else {})
     out = checked_out_dir(Path(args.out) if args.out else run.output_base / "samples_out", list(folders.values()))
-    print(f"sampling {plural(num, 'image')} from {run.describe()}")
+    log.info(f"sampling {plural(num, 'image')} from {run.describe()}")
 
     images, labels = generate(run.G, num if seeds is None else None, classes, seed, batch_size, device,
                               progress=not args.no_progress, truncation=truncation, seeds=seeds)
@@ -265,5 +281,5 @@ def cmd_sample(args: argparse.Namespace) -> int:
     parts = [str(out / n) for k, n in written.items() if k != "png"]
     if "png" in written:
         parts.append(f"{plural(written['png'], 'PNG')} under {out}")
-    print(f"wrote {', '.join(parts)} and {INFO_NAME}")
+    log.info(f"wrote {', '.join(parts)} and {INFO_NAME}")
     return 0
