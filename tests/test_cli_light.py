@@ -30,7 +30,7 @@ print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 
 
 def imported_by(*argv: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120, check=False)
     return json.loads(r.stderr.strip().splitlines()[-1])
 
 

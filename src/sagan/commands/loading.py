@@ -51,7 +51,7 @@ class HubRun(LoadedRun):
     hub_id: str = ""
 
     @classmethod
-    def of(cls, run: LoadedRun, hub_id: str) -> "HubRun":
+    def of(cls, run: LoadedRun, hub_id: str) -> HubRun:
         return cls(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)}, hub_id=hub_id)
 
     @property
