@@ -112,7 +112,7 @@ def test_only_broken_files_is_a_clear_error(tmp_path, capsys):
     root.mkdir(parents=True)
     (root / "a.png").write_bytes(b"")
     (root / "b.jpg").write_text("nope")
-    with pytest.raises(DataError, match="no readable images .* all 2 file"):
+    with pytest.raises(DataError, match="no readable images .* 2 files, all skipped"):
         load_image_folder(DataConfig(dataset="image_folder", root=str(tmp_path / "data")), 32)
     rc = main(["train", *TINY_TRAIN_ARGS, "--data", str(tmp_path / "data"), "--steps", "2", "--out", str(tmp_path / "runs")])
     err = capsys.readouterr().err
