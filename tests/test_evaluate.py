@@ -176,6 +176,10 @@ def test_training_fid_off_when_it_would_never_run_or_inception_is_not_local(tiny
     monkeypatch.setenv(INCEPTION_ENV, "")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr("sagan.metrics.inception_offline.fid_helper_model_file", lambda: None)  # nor the offline extra
+    # ... nor converted weights from it: replaced in the namespace the tracker's lookup really uses (in the full
+    # suite, and only there, the lookup found converted weights despite the line above; cause not found yet)
+    import sagan.metrics.tracking as tracking
+    monkeypatch.setitem(tracking.resolve_inception_weights.__globals__, "offline_inception_weights", lambda: None)
     cfg = load_config("fmnist32", overrides=["data.dataset=image_folder", f"data.root={tiny_folder}",
                                              "train.steps=10", "train.fid_every=5"])
     data = load_data(cfg.data, 32, True)
