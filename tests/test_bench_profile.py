@@ -54,7 +54,7 @@ def test_alternating_times_calls_each_in_turn():
 def test_machine_info_names_family_model_and_flags():
     info = machine_info(torch.device("cpu"))
     assert info["cpu_family"] is not None and info["cpu_model"] is not None and isinstance(info["cpu_flags"], list)
-    assert native_bf16(info, torch.device("cpu")) == bool(info["cpu_bf16_flags"])
+    assert native_bf16(torch.device("cpu")) == bool(info["cpu_bf16_flags"])
 
 
 def test_bench_profile_through_the_cli(tmp_path, capsys):

@@ -53,6 +53,7 @@ from sagan.data.stream import BatchStream
 from sagan.models import count_parameters
 from sagan.nn.attention import SelfAttention2d, double_backward_mode
 from sagan.train.distributed import resolve_device
+from sagan.train.precision import native_bf16
 from sagan.train.run import Trainer
 
 METHOD = __doc__.split("Method", 1)[1].strip()  # written into the JSON
@@ -207,14 +208,6 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 5, dtype=torc
     b = torch.randn(n, n, device=device, dtype=dtype)
     t = time_call(lambda: a @ b, reps, device)
     return {"n": n, "dtype": str(dtype).replace("torch.", ""), "seconds": t, "gflops": 2 * n ** 3 / t / 1e9}
-
-
-def native_bf16(info: dict[str, Any], device: torch.device) -> bool:
-    """Whether the device computes bf16 natively: a GPU that supports it, or a CPU with AVX512-BF16 or AMX
-    (elsewhere bf16 is emulated and can be hundreds of times slower than fp32)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return bool(info.get("cpu_bf16_flags"))
 
 
 def precision_bench(device: torch.device, reps: int = 3, step_preset: str | None = None, step_batch: int = 64,
@@ -508,7 +501,7 @@ def run_benchmarks(device: str = "auto", only: Iterable[str] | None = None, size
         step_preset = next(iter(presets), None)
         result["precision"] = precision_bench(dev, reps, step_preset, train_batch or CPU_TRAIN_BATCH.get(step_preset, 64)
                                               if dev.type == "cpu" else train_batch or 64,
-                                              native_bf16(result["machine"], dev))
+                                              native_bf16(dev))
         p = result["precision"]
         log(f"bf16 vs fp32 (time ratio, fp32 = 1; timed alternately): matmul {p['matmul_bf16_slowdown']:.2f}, "
             f"conv3x3 {p['conv_bf16_slowdown']:.2f} (< 1: bf16 faster)")
@@ -524,7 +517,7 @@ def run_benchmarks(device: str = "auto", only: Iterable[str] | None = None, size
         result["profile"] = []
         for name in presets:
             batch = train_batch or (CPU_TRAIN_BATCH[name] if dev.type == "cpu" else load_config(name).train.batch_size)
-            precisions = ["fp32", "bf16"] if native_bf16(result["machine"], dev) else ["fp32"]
+            precisions = ["fp32", "bf16"] if native_bf16(dev) else ["fp32"]
             for precision in precisions:
                 row = step_profile(name, batch, dev, precision, overrides=list(overrides))
                 result["profile"].append(row)
