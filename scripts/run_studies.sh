@@ -9,8 +9,14 @@
 #   machine starts from them (they are copied back into the study folder first);
 # - SIGTERM pauses it (the runs checkpoint); run it again to continue. It runs at the lowest priority.
 # Usage: bash scripts/run_studies.sh [STUDIES_DIR] (default /work/studies)
+# The code that runs is the checkout this script is in (its src/ first on PYTHONPATH), so a study can
+# run for days from a checkout of its own (git worktree) while the main one changes; the results are
+# committed into SAGAN_RESULTS_REPO (default: this checkout).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+here="$(cd "$(dirname "$0")/.." && pwd)"
+export PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}"
+results="${SAGAN_RESULTS_REPO:-$here}"
+cd "$results"
 out="${1:-/work/studies}"
 mkdir -p "$out"
 common=(--seeds 4 --steps 4000 --fid-samples 10000 --endpoint-evals 3 --features fmnist
@@ -25,10 +31,10 @@ run() {  # NAME STUDY ARGS...: resume from docs/studies/NAME when this machine h
   trap 'kill -TERM $pid 2>/dev/null; wait $pid; exit 143' TERM INT
   while kill -0 $pid 2>/dev/null; do
     sleep 120
-    python scripts/sync_study.py "$out/$name" "docs/studies/$name" --commit || true  # the index may be busy
+    python "$here/scripts/sync_study.py" "$out/$name" "docs/studies/$name" --commit || true  # the index may be busy
   done
   wait $pid
-  python scripts/sync_study.py "$out/$name" "docs/studies/$name" --commit
+  python "$here/scripts/sync_study.py" "$out/$name" "docs/studies/$name" --commit
 }
 
 run attention-fmnist32-paired attention --arms none,attn8,attn16,res16
