@@ -20,11 +20,11 @@ import torch
 
 from sagan.config import load_config
 from sagan.data import load_data
+from sagan.distributed import resolve_device
 from sagan.metrics.tracking import TrainingFID
 from sagan.models import build_models
 from sagan.models.standing import standing_statistics
-from sagan.train.distributed import resolve_device
-from sagan.train.runs import load_run
+from sagan.sampling import load_run
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from sagan.config import config_from_dict
 from sagan.data.grid import save_grid
 from sagan.models import Generator
 from sagan.models.export import export_info
-from sagan.train.run import fixed_sample_inputs
+from sagan.train.trainer import fixed_sample_inputs
 from sagan.viz.attention import generator_attention_figure
 
 

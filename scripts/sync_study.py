@@ -19,10 +19,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sagan.runs.folder import RunDir
 from sagan.study.arms import SPEC_FILE, read_spec
-from sagan.study.results import CURVES_PNG, D_SCORES_PNG, GAMMA_PNG, RESULTS_JSON, RESULTS_MD
+from sagan.study.results import (
+    CURVES_PNG,
+    D_SCORES_PNG,
+    GAMMA_PNG,
+    RESULTS_JSON,
+    RESULTS_MD,
+)
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
-from sagan.train.rundir import RunDir
 
 
 def _copy(src: Path, dst: Path) -> bool:

@@ -152,7 +152,7 @@ import os
 _at, _fd = os.environ.pop("SAGAN_TEST_PAUSE_AT_STEP", None), os.environ.pop("SAGAN_TEST_PAUSE_FD", None)
 if _at is not None and _fd is not None:
     import time
-    from sagan.train.run import Trainer
+    from sagan.train.trainer import Trainer
     _real, _at, _fd, _pid, _fired = Trainer.train_step, int(_at), int(_fd), os.getpid(), []
 
     def _paused_train_step(self):

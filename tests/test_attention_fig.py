@@ -11,9 +11,8 @@ from PIL import Image
 
 from sagan.cli import main
 from sagan.nn.attention import SelfAttention2d
-from sagan.train.runs import load_run
+from sagan.sampling import load_run
 from sagan.viz import attention as A
-
 
 # --------------------------------------------------------------------------- index maths
 
@@ -207,7 +206,7 @@ def test_attention_command_on_an_exported_folder(exported, tmp_path, capsys):
 def test_attention_command_on_a_shipped_model_writes_to_the_working_directory(exported, tmp_path, monkeypatch,
                                                                                capsys):
     import sagan.models.export as export_mod
-    import sagan.train.runs as runs_mod
+    import sagan.sampling as runs_mod
     shipped = tmp_path / "package_data"
     shutil.copytree(exported, shipped / "tinyshipped")
     monkeypatch.setattr(export_mod, "PRETRAINED_DIR", shipped)

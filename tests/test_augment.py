@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from sagan.config import load_config
-from sagan.data.augment import (NUMBERS, OPS, color, cutout, diff_augment, random_hflip,
-                                 resolve_policy, translation)
+from sagan.data.augment import (
+    NUMBERS,
+    OPS,
+    color,
+    cutout,
+    diff_augment,
+    random_hflip,
+    resolve_policy,
+    translation,
+)
 from sagan.errors import ConfigError
 
 
@@ -100,8 +108,8 @@ def test_hflip_flips_the_images_drawn_below_one_half():
 def test_the_generator_learns_through_the_augmentation():
     """With DiffAugment on, G's loss depends on G through the augmented images: G gets gradients,
     and they differ from those without augmentation (same weights, same noise)."""
+    from sagan import distributed as dist_utils
     from sagan.models import build_models
-    from sagan.train import distributed as dist_utils
     from sagan.train.step import SAGANStep
 
     grads = {}

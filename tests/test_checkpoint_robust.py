@@ -11,15 +11,21 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_TRAIN_ARGS
+
 from sagan.cli import main
-from sagan.train import checkpoint as ckpt_mod
-from sagan.train.checkpoint import (FORMAT_VERSION, CheckpointError, CheckpointWriteError, atomic_save,
-                                    list_checkpoints, load_checkpoint, remove_stale_temp_files, save_checkpoint)
 from sagan.errors import EXIT_CHECKPOINT_WRITE, EXIT_USAGE
-
-
+from sagan.runs.checkpoints import (
+    FORMAT_VERSION,
+    CheckpointError,
+    CheckpointWriteError,
+    atomic_save,
+    list_checkpoints,
+    load_checkpoint,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
+from sagan.runs import checkpoints as ckpt_mod
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TINY_TRAIN_ARGS, make_image_folder
 from PIL import Image
 
-from conftest import TINY_TRAIN_ARGS, make_image_folder
 from sagan.cli import main
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint
+from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
 
 
 def test_train_writes_a_complete_run_directory(tiny_run):
@@ -165,7 +165,7 @@ def test_every_command_shares_the_common_flags():
 
 
 def test_train_device_flag_is_the_config_key(tiny_folder, tmp_path):
-    from sagan.commands.train import _train_config
     from sagan.cli import build_parser
+    from sagan.commands.train import _train_config
     args = build_parser().parse_args(["train", "--device", "cpu", "--data", str(tiny_folder)])
     assert _train_config(args)[0].train.device == "cpu"

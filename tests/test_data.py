@@ -11,7 +11,7 @@ import torch
 from sagan.config import DataConfig
 from sagan.data import BatchStream, load_data
 from sagan.data.datasets import DEBIAN_FMNIST
-from sagan.train.signals import StopRequest
+from sagan.signals import StopRequest
 
 
 @pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(), reason="needs the Debian dataset-fashion-mnist package "

@@ -86,7 +86,7 @@ def _snapshot(trainer) -> dict:
 def _run_steps(dist, config: str, run_dir: Path, steps: int) -> dict:
     """``steps`` training steps in float64 (the caller sets the default dtype and one thread)."""
     from sagan.metrics.tracking import TrainingFID
-    from sagan.train.run import Trainer
+    from sagan.train.trainer import Trainer
     assert torch.get_default_dtype() == torch.float64 and torch.get_num_threads() == 1
     cfg, data = _tiny_config(*CONFIGS[config]), _tiny_data()
     fid = TrainingFID(cfg, data, torch.device("cpu"), dist=dist)  # what `sagan train` passes in
@@ -109,7 +109,7 @@ def _run_steps(dist, config: str, run_dir: Path, steps: int) -> dict:
 
 def _worker_main(out: str) -> None:
     """One rank of the 2-process trainer test (environment as torchrun sets it)."""
-    from sagan.train import distributed as dist_utils
+    from sagan import distributed as dist_utils
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
     dist = dist_utils.init_from_env("cpu")
@@ -197,7 +197,7 @@ def float64_one_thread():
 
 @pytest.fixture(scope="module")
 def one_rank_results(tmp_path_factory) -> dict:
-    from sagan.train.distributed import DistInfo
+    from sagan.distributed import DistInfo
     with _as_the_workers_run():
         return {c: _run_steps(DistInfo(), c, tmp_path_factory.mktemp("one") / c, 1) for c in ("plain", "gp")}
 
@@ -246,8 +246,8 @@ def test_training_fid_sampled_in_shards_equals_one_process(two_rank_results, flo
     so its float32 features are the same and the float64 statistics too, to REL64.
     """
     from sagan.metrics.tracking import TrainingFID
-    from sagan.train.runs import shard_range
     from sagan.models import build_models
+    from sagan.sampling import shard_range
     assert [shard_range(600, 256, r, 2) for r in range(2)] == [(0, 512), (512, 600)]
     assert [shard_range(200, 256, r, 2) for r in range(2)] == [(0, 200), (200, 200)]
     cfg = _tiny_config(True)
@@ -265,7 +265,7 @@ def test_training_fid_sampled_in_shards_equals_one_process(two_rank_results, flo
 
 def test_sync_batchnorm_single_process_is_batchnorm():
     from sagan.models import Generator
-    from sagan.train.distributed import SyncBatchNorm2d, convert_sync_batchnorm
+    from sagan.nn.norm import SyncBatchNorm2d, convert_sync_batchnorm
     torch.manual_seed(0)
     g = Generator(32, 8, 16, 0, 3, [16])  # unconditional: label-ignoring BN takes (x, y)
     ref_state = {k: v.clone() for k, v in g.state_dict().items()}
@@ -280,25 +280,29 @@ def test_sync_batchnorm_single_process_is_batchnorm():
 
 
 def test_elastic_run_lookup(tmp_path, monkeypatch):
-    from sagan.train import distributed as du
+    from sagan.runs import elastic
     for name, rid in (("job", "other"), ("job-2", "abc"), ("job-3", "zzz")):
         (tmp_path / name).mkdir()
-        (tmp_path / name / du.ELASTIC_MARK).write_text(json.dumps({"run_id": rid}))
+        (tmp_path / name / elastic.ELASTIC_MARK).write_text(json.dumps({"run_id": rid}))
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
-    assert du.find_elastic_run(tmp_path, "job") is None  # first attempt: always a new run
+    assert elastic.find_elastic_run(tmp_path, "job") is None  # first attempt: always a new run
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
-    assert du.find_elastic_run(tmp_path, "job") == tmp_path / "job-2"  # this job's, not the older "job"
+    assert elastic.find_elastic_run(tmp_path, "job") == tmp_path / "job-2"  # this job's, not the older "job"
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
-    assert du.find_elastic_run(tmp_path, "job") is None
-    assert du.elastic_run_name("cifar32") is None
+    assert elastic.find_elastic_run(tmp_path, "job") is None
+    assert elastic.elastic_run_name("cifar32") is None
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x/y z")
-    assert du.elastic_run_name("cifar32") == "cifar32-x-y-z"
+    assert elastic.elastic_run_name("cifar32") == "cifar32-x-y-z"
 
 
 def test_duplicate_signal_window_only_under_torchrun_and_overridable(monkeypatch):
     from sagan.config import ConfigError
-    from sagan.train.run import DUPLICATE_SIGNAL_WINDOW, WINDOW_ENV, duplicate_signal_window
+    from sagan.train.trainer import (
+        DUPLICATE_SIGNAL_WINDOW,
+        WINDOW_ENV,
+        duplicate_signal_window,
+    )
     for k in [k for k in os.environ if k.startswith("TORCHELASTIC_")]:
         monkeypatch.delenv(k)
     monkeypatch.setenv(WINDOW_ENV, "30")
@@ -434,7 +438,8 @@ def test_torchrun_sigterm_to_every_process_checkpoints(tmp_path, tiny_folder):
     Each worker thus sees SIGTERM twice within milliseconds; that is one stop request (not the
     "second signal aborts" case): the ranks agree on a step, rank 0 writes its checkpoint."""
     from conftest import TINY_TRAIN_ARGS
-    from sagan.train.checkpoint import load_checkpoint
+
+    from sagan.runs.checkpoints import load_checkpoint
     out = (tmp_path / "runs").resolve()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "sagan", "train", *TINY_TRAIN_ARGS, "--set", "train.sample_every=100000",

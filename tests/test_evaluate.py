@@ -98,7 +98,7 @@ def test_evaluate_without_inception_weights_fails_before_sampling(tiny_run, tmp_
 
     def must_not_sample(*a, **k):
         raise AssertionError("sampling started before the Inception weights were found")
-    monkeypatch.setattr("sagan.train.runs.generate", must_not_sample)
+    monkeypatch.setattr("sagan.sampling.generate", must_not_sample)
     # an image-folder run defaults to Inception features
     assert main(["evaluate", str(tiny_run), "-n", "100", "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -119,8 +119,8 @@ def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
     from sagan.config import load_config
     from sagan.data import load_data
     from sagan.metrics.tracking import TrainingFID
-    from sagan.train.run import Trainer
-    from sagan.train.runs import load_run
+    from sagan.sampling import load_run
+    from sagan.train.trainer import Trainer
 
     cfg = load_config("fmnist32", overrides=["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.steps=4",
                                              "train.fid_every=2", "train.fid_samples=64", "train.log_every=2",

@@ -12,8 +12,8 @@ from sagan import Generator, load_run
 from sagan.cli import main
 from sagan.errors import CheckpointError
 from sagan.models.export import CONFIG_NAME, WEIGHTS_NAME, export_info
-from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint, save_best
-from sagan.train.runs import generate
+from sagan.runs.checkpoints import load_checkpoint, resolve_checkpoint, save_best
+from sagan.sampling import generate
 
 
 @pytest.fixture(scope="module")

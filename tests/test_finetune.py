@@ -12,16 +12,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import TINY_TRAIN_ARGS, make_image_folder
+
 from sagan.cli import main
 from sagan.config import config_from_dict, load_config
 from sagan.errors import ConfigError
 from sagan.models import build_models
 from sagan.models.export import WEIGHTS_NAME
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
-from sagan.train.finetune import class_tables, fine_tune_model, load_init_weights, read_init_weights
-from sagan.train.run import Trainer
+from sagan.runs.checkpoints import list_checkpoints, load_checkpoint, resolve_checkpoint
+from sagan.train.finetune import (
+    class_tables,
+    fine_tune_model,
+    load_init_weights,
+    read_init_weights,
+)
+from sagan.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ from conftest import TINY_TRAIN_ARGS, make_image_folder
 from sagan.cli import main
 from sagan.config import DataConfig
 from sagan.data import load_data
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint
+from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
 
 
 def _flatten(folder: Path, out: Path) -> Path:
@@ -114,7 +114,8 @@ def test_train_resolution_flag_prints_the_placement(tmp_path, tiny_folder, capsy
     out = capsys.readouterr().out
     assert "model: 32x32, attention in G at [16], in D at [16]" in out
     assert "note: model.resolution=32 (the preset's is 64): placed model.g_attn=[16], model.d_attn=[16]" in out
-    from sagan.config import config_from_dict
     import yaml
+
+    from sagan.config import config_from_dict
     cfg = config_from_dict(yaml.safe_load((tmp_path / "runs" / "r32" / "config.yaml").read_text()))
     assert (cfg.model.resolution, cfg.model.g_attn, cfg.model.d_attn) == (32, [16], [16])

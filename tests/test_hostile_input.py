@@ -25,7 +25,7 @@ from sagan import Generator
 from sagan.cli import main
 from sagan.errors import CheckpointError
 from sagan.models.export import CONFIG_NAME, WEIGHTS_NAME, save_export
-from sagan.train.checkpoint import list_checkpoints
+from sagan.runs.checkpoints import list_checkpoints
 
 # Memory a child may map: importing torch and sagan takes ~3.5 GiB of address space (mostly
 # reserved, not resident); what is left is too little for any of the refused requests.
@@ -226,7 +226,7 @@ def _out_under_a_file(tmp_path: Path) -> Path:
 
 # Where each command's compute is defined: the commands import it when they run (so their --help imports no
 # torch), so it is replaced in its own module.
-COMPUTE = {"sample": ("sagan.train.runs", ["generate"]),
+COMPUTE = {"sample": ("sagan.sampling", ["generate"]),
            "interpolate": ("sagan.viz.interpolation", ["render"]),
            "export": ("sagan.models.export", ["save_export", "write_onnx_export"]),
            "evaluate": ("sagan.commands.evaluate", ["generate"]),
@@ -301,8 +301,9 @@ def test_disk_full_mid_way_through_pngs_leaves_a_record(export_dir, tmp_path, ca
 
 
 def test_disk_full_with_no_room_for_the_record_removes_the_partial_set(export_dir, tmp_path, capsys, monkeypatch):
-    import sagan.commands.common as common
     from PIL import Image
+
+    import sagan.commands.common as common
     out = tmp_path / "out"
     (out / "00_c0").mkdir(parents=True)
     earlier = out / "00_c0" / "mine.png"  # a file the user had there stays

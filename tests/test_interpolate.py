@@ -9,16 +9,25 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN_ARGS
 from PIL import Image
 
-from conftest import TINY_TRAIN_ARGS
 from sagan.cli import main
 from sagan.data.datasets import to_uint8
-from sagan.train.runs import load_run, seed_latents
+from sagan.sampling import load_run, seed_latents
 from sagan.viz import interpolation as interp
-from sagan.viz.interpolation import (animation_pixels, animation_sequence, class_interpolation, class_path,
-                                     default_scale, fractions, lerp, render, seed_interpolation, slerp)
-
+from sagan.viz.interpolation import (
+    animation_pixels,
+    animation_sequence,
+    class_interpolation,
+    class_path,
+    default_scale,
+    fractions,
+    lerp,
+    render,
+    seed_interpolation,
+    slerp,
+)
 
 # --------------------------------------------------------------------------- slerp
 

@@ -11,13 +11,27 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from sagan.config import PRESETS, config_from_dict, load_config, migrate_model_section, preset
+from sagan.config import (
+    PRESETS,
+    config_from_dict,
+    load_config,
+    migrate_model_section,
+    preset,
+)
 from sagan.errors import ConfigError
-from sagan.models import D_ARCH, G_ARCH, Discriminator, Generator, attention_layers, build_models, count_parameters
+from sagan.models import (
+    D_ARCH,
+    G_ARCH,
+    Discriminator,
+    Generator,
+    attention_layers,
+    build_models,
+    count_parameters,
+)
 from sagan.nn.attention import SelfAttention2d
 from sagan.nn.norm import ConditionalBatchNorm2d
 from sagan.nn.spectral import INIT_SCHEMES, sn, spectral_norm_of, sync_spectral_norm
-from sagan.train.checkpoint import architecture_differences
+from sagan.runs.checkpoints import architecture_differences
 
 # Channels each preset's dataset has by default (the model is built for the data).
 PRESET_CHANNELS = {"fmnist32": 1, "cifar32": 3, "imagefolder64": 3, "imagenet128": 3}

@@ -9,7 +9,7 @@ import torch
 from sagan.errors import UsageError
 from sagan.metrics.neighbours import nearest_neighbours
 from sagan.metrics.reference import reference_for
-from sagan.train.runs import load_run
+from sagan.sampling import load_run
 from sagan.viz import neighbours as N
 
 

@@ -352,7 +352,7 @@ def _tiny_data():
 
 def _count_one_step(tmp_path, n_dis: int):
     from sagan.config import load_config
-    from sagan.train.run import Trainer
+    from sagan.train.trainer import Trainer
     cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=4", "train.device=cpu",
                                          "train.log_every=1000", "train.fid_every=0", f"train.n_dis={n_dis}"])
     tr = Trainer(cfg, tmp_path, _tiny_data(), progress=False)

@@ -17,7 +17,6 @@ import torch
 
 from sagan.cli import main
 
-
 # --------------------------------------------------------------------------- helpers
 
 def require_debian_fmnist() -> Path:
@@ -44,7 +43,7 @@ def _tiny_data():
 
 def _tiny_trainer(run_dir: Path):
     from sagan.config import load_config
-    from sagan.train.run import Trainer
+    from sagan.train.trainer import Trainer
     cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.device=cpu",
                                          "train.log_every=1000", "train.fid_every=0", "train.keep_ckpts=5"])
     return Trainer(cfg, run_dir, _tiny_data(), progress=False)
@@ -56,7 +55,7 @@ def test_grad_scaler_state_round_trips_through_a_checkpoint(tmp_path, one_thread
     """fp16 needs CUDA, so the Trainer's two GradScalers are CPU ones here; everything else (the
     scaled backward/step/update in train_step, Trainer.save -> save_checkpoint, Trainer.resume ->
     load_checkpoint with weights_only=True -> load_state_dict) is the real path."""
-    from sagan.train.checkpoint import load_checkpoint
+    from sagan.runs.checkpoints import load_checkpoint
     a = _tiny_trainer(tmp_path / "run")
     a.scalers = (torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_factor=4.0, backoff_factor=0.25,
                                       growth_interval=3),
@@ -105,8 +104,8 @@ def test_sample_no_ema_uses_the_raw_generator(tiny_run, tmp_path, one_thread):
     import shutil
 
     from sagan.config import config_from_dict
-    from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
     from sagan.models import build_models
+    from sagan.runs.checkpoints import load_checkpoint, resolve_checkpoint
 
     # After 4 steps of lr 1e-4 the raw and EMA generators differ by ~2 uint8 levels: too close to
     # tell apart reliably. In a copy of the run, the raw G is replaced by a freshly initialised one
@@ -162,6 +161,7 @@ def random_inception_file(tmp_path):
     loads (a plain state dict). Convolutions get He init so that features vary between images
     (the default init shrinks activations ~1e9-fold over the 90+ layers: near-constant features)."""
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
     from sagan.metrics.extractors import INCEPTION_FILE
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: None)
@@ -191,7 +191,11 @@ def test_evaluate_runs_the_inception_path_end_to_end(tiny_run, tmp_path, monkeyp
     monkeypatch.setenv("SAGAN_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SAGAN_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setattr(tfi.FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", INCEPTION_TEST_SIZE)
-    from sagan.metrics.extractors import FIDELITY_NAMES, FeatureExtractorInceptionV3Safe, register_extractors
+    from sagan.metrics.extractors import (
+        FIDELITY_NAMES,
+        FeatureExtractorInceptionV3Safe,
+        register_extractors,
+    )
     register_extractors()
     # torch-fidelity's network, its weights file read as data (torch-fidelity's own class unpickles it)
     assert FEATURE_EXTRACTORS_REGISTRY[FIDELITY_NAMES["inception"]] is FeatureExtractorInceptionV3Safe
@@ -250,7 +254,7 @@ def test_train_two_steps_on_debian_fashion_mnist(tmp_path, monkeypatch, one_thre
     require_debian_fmnist()
     import yaml
 
-    from sagan.train.checkpoint import list_checkpoints, load_checkpoint
+    from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
     monkeypatch.setenv("SAGAN_CACHE", str(tmp_path / "cache"))  # IDX files are staged here, not in ~/.cache
     rc = main(["train", "--preset", "fmnist32", "--steps", "2",
                "--set", "model.g_ch=8", "--set", "model.d_ch=8", "--set", "train.batch_size=8",

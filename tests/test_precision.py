@@ -27,7 +27,7 @@ def _data():
 
 def _trainer(tmp: Path, *overrides: str):
     from sagan.config import load_config
-    from sagan.train.run import Trainer
+    from sagan.train.trainer import Trainer
     cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.device=cpu",
                                          "train.log_every=1000", *overrides])
     return Trainer(cfg, tmp, _data(), progress=False)
@@ -157,7 +157,7 @@ def test_fp16_is_refused_on_cpu(tmp_path):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cuda_autocast_training_steps(tmp_path, precision):
     from sagan.config import load_config
-    from sagan.train.run import Trainer
+    from sagan.train.trainer import Trainer
     cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.device=cuda",
                                          f"train.precision={precision}"])
     tr = Trainer(cfg, tmp_path, _data(), progress=False)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import signal_and_wait, start_paused_at_step
+
 from sagan.config import load_config
 from sagan.data.datasets import load_data
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint
-from sagan.train.run import Trainer
+from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.train.trainer import Trainer
 
 STEPS, CKPT_EVERY = 8, 3
 TRAIN_SETS = ["data.dataset=image_folder", "model.g_ch=8", "model.d_ch=8", "train.batch_size=8",

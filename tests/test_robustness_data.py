@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN_ARGS, make_image_folder
 from PIL import Image
 
-from conftest import TINY_TRAIN_ARGS, make_image_folder
 from sagan.cli import main
 from sagan.config import DataConfig
 from sagan.data.datasets import DataError, check_image, load_image_folder
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint
 from sagan.errors import EXIT_USAGE
-
+from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,10 +12,10 @@ import sys
 import time
 
 import pytest
-
 from conftest import TINY_TRAIN_ARGS
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint
+
 from sagan.errors import EXIT_CHECKPOINT_WRITE
+from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
 

@@ -5,15 +5,14 @@ import math
 
 import pytest
 import torch
+from conftest import TINY_TRAIN_ARGS
 
 import sagan.train.step as step_mod
-from conftest import TINY_TRAIN_ARGS
 from sagan.cli import main
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint
-from sagan.train.guard import CollapseDetector
-from sagan.train.run import Trainer
 from sagan.errors import EXIT_DIVERGED
-
+from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.train.guard import CollapseDetector
+from sagan.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_TRAIN_ARGS, start_paused_at_step
+
 from sagan.cli import main
-from sagan.train.rundir import LOCK_NAME, RunLockedError, acquire_run_lock
+from sagan.runs.folder import LOCK_NAME, RunLockedError, acquire_run_lock
 
 HOLD = r"""
 import sys, time
-from sagan.train.rundir import acquire_run_lock
+from sagan.runs.folder import acquire_run_lock
 lock = acquire_run_lock(sys.argv[1])
 print("locked", flush=True)
 time.sleep(600)

@@ -15,7 +15,12 @@ import torch
 
 from sagan.cli import main
 from sagan.errors import InceptionWeightsError
-from sagan.metrics.extractors import FIDELITY_NAMES, INCEPTION_ENV, INCEPTION_FILE, register_extractors
+from sagan.metrics.extractors import (
+    FIDELITY_NAMES,
+    INCEPTION_ENV,
+    INCEPTION_FILE,
+    register_extractors,
+)
 
 
 class _RunsCode:
@@ -78,7 +83,7 @@ def test_inception_weights_that_are_not_plain_tensors_are_refused(tiny_run, tmp_
 
     def must_not_sample(*a, **k):
         raise AssertionError("sampling started before the Inception weights were checked")
-    monkeypatch.setattr("sagan.train.runs.generate", must_not_sample)
+    monkeypatch.setattr("sagan.sampling.generate", must_not_sample)
     assert main(args) == 2  # an image-folder run is evaluated with Inception features by default
     err = one_refusal_line(capsys)
     assert str(evil) in err and "is not a plain tensor file" in err and INCEPTION_FILE in err

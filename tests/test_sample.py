@@ -16,7 +16,7 @@ from sagan.commands.sample import class_folder_name
 from sagan.errors import UsageError
 from sagan.models import Generator
 from sagan.models.export import save_export
-from sagan.train.runs import seed_latents, truncated_normal
+from sagan.sampling import seed_latents, truncated_normal
 
 
 def pixels(path: Path) -> np.ndarray:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_TRAIN_ARGS, signal_and_wait, start_paused_at_step
+
+from sagan import signals as signals_module
 from sagan.cli import main
-from sagan.train import signals as signals_module
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint
-from sagan.train.run import Trainer
 from sagan.errors import EXIT_ABORTED, TrainingAborted, exit_code_for_signal
-from sagan.train.signals import StopRequest
+from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.signals import StopRequest
+from sagan.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeClock:
-    """Stands in for the ``time`` module of sagan.train.signals: ``monotonic()`` is ``now``."""
+    """Stands in for the ``time`` module of sagan.signals: ``monotonic()`` is ``now``."""
 
     def __init__(self, now: float = 1000.0):
         self.now = now

@@ -11,8 +11,13 @@ import pytest
 import torch
 
 from sagan.models import Generator
-from sagan.models.standing import (batch_norms, bn_state, standing_statistics, statistics_for_truncation,
-                                   truncated_normal)
+from sagan.models.standing import (
+    batch_norms,
+    bn_state,
+    standing_statistics,
+    statistics_for_truncation,
+    truncated_normal,
+)
 from sagan.train.ema import EMA
 
 
@@ -180,7 +185,7 @@ def test_ema_keeps_its_own_spectral_vectors_and_statistics():
 
 
 def test_training_saves_the_ema_generator_with_its_own_statistics(tiny_run):
-    from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
+    from sagan.runs.checkpoints import load_checkpoint, resolve_checkpoint
     state = load_checkpoint(resolve_checkpoint(tiny_run), map_location="cpu")
     assert state["G_ema_bn"]["mode"] == "standing"
     g_keys = [k for k in state["G"] if k.endswith("running_mean")]

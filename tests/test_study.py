@@ -179,7 +179,7 @@ HOLD_HOOK = r'''
 import os, signal as _signal, time
 _run, _at, _mark = (os.environ.get(k) for k in ("SAGAN_TEST_HOLD_RUN", "SAGAN_TEST_HOLD_STEP", "SAGAN_TEST_HOLD_MARK"))
 if _run and _at and _mark:
-    from sagan.train.run import Trainer
+    from sagan.train.trainer import Trainer
     _got, _real_signal, _real_step = [], _signal.signal, Trainer.train_step
 
     def _signal_wrapper(sig, handler):

@@ -12,7 +12,14 @@ import torch
 from scipy import stats as scipy_stats
 
 from sagan.config import PRESETS, load_config, migrate_model_section
-from sagan.models import D_ARCH, G_ARCH, Discriminator, Generator, build_models, gamma_layers
+from sagan.models import (
+    D_ARCH,
+    G_ARCH,
+    Discriminator,
+    Generator,
+    build_models,
+    gamma_layers,
+)
 from sagan.models.arch import d_attention_sizes, g_attention_sizes
 from sagan.nn.attention import SelfAttention2d
 from sagan.nn.blocks import ResidualBottleneck
@@ -85,7 +92,7 @@ def test_sn_arms_share_weights_and_d_spectral_vectors():
 
 def test_paired_runs_see_the_same_first_batches_of_data_and_noise(tiny_folder, tmp_path):
     from sagan.data.datasets import load_data
-    from sagan.train.run import Trainer
+    from sagan.train.trainer import Trainer
 
     def first(arm: str, kind: str):
         spec = StudySpec(kind=kind, out="x", preset="fmnist32", steps=4,

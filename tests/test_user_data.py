@@ -16,7 +16,7 @@ from sagan.config import DataConfig, load_config, preset
 from sagan.data import load_data
 from sagan.data.datasets import FMNIST_FILES, detect_folder_dataset
 from sagan.errors import DataError, UsageError
-from sagan.train.rundir import RunDir
+from sagan.runs.folder import RunDir
 
 
 def _grey(path, seed=0, size=28):

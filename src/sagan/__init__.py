@@ -30,11 +30,11 @@ _EXPORTS = {
     "Config": "sagan.config",
     "load_config": "sagan.config",
     "PRESETS": "sagan.config",
-    "load_run": "sagan.train.runs",
-    "LoadedRun": "sagan.train.runs",
-    "generate": "sagan.train.runs",
-    "seed_latents": "sagan.train.runs",
-    "to_pil": "sagan.train.runs",
+    "load_run": "sagan.sampling",
+    "LoadedRun": "sagan.sampling",
+    "generate": "sagan.sampling",
+    "seed_latents": "sagan.sampling",
+    "to_pil": "sagan.sampling",
     "truncated_normal": "sagan.models.standing",
 }
 

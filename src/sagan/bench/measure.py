@@ -50,11 +50,11 @@ from sagan.bench import DEFAULT_OFF, DEFAULT_SIZES, PRESETS, SECTIONS  # noqa: F
 from sagan.config import load_config
 from sagan.data.datasets import ImageData, dataset_spec, load_data
 from sagan.data.stream import BatchStream
+from sagan.distributed import resolve_device
 from sagan.models import count_parameters
 from sagan.nn.attention import SelfAttention2d, double_backward_mode
-from sagan.train.distributed import resolve_device
 from sagan.train.precision import native_bf16
-from sagan.train.run import Trainer
+from sagan.train.trainer import Trainer
 
 METHOD = __doc__.split("Method", 1)[1].strip()  # written into the JSON
 # Per-preset batch for the training-step benchmark on CPU (the presets' own batches, except

@@ -4,7 +4,7 @@ A model source is a run directory, a checkpoint file, a folder written by ``saga
 Hugging Face Hub id of one (``user/repo``, downloaded into huggingface_hub's cache; a local path
 that exists wins), or (with ``--pretrained NAME``) a model shipped with the package or a Hub id.
 ``--checkpoint latest|best|PATH`` picks among a run directory's checkpoints. See
-``sagan.commands.loading`` (which loads it), ``sagan.train.runs.load_run`` and ``sagan.models.hub``.
+``sagan.commands.loading`` (which loads it), ``sagan.sampling.load_run`` and ``sagan.models.hub``.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def source_of(args: argparse.Namespace) -> str:
 
 
 def device_from_args(args: argparse.Namespace):
-    from sagan.train.distributed import resolve_device
+    from sagan.distributed import resolve_device
     try:
         return resolve_device(getattr(args, "device", "auto"))
     except RuntimeError as e:  # torch.device() of a name it does not know

@@ -16,26 +16,51 @@ from pathlib import Path
 import torch
 
 import sagan
-from sagan.commands.common import (MAX_BATCH, MAX_IMAGES, add_device_argument, add_progress_argument,
-                                  add_source_arguments, check_memory, check_seed, check_size, check_writable,
-                                  device_from_args, parse_truncation, resolve_class, source_of)
+from sagan import distributed as dist_utils
+from sagan.commands.common import (
+    MAX_BATCH,
+    MAX_IMAGES,
+    add_device_argument,
+    add_progress_argument,
+    add_source_arguments,
+    check_memory,
+    check_seed,
+    check_size,
+    check_writable,
+    device_from_args,
+    parse_truncation,
+    resolve_class,
+    source_of,
+)
 from sagan.commands.loading import load_from_args
 from sagan.config import DataConfig
 from sagan.data.datasets import FMNIST_CLASSES, dataset_spec, to_uint8
 from sagan.errors import DataError, MetricsError, UsageError, plural
 from sagan.extras import requires
 from sagan.fileio import atomic_write_text
-from sagan.metrics.classifier import WEIGHTS_FILE, classifier_info, load_classifier, weights_digest
-from sagan.metrics.evaluation import (METRICS, class_accuracy_applies, compute_metrics, extract_features,
-                                      fake_feature_layers, gather_features, metrics_from_features, parse_metrics,
-                                      reference_labels)
+from sagan.metrics.classifier import (
+    WEIGHTS_FILE,
+    classifier_info,
+    load_classifier,
+    weights_digest,
+)
+from sagan.metrics.evaluation import (
+    METRICS,
+    class_accuracy_applies,
+    compute_metrics,
+    extract_features,
+    fake_feature_layers,
+    gather_features,
+    metrics_from_features,
+    parse_metrics,
+    reference_labels,
+)
 from sagan.metrics.extractors import FIDELITY_NAMES, inception_weights_for
 from sagan.metrics.naming import features_title, metric_key, metric_keys, metric_label
 from sagan.metrics.perclass import MIN_PER_CLASS
 from sagan.metrics.reference import reference_for
 from sagan.metrics.samples import folder_reference_config, reference_class_names
-from sagan.train import distributed as dist_utils
-from sagan.train.runs import LoadedRun, generate
+from sagan.sampling import LoadedRun, generate
 
 log = logging.getLogger(__name__)
 
@@ -377,8 +402,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_images(args: argparse.Namespace, metrics: list[str], explicit: bool) -> int:
     """``sagan evaluate FOLDER|FILE.npz``: images made elsewhere, against Fashion-MNIST or ``--reference``."""
-    from sagan.metrics.samples import (first_image_size, inspect_npz, read_image_folder, read_npz,
-                                       survey_folder)
+    from sagan.metrics.samples import (
+        first_image_size,
+        inspect_npz,
+        read_image_folder,
+        read_npz,
+        survey_folder,
+    )
 
     given = [flag for flag, on in (("--no-ema", args.no_ema), ("--truncation", args.truncation is not None),
                                    (f"--checkpoint {args.checkpoint}", args.checkpoint != "latest")) if on]

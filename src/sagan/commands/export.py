@@ -8,7 +8,11 @@ import time
 from pathlib import Path
 
 import sagan
-from sagan.commands.common import add_progress_argument, add_source_arguments, check_writable
+from sagan.commands.common import (
+    add_progress_argument,
+    add_source_arguments,
+    check_writable,
+)
 from sagan.errors import UsageError
 from sagan.extras import check_extras
 
@@ -59,9 +63,14 @@ def export_from_args(args: argparse.Namespace):
     if args.format == "onnx":
         check_extras("onnx", needed_for="sagan export --format onnx")
     from sagan.commands.loading import load_from_args
-    from sagan.models.export import ONNX_INFO_NAME, ONNX_NAME, save_export, write_onnx_export
-    from sagan.train.checkpoint import read_best_record
-    from sagan.train.rundir import RunDir
+    from sagan.models.export import (
+        ONNX_INFO_NAME,
+        ONNX_NAME,
+        save_export,
+        write_onnx_export,
+    )
+    from sagan.runs.checkpoints import read_best_record
+    from sagan.runs.folder import RunDir
 
     run = load_from_args(args, device="cpu")
     out = Path(args.out) if args.out else (

@@ -13,9 +13,9 @@ from sagan.commands.common import device_from_args, source_of
 from sagan.errors import CheckpointError
 from sagan.models.export import pretrained_names
 from sagan.models.hub import download_export, is_hub_id
-from sagan.train.checkpoint import list_checkpoints, load_checkpoint
-from sagan.train.rundir import RunDir
-from sagan.train.runs import LoadedRun, load_run
+from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.runs.folder import RunDir
+from sagan.sampling import LoadedRun, load_run
 
 MAX_FALLBACK_TRIES = 5  # older checkpoints tried when the one asked for cannot be read
 

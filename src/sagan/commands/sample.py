@@ -21,18 +21,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sagan
-from sagan.commands.common import (MAX_BATCH, MAX_IMAGES, add_device_argument, add_progress_argument,
-                                   add_source_arguments, check_memory, check_seed, check_size, check_writable,
-                                   partial_write_error,
-                                   compact_seeds, device_from_args, parse_seeds,
-                                   parse_truncation, resolve_classes)
+from sagan.commands.common import (
+    MAX_BATCH,
+    MAX_IMAGES,
+    add_device_argument,
+    add_progress_argument,
+    add_source_arguments,
+    check_memory,
+    check_seed,
+    check_size,
+    check_writable,
+    compact_seeds,
+    device_from_args,
+    parse_seeds,
+    parse_truncation,
+    partial_write_error,
+    resolve_classes,
+)
 from sagan.errors import UsageError, plural
 from sagan.fileio import atomic_path, atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     import torch
 
-    from sagan.train.runs import LoadedRun
+    from sagan.sampling import LoadedRun
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +164,7 @@ def write_pngs(out: Path, images: torch.Tensor, labels: torch.Tensor | None, see
                folders: dict[int, str], done: list[tuple[Path, bool]] | None = None) -> int:
     """One PNG per image, in its class folder (unconditional: directly in ``out``); grayscale stays
     one channel. Returns the number written; ``done`` gets (path, existed before) for each as it is written."""
-    from sagan.train.runs import to_pil
+    from sagan.sampling import to_pil
 
     pil = to_pil(images)
     for i, img in enumerate(pil):
@@ -225,7 +237,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: is a file; give a folder to write the samples into")
 
     from sagan.commands.loading import load_from_args
-    from sagan.train.runs import generate, image_classes
+    from sagan.sampling import generate, image_classes
 
     run = load_from_args(args, device)
     res = run.G.resolution  # the images are held in memory (float, then uint8) until they are written

@@ -12,19 +12,39 @@ from pathlib import Path
 
 import yaml
 
-from sagan.config import (PRESETS, Config, ModelConfig, config_from_dict, load_config, parse_override, set_value,
-                          validate)
+from sagan import distributed as dist_utils
+from sagan.config import (
+    PRESETS,
+    Config,
+    ModelConfig,
+    config_from_dict,
+    load_config,
+    parse_override,
+    set_value,
+    validate,
+)
 from sagan.data import load_data
 from sagan.data.augment import resolve_policy
 from sagan.data.datasets import dataset_spec
 from sagan.errors import CheckpointError, UsageError, plural
 from sagan.extras import check_extras
 from sagan.models import count_parameters
-from sagan.train import distributed as dist_utils
-from sagan.train.checkpoint import newest_loadable_checkpoint
-from sagan.train.finetune import InitWeights, check_data_fits, fine_tune_model, read_init_weights
-from sagan.train.run import Trainer
-from sagan.train.rundir import RunDir, acquire_run_lock, default_run_name, new_run_dir, write_run_info
+from sagan.runs import elastic
+from sagan.runs.checkpoints import newest_loadable_checkpoint
+from sagan.runs.folder import (
+    RunDir,
+    acquire_run_lock,
+    default_run_name,
+    new_run_dir,
+    write_run_info,
+)
+from sagan.train.finetune import (
+    InitWeights,
+    check_data_fits,
+    fine_tune_model,
+    read_init_weights,
+)
+from sagan.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -230,12 +250,12 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         run_dir = Path(args.resume)
     else:
         run_dir = None
-        if not args.name and dist.world > 1 and dist_utils.elastic_run_name(cfg.preset):
-            cfg.name = dist_utils.elastic_run_name(cfg.preset)  # stable across torchrun restarts
+        if not args.name and dist.world > 1 and elastic.elastic_run_name(cfg.preset):
+            cfg.name = elastic.elastic_run_name(cfg.preset)  # stable across torchrun restarts
         if dist.is_main:
             wanted = default_run_name(cfg)
             # A restarted torchrun worker group continues its own run directory (docs/distributed.md).
-            run_dir = dist_utils.find_elastic_run(args.out, wanted)
+            run_dir = elastic.find_elastic_run(args.out, wanted)
             resuming = run_dir is not None
             if resuming:
                 _lock_run(run_dir, held, say)
@@ -246,7 +266,7 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 _lock_run(run_dir, held, say)
                 if renamed:
                     say(f"note: {Path(args.out) / wanted} exists and is left untouched; writing to {run_dir} instead")
-                dist_utils.mark_elastic_run(run_dir)
+                elastic.mark_elastic_run(run_dir)
         run_dir, resuming = dist_utils.broadcast_object((run_dir, resuming), dist)
     if dist.is_main:
         write_run_info(run_dir, cfg, ["sagan", *getattr(args, "argv", [])])

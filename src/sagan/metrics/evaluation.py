@@ -25,25 +25,57 @@ import numpy as np
 import torch
 
 from sagan.data.datasets import DATASETS
+from sagan.distributed import all_gather_objects
 from sagan.errors import DataError, MetricsError
 from sagan.extras import requires
 from sagan.fileio import NotPlainTensors, load_plain_tensors
 from sagan.metrics.classifier import NUM_CLASSES
-from sagan.metrics.extractors import (FEATURES, FIDELITY_NAMES, extractor_input_channels, extractor_layers,
-                                      register_extractors, resolve_inception_weights)
+from sagan.metrics.extractors import (
+    FEATURES,
+    FIDELITY_NAMES,
+    extractor_input_channels,
+    extractor_layers,
+    register_extractors,
+    resolve_inception_weights,
+)
 from sagan.metrics.perclass import class_counts, intra_class_fids, per_class_accuracy
-from sagan.metrics.reference import (ImageTensorDataset, Reference, cache_files, read_cached_features,
-                                     read_cached_statistics, stats_dir, write_cache_file)
-from sagan.train.distributed import all_gather_objects
+from sagan.metrics.reference import (
+    ImageTensorDataset,
+    Reference,
+    cache_files,
+    read_cached_features,
+    read_cached_statistics,
+    stats_dir,
+    write_cache_file,
+)
 
 with requires("eval"):
-    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_featuresdict_to_statistics, fid_statistics_to_metric
-    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_featuresdict_to_metric
-    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_featuresdict_to_metric
-    from torch_fidelity.metric_prc import (KEY_METRIC_F_SCORE, KEY_METRIC_PRECISION, KEY_METRIC_RECALL,
-                                           prc_featuresdict_to_metric)
-    from torch_fidelity.utils import (create_feature_extractor, extract_featuresdict_from_input_id,
-                                      extract_featuresdict_from_input_id_cached)
+    from torch_fidelity.metric_fid import (
+        KEY_METRIC_FID,
+        fid_featuresdict_to_statistics,
+        fid_statistics_to_metric,
+    )
+    from torch_fidelity.metric_isc import (
+        KEY_METRIC_ISC_MEAN,
+        KEY_METRIC_ISC_STD,
+        isc_featuresdict_to_metric,
+    )
+    from torch_fidelity.metric_kid import (
+        KEY_METRIC_KID_MEAN,
+        KEY_METRIC_KID_STD,
+        kid_featuresdict_to_metric,
+    )
+    from torch_fidelity.metric_prc import (
+        KEY_METRIC_F_SCORE,
+        KEY_METRIC_PRECISION,
+        KEY_METRIC_RECALL,
+        prc_featuresdict_to_metric,
+    )
+    from torch_fidelity.utils import (
+        create_feature_extractor,
+        extract_featuresdict_from_input_id,
+        extract_featuresdict_from_input_id_cached,
+    )
 
 METRICS = ("is", "fid", "kid", "pr", "ifid")
 BINARY = ("fid", "kid", "pr", "ifid")  # compared with real images, at the extractor's FID layer

@@ -30,11 +30,16 @@ import torch
 from PIL import Image
 
 from sagan.config import DataConfig
-from sagan.data.datasets import FMNIST_CLASSES, IMG_EXTENSIONS, detect_folder_dataset, load_data
+from sagan.data.datasets import (
+    FMNIST_CLASSES,
+    IMG_EXTENSIONS,
+    detect_folder_dataset,
+    load_data,
+)
 from sagan.errors import DataError, plural
 from sagan.metrics.reference import _folder_images
 from sagan.models.export import CONFIG_NAME, WEIGHTS_NAME
-from sagan.train.rundir import RunDir
+from sagan.runs.folder import RunDir
 
 NPZ_IMAGE_KEYS = ("arr_0", "images")
 NPZ_LABEL_KEYS = ("labels", "arr_1")

@@ -20,17 +20,32 @@ import torch
 
 from sagan.config import Config
 from sagan.data.datasets import ImageData, dataset_spec, to_uint8
+from sagan.distributed import DistInfo
 from sagan.errors import InceptionWeightsError
 from sagan.extras import requires
-from sagan.metrics.evaluation import (ReferenceFeatures, class_accuracy_applies, extract_with, fake_feature_layers,
-                                      fidelity_kwargs, gather_features, reference_features, scores_from_features)
-from sagan.metrics.extractors import (FIDELITY_NAMES, INCEPTION_ENV, INCEPTION_FILE, URL_INCEPTION_V3, inception_cache_path,
-                                     register_extractors, resolve_inception_weights)
+from sagan.metrics.evaluation import (
+    ReferenceFeatures,
+    class_accuracy_applies,
+    extract_with,
+    fake_feature_layers,
+    fidelity_kwargs,
+    gather_features,
+    reference_features,
+    scores_from_features,
+)
+from sagan.metrics.extractors import (
+    FIDELITY_NAMES,
+    INCEPTION_ENV,
+    INCEPTION_FILE,
+    URL_INCEPTION_V3,
+    inception_cache_path,
+    register_extractors,
+    resolve_inception_weights,
+)
 from sagan.metrics.inception_offline import INSTALL_HINT
 from sagan.metrics.naming import metric_key
 from sagan.metrics.reference import training_reference
-from sagan.train.distributed import DistInfo
-from sagan.train.runs import generate
+from sagan.sampling import generate
 
 with requires("eval", "training-time FID"):
     from torch_fidelity.utils import create_feature_extractor

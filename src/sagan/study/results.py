@@ -24,10 +24,10 @@ import yaml
 
 from sagan.fileio import atomic_write_text
 from sagan.metrics.naming import features_title, metric_label
+from sagan.runs.folder import RunDir, code_version
 from sagan.study.arms import STUDIES, StudySpec
-from sagan.study.stats import MIN_SEEDS, compare, holm
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
-from sagan.train.rundir import RunDir, code_version
+from sagan.study.stats import MIN_SEEDS, compare, holm
 from sagan.viz.report import read_metrics_csv
 from sagan.viz.study import plot_curves, plot_d_scores, plot_gammas, write_study_report
 

@@ -28,10 +28,10 @@ from tqdm import tqdm
 
 from sagan.errors import SaganError, exit_code_for_signal, signal_name
 from sagan.fileio import atomic_write_text
+from sagan.runs.checkpoints import checkpoint_path, list_checkpoints
+from sagan.runs.folder import RunDir
+from sagan.signals import StopRequest
 from sagan.study.arms import Arm, StudySpec
-from sagan.train.checkpoint import checkpoint_path, list_checkpoints
-from sagan.train.rundir import RunDir
-from sagan.train.signals import StopRequest
 
 LOGS_DIR = "logs"
 

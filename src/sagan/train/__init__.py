@@ -1,1 +1,2 @@
-"""Training: the loop, EMA, checkpoints, run directories and distributed helpers."""
+"""Training: the trainer (the run around the step), the step (the maths), EMA, the divergence guard,
+the scalar logger, precision and fine-tuning. Only ``sagan.commands`` and ``sagan.bench`` import it."""

@@ -24,7 +24,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-
 import torch
 from torch import nn
 
@@ -32,8 +31,8 @@ from sagan.config import Config, ModelConfig, config_from_dict
 from sagan.errors import CheckpointError, ConfigError, UsageError, plural
 from sagan.models.export import CONFIG_NAME, pretrained_names
 from sagan.models.hub import download_export, parse_hub_id
-from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
-from sagan.train.runs import load_run
+from sagan.runs.checkpoints import load_checkpoint, resolve_checkpoint
+from sagan.sampling import load_run
 
 FLAG = "--init-from"
 # Model keys that only decide how fresh weights are initialised, never a shape: free to change.

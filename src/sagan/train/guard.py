@@ -26,7 +26,7 @@ import torch.distributed as tdist
 from torch import nn
 
 from sagan.errors import TrainingDiverged, plural
-from sagan.train.rundir import RunDir
+from sagan.runs.folder import RunDir
 from sagan.train.step import StepStats
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class RollbackPlan:
 class DivergenceGuard:
     """Decides what a step with non-finite values means: stop (``TrainingDiverged``) or roll back.
 
-    The run acts on the decision (:meth:`sagan.train.run.Trainer._check_step`): it restores the
+    The run acts on the decision (:meth:`sagan.train.trainer.Trainer._check_step`): it restores the
     last good state and applies the :class:`RollbackPlan`. The guard's own state (the rollback
     count) is saved in checkpoints, so a resumed run knows how many rollbacks happened.
     """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sagan.extras import requires
 from sagan.fileio import atomic_path
-from sagan.train.rundir import RunDir
+from sagan.runs.folder import RunDir
 
 
 class ScalarLogger:

@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
+from sagan import distributed as dist_utils
 from sagan.data.datasets import cache_dir
 from sagan.fileio import atomic_write_text
 from sagan.models import build_models
-from sagan.train import distributed as dist_utils
 from sagan.train.step import SAGANStep
 
 MIN_SPEEDUP = 1.2

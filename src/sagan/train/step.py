@@ -15,7 +15,7 @@ numbers from the noise stream like the latents.
 Precision has no branches here: autocast and the per-optimiser GradScalers are built once with
 ``enabled=`` (fp32 disables both; bf16 enables autocast; fp16 both, CUDA only). The schedule,
 logging, checkpoints, FID tracking, divergence guard and signals are the run's
-(:mod:`sagan.train.run`).
+(:mod:`sagan.train.trainer`).
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from sagan import distributed as dist_utils
 from sagan.data.augment import diff_augment, random_hflip
 from sagan.errors import ConfigError
 from sagan.losses import d_loss, g_loss, gradient_penalty
-from sagan.train import distributed as dist_utils
 from sagan.train.ema import EMA
 
 Batch = tuple[torch.Tensor, torch.Tensor]

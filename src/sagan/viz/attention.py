@@ -400,7 +400,7 @@ def layer_choice(model: nn.Module, prefix: str, layer: str | None) -> str | None
 
 def real_images(run, n: int, cls: int | None, seed: int, data_root: str | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``n`` real training images of a loaded run (``sagan.train.runs.LoadedRun``) in [-1, 1]
+    """``n`` real training images of a loaded run (``sagan.sampling.LoadedRun``) in [-1, 1]
     (of class ``cls`` when given) and their labels, chosen at random with ``seed``.
 
     Without ``cls``, a conditional run's images are spread over the classes like

@@ -33,7 +33,7 @@ from sagan.data.datasets import to_uint8
 from sagan.data.grid import save_grid
 from sagan.extras import install_hint, requires
 from sagan.fileio import atomic_path, atomic_write_text
-from sagan.train.runs import seed_latents
+from sagan.sampling import seed_latents
 
 PARALLEL_SIN = 1e-6  # below this sin(angle), two latents count as (anti)parallel: lerp instead of slerp
 MIN_ANIMATION_SIDE = 128  # the default --scale makes GIF/MP4 frames at least this many pixels wide

@@ -18,7 +18,7 @@ from sagan.data.grid import grid_png
 from sagan.errors import DataError
 from sagan.metrics.neighbours import nearest_neighbours
 from sagan.metrics.reference import reference_for
-from sagan.train.runs import LoadedRun, generate
+from sagan.sampling import LoadedRun, generate
 
 DEFAULT_QUERIES = 8
 DEFAULT_K = 5

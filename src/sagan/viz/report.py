@@ -1,6 +1,6 @@
 """A self-contained HTML report of a model: ``build_report(source)`` writes ``report.html``.
 
-The source is anything ``sagan.train.runs.load_run`` loads. A run directory (or a checkpoint in
+The source is anything ``sagan.sampling.load_run`` loads. A run directory (or a checkpoint in
 one) has a training record - metrics.csv, the training sample grids, evaluation JSON - and the
 report shows it; an exported folder or a shipped model has none, and the report shows the model
 (config, provenance, samples, G's attention) with a note where the training record would be.
@@ -46,12 +46,17 @@ from sagan.data.grid import grid_png
 from sagan.errors import DataError, UsageError, plural
 from sagan.extras import requires
 from sagan.fileio import atomic_write_text
-from sagan.metrics.naming import (FEATURE_METRICS, METRIC_TITLES, STANDARD_FEATURES, features_title,
-                                  metric_label)
+from sagan.metrics.naming import (
+    FEATURE_METRICS,
+    METRIC_TITLES,
+    STANDARD_FEATURES,
+    features_title,
+    metric_label,
+)
 from sagan.models import count_parameters
 from sagan.models.export import export_info
-from sagan.train.rundir import RunDir
-from sagan.train.runs import LoadedRun, generate, load_run
+from sagan.runs.folder import RunDir
+from sagan.sampling import LoadedRun, generate, load_run
 from sagan.viz import attention as A
 from sagan.viz.neighbours import NeighbourRow, neighbours_section
 

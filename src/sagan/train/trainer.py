@@ -22,23 +22,36 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sagan import distributed as dist_utils
 from sagan.config import Config
 from sagan.data.augment import resolve_policy
 from sagan.data.datasets import ImageData
+from sagan.data.grid import save_grid
 from sagan.data.stream import BatchStream
-from sagan.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
+from sagan.errors import (
+    CheckpointError,
+    ConfigError,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
 from sagan.models import build_models, gamma_layers
-from sagan.train import distributed as dist_utils
-from sagan.train.checkpoint import (check_compatible, list_checkpoints, newest_loadable_checkpoint, read_best,
-                                    remove_stale_temp_files, save_best, save_checkpoint)
+from sagan.nn.norm import convert_sync_batchnorm
+from sagan.runs.checkpoints import (
+    check_compatible,
+    list_checkpoints,
+    newest_loadable_checkpoint,
+    read_best,
+    remove_stale_temp_files,
+    save_best,
+    save_checkpoint,
+)
+from sagan.runs.folder import RunDir, code_version
+from sagan.signals import StopRequest
 from sagan.train.finetune import InitWeights, freeze_d_blocks, load_init_weights
 from sagan.train.guard import DivergenceGuard, any_rank, describe_problem, log_event
 from sagan.train.logger import ScalarLogger
-from sagan.train.rundir import RunDir, code_version
 from sagan.train.precision import resolve_precision
-from sagan.train.signals import StopRequest
 from sagan.train.step import SAGANStep, StepStats, noise_seed
-from sagan.data.grid import save_grid
 
 # Under torchrun the same SIGTERM/SIGINT can reach a worker twice within milliseconds (scheduler and
 # agent); within this many seconds a repeat is the same stop request (docs/robustness.md).
@@ -115,7 +128,7 @@ class Trainer:
         self.frozen_d = freeze_d_blocks(d, t.freeze_d_blocks)  # FreezeD; before DDP wraps D
         _seed_globals(t.seed + self.dist.rank)
         if t.sync_bn and self.dist.world > 1:
-            g = dist_utils.convert_sync_batchnorm(g)  # same state-dict keys: checkpoints unchanged
+            g = convert_sync_batchnorm(g)  # same state-dict keys: checkpoints unchanged
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.stream = BatchStream(data, t.batch_size, t.seed, self.dist.rank, self.dist.world,
                                   self.device, cfg.data.num_workers)

@@ -14,21 +14,17 @@ What keeps the replicas identical (checked by tests/test_distributed.py, not ass
   calls :func:`sync_buffers` once at the end of every step: BN running mean/var are averaged
   over ranks and every other buffer (spectral-norm u/v, ``num_batches_tracked``) is broadcast
   from rank 0. The EMA generator copies buffers from G after that, so it is identical too;
-* SyncBatchNorm (``train.sync_bn``): :func:`convert_sync_batchnorm` swaps G's batch norms for
-  :class:`SyncBatchNorm2d`, which normalises with the statistics of the *global* batch. PyTorch's
-  own ``nn.SyncBatchNorm`` refuses CPU tensors, and the label-ignoring BN of unconditional
-  generators takes an extra argument, so this module has its own (differentiable all-reduce of
-  per-channel sums; same state-dict keys as ``nn.BatchNorm2d``, so checkpoints stay
-  interchangeable).
+* SyncBatchNorm (``train.sync_bn``): ``sagan.nn.norm.convert_sync_batchnorm`` swaps G's batch
+  norms for ``SyncBatchNorm2d``, which normalises with the statistics of the *global* batch.
+
+The run-folder side of elastic restarts (which folder a restarted worker group continues) is
+``sagan.runs.elastic``.
 """
 from __future__ import annotations
 
-import glob
 import inspect
-import json
 import logging
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,75 +196,6 @@ def max_abs_buffer_difference(info: DistInfo, *models: nn.Module) -> float:
     return float(worst)
 
 
-# --------------------------------------------------------------------------- SyncBatchNorm
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks; the gradient of every rank's input is the sum of all ranks' gradients."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
-        out = x.clone(memory_format=torch.contiguous_format)
-        tdist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
-        return _AllReduceSum.apply(grad)
-
-
-class SyncBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training-mode statistics are those of the batch summed over all ranks.
-
-    Works on every device and backend (gloo included). In eval mode, or without an initialised
-    process group of more than one rank, it is exactly ``nn.BatchNorm2d``. ``forward(x, y=None)``
-    accepts (and ignores) a label so it can replace the label-ignoring BN of unconditional
-    generators. Gradients flow through the all-reduce, so the
-    gradient is that of the global-batch statistics, as with ``nn.SyncBatchNorm``.
-    """
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # noqa: ARG002
-        if not (self.training and tdist.is_available() and tdist.is_initialized()
-                and tdist.get_world_size() > 1):
-            return super().forward(x)
-        all_reduce = _AllReduceSum.apply
-        acc = torch.promote_types(x.dtype, torch.float32)
-        xf = x.to(acc)
-        n_local = torch.tensor([float(x.numel() // x.shape[1])], dtype=acc, device=x.device)
-        s = torch.cat([xf.sum(dim=(0, 2, 3)), n_local])
-        s = all_reduce(s)  # differentiable sum over ranks
-        count = s[-1]
-        mean = s[:-1] / count
-        centred = xf - mean[None, :, None, None]
-        var = all_reduce(centred.square().sum(dim=(0, 2, 3))) / count  # biased, as BN normalises
-        out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
-        if self.affine:
-            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                unbiased = var.detach() * (count / torch.clamp(count - 1, min=1.0))
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
-        return out.to(x.dtype)
-
-
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every 2-D batch norm in ``module`` by :class:`SyncBatchNorm2d` (state preserved)."""
-    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, SyncBatchNorm2d):
-        new = SyncBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
-        new.load_state_dict(module.state_dict())
-        new.train(module.training)
-        p = next(iter(module.state_dict().values()), None)
-        return new.to(p.device) if p is not None else new
-    for name, child in module.named_children():
-        new_child = convert_sync_batchnorm(child)
-        if new_child is not child:
-            setattr(module, name, new_child)
-    return module
-
-
 # --------------------------------------------------------------------------- misc
 
 def barrier(info: DistInfo) -> None:
@@ -305,41 +232,3 @@ def broadcast_path(path, info: DistInfo):
         return path
     value = broadcast_object(str(path) if path is not None else None, info)
     return Path(value) if value is not None else None
-
-
-ELASTIC_MARK = "elastic.json"
-
-
-def elastic_run_name(preset: str) -> str | None:
-    """Default run name under torchrun: ``PRESET-<rendezvous id>``, the same for every restart."""
-    rid = elastic_run_id()
-    if rid is None:
-        return None
-    return f"{preset}-{re.sub(r'[^A-Za-z0-9._-]', '-', rid)[:48]}"
-
-
-def mark_elastic_run(run_dir: Path) -> None:
-    """Record torchrun's rendezvous id in a new run directory (rank 0), so a restart finds it."""
-    rid = elastic_run_id()
-    if launched_by_torchrun() and rid is not None:
-        (Path(run_dir) / ELASTIC_MARK).write_text(json.dumps({"run_id": rid}) + "\n", encoding="utf-8")
-
-
-def find_elastic_run(out_root: str | Path, name: str) -> Path | None:
-    """The run directory a restarted torchrun worker group must continue, or None.
-
-    Only on an elastic restart (TORCHELASTIC_RESTART_COUNT > 0): the directory ``out/NAME`` or
-    ``out/NAME-k`` (the name taken when NAME existed) whose elastic.json holds this job's
-    rendezvous id. Another job's directory of the same name is never picked.
-    """
-    rid = elastic_run_id()
-    if elastic_restart_count() <= 0 or rid is None:
-        return None
-    root = Path(out_root)
-    for cand in [root / name, *sorted(root.glob(f"{glob.escape(name)}-*"))]:
-        try:
-            if json.loads((cand / ELASTIC_MARK).read_text(encoding="utf-8")).get("run_id") == rid:
-                return cand
-        except (OSError, ValueError, AttributeError):
-            continue
-    return None

@@ -20,7 +20,7 @@ import torch
 from sagan.config import migrate_model_section
 from sagan.errors import CheckpointError, CheckpointWriteError, plural
 from sagan.fileio import atomic_write, stale_temp_files
-from sagan.train.rundir import RunDir
+from sagan.runs.folder import RunDir
 
 FORMAT_VERSION = 1
 CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")

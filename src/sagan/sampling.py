@@ -12,11 +12,21 @@ from sagan.config import Config, config_from_dict
 from sagan.errors import CheckpointError, UsageError
 from sagan.models import Discriminator, Generator, build_models
 from sagan.models.classes import resolve_classes
-from sagan.models.export import CONFIG_NAME, PRETRAINED_DIR, export_info, pretrained_names, resolve_export
-from sagan.models.standing import draw_latents, ensure_standing, statistics_for_truncation, truncated_normal
-from sagan.train.checkpoint import load_checkpoint, resolve_checkpoint
-from sagan.train.rundir import RunDir
-
+from sagan.models.export import (
+    CONFIG_NAME,
+    PRETRAINED_DIR,
+    export_info,
+    pretrained_names,
+    resolve_export,
+)
+from sagan.models.standing import (
+    draw_latents,
+    ensure_standing,
+    statistics_for_truncation,
+    truncated_normal,
+)
+from sagan.runs.checkpoints import load_checkpoint, resolve_checkpoint
+from sagan.runs.folder import RunDir
 
 CHECKPOINT_CHOICES = ("latest", "best")
 
