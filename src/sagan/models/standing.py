@@ -31,11 +31,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sagan.nn.spectral import sync_spectral_norm
+from sagan.schema import STANDING_BATCH_SIZE, STANDING_BATCHES  # the defaults, measured (see sagan.schema)
 
-# Defaults, chosen by measurement on the shipped fmnist32 model (docs/models.md, "Standing
-# statistics"): FID and class accuracy stop changing beyond these, and the cost is a few seconds.
-STANDING_BATCHES = 16
-STANDING_BATCH_SIZE = 128
 STANDING_SEED = 0
 BN_MODES = ("standing", "copy")
 
