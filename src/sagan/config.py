@@ -4,6 +4,9 @@ A run's configuration is a tree of dataclasses. It is built from a preset, then 
 YAML file, then ``--set section.key=value`` overrides; unknown keys and invalid values raise
 ``ConfigError`` naming the key and what is allowed, before any data is loaded or compute spent.
 The fully resolved tree is written to ``config.yaml`` in every run directory.
+
+The dataclasses and their defaults are :mod:`sagan.schema`'s; what a section's values may be is
+checked by the component that uses it (see ``validate``).
 """
 from __future__ import annotations
 
@@ -12,164 +15,43 @@ import math
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sagan.data.augment import OPS as AUGMENT_OPS
-from sagan.data.augment import check_policy
-from sagan.data.datasets import DATASETS, detect_folder_dataset
+from sagan.data.datasets import DATASETS, check_data_config, detect_folder_dataset
 from sagan.errors import ConfigError
-from sagan.losses import LOSSES
-from sagan.models.arch import D_ARCH, EXTRA_PLACEMENTS, G_ARCH, RESOLUTIONS, d_attention_sizes, g_attention_sizes
-from sagan.models.standing import BN_MODES, STANDING_BATCH_SIZE, STANDING_BATCHES
-from sagan.nn.attention import REDUCTIONS, VARIANTS
-from sagan.nn.spectral import DEFAULT_INIT, INIT_SCHEMES
+from sagan.losses import check_loss_config
+from sagan.models.arch import D_ARCH, RESOLUTIONS, check_model_config, d_attention_sizes, g_attention_sizes
+from sagan.models.standing import BN_MODES
 
-ON_DIVERGENCE = ("rollback", "stop")
-MAX_SEED = 2**31 - 1  # numpy's global seed must stay below 2**32 even with the rank added
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: measured at start (sagan.train.precision)
-FID_FEATURES = ("auto", "fmnist", "inception")
+# The dataclasses are sagan.schema's (below every component, so the components type against them);
+# their names are importable from here as they always were.
+from sagan.schema import (
+    FID_FEATURES,
+    MAX_SEED,
+    ON_DIVERGENCE,
+    PRECISIONS,
+    STANDING_BATCH_SIZE,
+    STANDING_BATCHES,
+    Config,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    migrate_model_section,
+)
 
+__all__ = [
+    "FID_FEATURES", "MAX_SEED", "ON_DIVERGENCE", "PRECISIONS", "STANDING_BATCH_SIZE", "STANDING_BATCHES",
+    "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig",
+    "PRESETS", "RELATIVE_KEYS", "apply_mapping", "config_from_dict", "load_config", "migrate_model_section",
+    "parse_override", "place_relative_to_resolution", "preset", "read_folder_as_images", "set_value", "validate",
+]
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-@dataclass
-class ModelConfig:
-    resolution: int = 32
-    g_ch: int = 16
-    d_ch: int = 16
-    z_dim: int = 128
-    g_attn: list[int] = field(default_factory=lambda: [16])
-    d_attn: list[int] = field(default_factory=lambda: [16])
-    attn_variant: str = "paper"
-    attn_bias: bool = False  # biases on the attention 1x1 convs (the paper has none; older versions had them)
-    attn_reduction: int = 8  # query/key width C/attn_reduction (1, 2, 4 or 8; the paper's C/8)
-    # Residual bottleneck blocks sized like the attention layer (nn.blocks.ResidualBottleneck), at these
-    # feature-map sizes: the attention study's control arm (docs/experiments.md).
-    g_resblock: list[int] = field(default_factory=list)
-    d_resblock: list[int] = field(default_factory=list)
-    # Where D's attention / bottleneck layer at a size goes when several blocks output that size (the blocks
-    # after D's last downsampling): after the first of them, or after each ("every", versions before 0.2).
-    d_extra_layers: str = "first"
-    conditional: bool = True
-    g_sn: bool = True
-    d_sn: bool = True
-    init: str = DEFAULT_INIT  # weight init of G and D: ortho, xavier (the authors'), normal (N(0, 0.02))
-
-
-def migrate_model_section(model: Any) -> Any:
-    """A stored ``model`` section (a run's config.yaml, a checkpoint's config) with the keys added
-    since it was written filled in with what it meant then; a copy, the input is left alone.
-
-    * ``attn_bias``: before the key existed the paper variant's attention convs had biases and the
-      biggan variant's had none, so its absence means ``attn_variant == "paper"``.
-    * ``init``: before the key existed every weight was initialised orthogonally.
-    * ``d_extra_layers``: before the key existed D placed a layer after every block of its size.
-
-    Anything that is not a mapping is returned unchanged for the strict checks to report.
-    """
-    if not isinstance(model, dict):
-        return model
-    out = dict(model)
-    if "attn_bias" not in out:
-        out["attn_bias"] = out.get("attn_variant", "paper") == "paper"
-    out.setdefault("init", "ortho")
-    out.setdefault("d_extra_layers", "every")
-    return out
-
-
-@dataclass
-class DataConfig:
-    dataset: str = "fashion_mnist"
-    root: str | None = None
-    channels: int | None = None  # 1 or 3; None: what the dataset has (1 for Fashion-MNIST)
-    download: bool = True
-    num_workers: int = 0
-    hflip: bool = False  # flip real images left-right with probability 1/2 (every step; resumes exactly)
-    # DiffAugment policy for D's inputs, real and generated (data/augment.py): any of color, translation,
-    # cutout, in order; [] = off; auto = what the small-data A/Bs support for the data, today off
-    # everywhere (data/augment.py AUTO_MAX_IMAGES; resolved when the data is read; docs/experiments.md).
-    diffaugment: list[str] | str = "auto"
-
-
-@dataclass
-class OptimConfig:
-    lr_g: float = 1e-4
-    lr_d: float = 4e-4
-    beta1: float = 0.0
-    beta2: float = 0.9
-    eps: float = 1e-8
-
-
-@dataclass
-class LossConfig:
-    name: str = "hinge"
-    gp_weight: float = 0.0  # WGAN-GP penalty weight (0 = off)
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 4000
-    batch_size: int = 64  # global batch (summed over processes in distributed runs)
-    n_dis: int = 1
-    seed: int = 0
-    ema_decay: float = 0.999
-    ema_start: int = 0
-    ema_warmup: bool = True  # decay ramps up as min(ema_decay, (1+n)/(10+n)) after ema_start
-    # The EMA generator's batch-norm statistics (docs/models.md): "standing" recomputes them from its own
-    # samples (ema_bn_batches x ema_bn_batch_size latents) before it is sampled, scored or saved; "copy"
-    # takes the raw G's, as versions before 0.2 did.
-    ema_bn: str = "standing"
-    ema_bn_batches: int = STANDING_BATCHES
-    ema_bn_batch_size: int = STANDING_BATCH_SIZE
-    log_every: int = 20
-    sample_every: int = 250
-    ckpt_every: int = 500
-    keep_ckpts: int = 3
-    sample_classes: int = 10  # rows of the sample grid for conditional models
-    device: str = "auto"
-    # fp32, bf16, fp16 (CUDA only), or auto: fp32 or bf16 by a measured probe (sagan.train.precision; it keeps
-    # fp32 until the bf16 quality check has been run). The run's config.yaml stores what auto resolved to.
-    precision: str = "fp32"
-    deterministic: bool = False
-    sync_bn: bool = False  # distributed: G's batch norms use global-batch statistics
-    channels_last: bool = False  # NHWC memory format for G and D (faster convs on recent GPUs)
-    compile: bool = False  # torch.compile G and D (needs a C++ compiler on CPU)
-    # Divergence guard (see docs/robustness.md): what to do when a loss or weight becomes non-finite.
-    on_divergence: str = "rollback"  # rollback to the last good checkpoint, or stop
-    rollback_lr_factor: float = 0.5  # multiply both learning rates by this on each rollback (1 = keep)
-    max_rollbacks: int = 3  # stop after this many rollbacks in one run
-    collapse_window: int = 1000  # steps of the collapse detector's window (0 = off)
-    collapse_d_loss: float = 0.05  # |D loss| below this for a whole window counts as "D near 0"
-    # FID tracked during training (docs/evaluation.md); the best checkpoint by it is kept as checkpoints/best.pt.
-    fid_every: int = 0  # steps between evaluations (0 = off; fmnist32 uses 1000, cifar32 and imagefolder64 5000)
-    fid_samples: int = 2000  # generated images per evaluation (reference: all training images)
-    fid_features: str = "auto"  # auto (fmnist for Fashion-MNIST, else inception if its weights are local), fmnist, inception
-    # Fine-tuning (docs/finetuning.md): the model the weights start from (sagan train --init-from; the
-    # checkpoint file, exported folder or shipped name it resolved to), and FreezeD.
-    init_from: str | None = None
-    freeze_d_blocks: int = 0  # the first K discriminator blocks (input side) are not updated (0 = off)
-
-
-@dataclass
-class Config:
-    preset: str = "fmnist32"
-    name: str | None = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 # --------------------------------------------------------------------------- presets
@@ -455,45 +337,12 @@ def _check(cond: bool, message: str) -> None:
 
 
 def validate(cfg: Config) -> None:
-    m, d, o, lo, t = cfg.model, cfg.data, cfg.optim, cfg.loss, cfg.train
-    _check(m.resolution in RESOLUTIONS,
-           f"model.resolution={m.resolution} is not supported; choose one of {list(RESOLUTIONS)}")
-    g_sizes, d_sizes = g_attention_sizes(m.resolution), d_attention_sizes(m.resolution)
-    for key, sizes, allowed, what in (("model.g_attn", m.g_attn, g_sizes, "attention"),
-                                      ("model.d_attn", m.d_attn, d_sizes, "attention"),
-                                      ("model.g_resblock", m.g_resblock, g_sizes, "residual block"),
-                                      ("model.d_resblock", m.d_resblock, d_sizes, "residual block")):
-        bad = [s for s in sizes if s not in allowed]
-        _check(not bad, f"{key}={sizes}: the architecture at resolution {m.resolution} never produces "
-                        f"a {bad[0] if bad else ''}x{bad[0] if bad else ''} feature map; choose sizes from "
-                        f"{allowed} (or [] for no {what})")
-        _check(len(set(sizes)) == len(sizes), f"{key}={sizes} lists a size twice")
-    _check(m.attn_reduction in REDUCTIONS,
-           f"model.attn_reduction={m.attn_reduction}; choose one of {list(REDUCTIONS)} (query/key width C/r)")
-    r = m.attn_reduction
-    for key, ch, arch, sizes in (("model.g_ch", m.g_ch, G_ARCH, m.g_attn), ("model.d_ch", m.d_ch, D_ARCH, m.d_attn)):
-        _check(1 <= ch <= 4096, f"{key}={ch} must be between 1 and 4096")
-        for spec in arch[m.resolution]:
-            c = spec.out_mult * ch
-            _check(spec.resolution not in sizes or c % r == 0,
-                   f"{key}={ch}: the attention layer at {spec.resolution}x{spec.resolution} would get {c} "
-                   f"channels, which is not divisible by {r} (attention projects to C/{r}); use e.g. 16, 32 or 64")
-    _check(1 <= m.z_dim <= 4096, f"model.z_dim={m.z_dim} must be between 1 and 4096")
-    _check(m.d_extra_layers in EXTRA_PLACEMENTS,
-           f"model.d_extra_layers={m.d_extra_layers!r}; choose one of {list(EXTRA_PLACEMENTS)}")
-    _check(m.attn_variant in VARIANTS, f"model.attn_variant={m.attn_variant!r}; choose one of {list(VARIANTS)}")
-    _check(m.init in INIT_SCHEMES, f"model.init={m.init!r}; choose one of {list(INIT_SCHEMES)}")
-    _check(d.dataset in DATASETS, f"data.dataset={d.dataset!r} is not known; choose one of {list(DATASETS)}")
-    _check(d.channels in (None, 1, 3), f"data.channels={d.channels} must be 1, 3 or null (as the data has)")
-    _check(not isinstance(d.diffaugment, str) or d.diffaugment == "auto",
-           f"data.diffaugment={d.diffaugment!r}: give auto or a list of operations, e.g. [{d.diffaugment}] "
-           f"or [color, translation, cutout] ([] turns it off)")
-    bad_ops = check_policy(d.diffaugment)
-    _check(not bad_ops, f"data.diffaugment={d.diffaugment}: {bad_ops[0] if bad_ops else ''!r} is unknown or repeated; "
-                        f"choose auto, or from {list(AUGMENT_OPS)}, each at most once (e.g. [color, translation, cutout])")
-    _check(0 <= d.num_workers <= 256, f"data.num_workers={d.num_workers} must be between 0 and 256")
-    _check(d.root is None or (d.root.strip() != "" and "\0" not in d.root),
-           f"data.root={d.root!r} must be a non-empty path without NUL characters")
+    """ConfigError naming the first key whose value is not allowed. The model and data sections and
+    the loss are checked by the components that use them (``check_model_config``, ``check_data_config``,
+    ``check_loss_config``), the rest here; in the order model, data, the run's name, optim, loss, train."""
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    check_model_config(m)
+    check_data_config(cfg.data)
     _check(cfg.name is None or (cfg.name.strip() not in ("", ".", "..") and not any(c in cfg.name for c in "/\\\0")),
            f"name={cfg.name!r} must be a plain directory name (no slashes, not empty, not . or ..)")
     for key, v in (("optim.lr_g", o.lr_g), ("optim.lr_d", o.lr_d)):
@@ -501,8 +350,7 @@ def validate(cfg: Config) -> None:
     for key, v in (("optim.beta1", o.beta1), ("optim.beta2", o.beta2)):
         _check(0 <= v < 1, f"{key}={v} must be in [0, 1)")
     _check(0 < o.eps < 1, f"optim.eps={o.eps} must be in (0, 1)")
-    _check(lo.name in LOSSES, f"loss.name={lo.name!r} is not known; choose one of {list(LOSSES)}")
-    _check(lo.gp_weight >= 0, f"loss.gp_weight={lo.gp_weight} must be >= 0")
+    check_loss_config(cfg.loss)
     _check(t.steps >= 1, f"train.steps={t.steps} must be >= 1")
     _check(t.steps <= 10**10, f"train.steps={t.steps} must be between 1 and 10**10")
     _check(1 <= t.batch_size <= 1_000_000, f"train.batch_size={t.batch_size} must be >= 1")

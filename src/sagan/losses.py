@@ -1,34 +1,82 @@
-"""Adversarial losses. Each returns (loss_d, loss_g) pieces; D scores are unbounded logits."""
+"""Adversarial losses. Each returns (loss_d, loss_g) pieces; D scores are unbounded logits.
+
+``objective(name)`` resolves a loss's two halves once (the training step holds them); ``d_loss`` and
+``g_loss`` look the name up on every call.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from sagan.errors import ConfigError
 from sagan.nn.attention import double_backward_mode
+from sagan.schema import LossConfig
 
-LOSSES = ("hinge", "ns", "wasserstein")
+
+def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def _ns_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
+def _wasserstein_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return fake.mean() - real.mean()
+
+
+def _negative_mean_g(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+def _ns_g(fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-fake).mean()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A loss by name: ``d_loss(real, fake)`` from D's scores on real and fake images, ``g_loss(fake)``
+    from D's scores on fake images."""
+    name: str
+    d_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    g_loss: Callable[[torch.Tensor], torch.Tensor]
+
+
+OBJECTIVES = {o.name: o for o in (
+    Objective("hinge", _hinge_d, _negative_mean_g),
+    Objective("ns", _ns_d, _ns_g),
+    Objective("wasserstein", _wasserstein_d, _negative_mean_g),
+)}
+LOSSES = tuple(OBJECTIVES)
+
+
+def objective(name: str) -> Objective:
+    """The loss called ``name`` (one of LOSSES); ValueError listing them otherwise."""
+    try:
+        return OBJECTIVES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"loss {name!r} is not known; choose one of {LOSSES}") from None
+
+
+def check_loss_config(lo: LossConfig) -> None:
+    """ConfigError naming the first ``loss`` key that is not allowed: the name, then the penalty weight."""
+    if lo.name not in LOSSES:
+        raise ConfigError(f"loss.name={lo.name!r} is not known; choose one of {list(LOSSES)}")
+    if not (lo.gp_weight >= 0):
+        raise ConfigError(f"loss.gp_weight={lo.gp_weight} must be >= 0")
 
 
 def d_loss(name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Discriminator loss from D's scores on real and fake images."""
-    if name == "hinge":
-        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
-    if name == "ns":
-        return F.softplus(-real).mean() + F.softplus(fake).mean()
-    if name == "wasserstein":
-        return fake.mean() - real.mean()
-    raise ValueError(f"loss {name!r} is not known; choose one of {LOSSES}")
+    return objective(name).d_loss(real, fake)
 
 
 def g_loss(name: str, fake: torch.Tensor) -> torch.Tensor:
     """Generator loss from D's scores on fake images."""
-    if name == "hinge" or name == "wasserstein":
-        return -fake.mean()
-    if name == "ns":
-        return F.softplus(-fake).mean()
-    raise ValueError(f"loss {name!r} is not known; choose one of {LOSSES}")
+    return objective(name).g_loss(fake)
 
 
 def gradient_penalty(d_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,

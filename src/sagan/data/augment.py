@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from sagan.errors import plural
+from sagan.errors import ConfigError, plural
+from sagan.schema import DataConfig
 
 OPS = ("color", "translation", "cutout")
 NUMBERS = {"color": 3, "translation": 2, "cutout": 2}  # uniform draws per image
@@ -94,6 +95,18 @@ def check_policy(policy: Sequence[str] | str) -> list[str]:
         return [] if policy == AUTO else [policy]
     bad = [p for p in policy if p not in OPS]
     return bad + [p for i, p in enumerate(policy) if p in OPS and p in policy[:i]]
+
+
+def check_augment_config(d: DataConfig) -> None:
+    """ConfigError unless ``data.diffaugment`` is ``auto`` or a list of operations, each known and at most once."""
+    policy = d.diffaugment
+    if isinstance(policy, str) and policy != AUTO:
+        raise ConfigError(f"data.diffaugment={policy!r}: give auto or a list of operations, e.g. [{policy}] "
+                          f"or [color, translation, cutout] ([] turns it off)")
+    bad = check_policy(policy)
+    if bad:
+        raise ConfigError(f"data.diffaugment={policy}: {bad[0]!r} is unknown or repeated; choose auto, or from "
+                          f"{list(OPS)}, each at most once (e.g. [color, translation, cutout])")
 
 
 def resolve_policy(policy: Sequence[str] | str, dataset: str, num_images: int) -> tuple[list[str], str | None]:

@@ -14,7 +14,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,11 +23,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from sagan.data.augment import check_augment_config
 from sagan.errors import ConfigError, DataError, plural
 from sagan.fileio import atomic_path
-
-# The data layer sits below sagan.config: a data config is anything with DataConfig's fields.
-DataConfig = Any
+from sagan.schema import DataConfig
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -526,6 +525,20 @@ def dataset_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise ConfigError(f"data.dataset={name!r} is not known; choose one of {sorted(DATASETS)}") from None
+
+
+def check_data_config(d: DataConfig) -> None:
+    """ConfigError naming the first ``data`` key that cannot be loaded, in this order: the dataset, the
+    channels, the DiffAugment policy (``sagan.data.augment.check_augment_config``), the workers, the root."""
+    if d.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset={d.dataset!r} is not known; choose one of {list(DATASETS)}")
+    if d.channels not in (None, 1, 3):
+        raise ConfigError(f"data.channels={d.channels} must be 1, 3 or null (as the data has)")
+    check_augment_config(d)
+    if not 0 <= d.num_workers <= 256:
+        raise ConfigError(f"data.num_workers={d.num_workers} must be between 0 and 256")
+    if not (d.root is None or (d.root.strip() != "" and "\0" not in d.root)):
+        raise ConfigError(f"data.root={d.root!r} must be a non-empty path without NUL characters")
 
 
 def load_data(cfg: DataConfig, resolution: int, conditional: bool = True, train: bool = True,

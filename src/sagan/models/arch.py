@@ -1,4 +1,5 @@
-"""The per-resolution architecture table: the single source of truth for G and D shapes.
+"""The per-resolution architecture table: the single source of truth for G and D shapes, and the
+check of a config's ``model`` section against it (``check_model_config``).
 
 Each entry lists, per residual block, the input and output channel multipliers (of ``ch``),
 whether the block changes resolution, and the feature-map size the block outputs; attention
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sagan.nn.attention import SelfAttention2d
+from sagan.errors import ConfigError
+from sagan.nn.attention import SelfAttention2d, check_reduction, check_variant
 from sagan.nn.blocks import ResidualBottleneck, bottleneck_width
-from sagan.nn.spectral import init_weights
+from sagan.nn.spectral import INIT_SCHEMES, init_weights
+from sagan.schema import ModelConfig
 
 BOTTOM_WIDTH = 4
 
@@ -67,14 +70,29 @@ D_ARCH: dict[int, list[BlockSpec]] = {
 RESOLUTIONS = tuple(sorted(G_ARCH))
 
 
+def layer_sizes(arch: dict[int, list[BlockSpec]], resolution: int) -> list[int]:
+    """Feature-map sizes after which ``arch`` at ``resolution`` can place an attention or bottleneck
+    layer: the sizes its blocks output."""
+    return sorted({s.resolution for s in arch[resolution]})
+
+
 def g_attention_sizes(resolution: int) -> list[int]:
     """Feature-map sizes after which the generator can place attention."""
-    return sorted({s.resolution for s in G_ARCH[resolution]})
+    return layer_sizes(G_ARCH, resolution)
 
 
 def d_attention_sizes(resolution: int) -> list[int]:
     """Feature-map sizes after which the discriminator can place attention."""
-    return sorted({s.resolution for s in D_ARCH[resolution]})
+    return layer_sizes(D_ARCH, resolution)
+
+
+def misplaced(arch: dict[int, list[BlockSpec]], resolution: int, sizes) -> list[int]:
+    """The sizes in ``sizes`` that no block of ``arch`` at ``resolution`` outputs, so no layer can follow
+    (empty when every size is one of ``layer_sizes``). The one placement rule: the models' constructors
+    (``checked_specs``), the config check (``check_model_config``) and the export check
+    (``sagan.models.export.check_generator_args``) each word what it finds."""
+    allowed = layer_sizes(arch, resolution)
+    return [s for s in sizes if s not in allowed]
 
 
 def checked_specs(arch: dict[int, list[BlockSpec]], resolution: int, attn, who: str,
@@ -83,13 +101,11 @@ def checked_specs(arch: dict[int, list[BlockSpec]], resolution: int, attn, who: 
     resolution is not in the table or a size in ``attn`` (of ``what`` layers) is never produced by ``who``."""
     if resolution not in arch:
         raise ValueError(f"resolution {resolution} is not supported; choose one of {sorted(arch)}")
-    specs = arch[resolution]
-    sizes = {s.resolution for s in specs}
-    bad = [a for a in attn if a not in sizes]
+    bad = misplaced(arch, resolution, attn)
     if bad:
         raise ValueError(f"{who} {what} at {bad} is never produced at resolution {resolution}; "
-                         f"choose from {sorted(sizes)}")
-    return specs
+                         f"choose from {layer_sizes(arch, resolution)}")
+    return arch[resolution]
 
 
 EXTRA_PLACEMENTS = ("first", "every")
@@ -111,6 +127,44 @@ def extra_layer_blocks(specs: list[BlockSpec], sizes, placement: str = "first") 
         for i in at[:1] if placement == "first" else at:
             out.setdefault(i, []).append(size)
     return out
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def check_model_config(m: ModelConfig) -> None:
+    """ConfigError naming the first ``model`` key that G and D cannot be built with, in this order: the
+    resolution; the attention and bottleneck sizes (``misplaced``, each size once); the attention's
+    query/key reduction (``sagan.nn.attention.check_reduction``); the widths, and the channels each
+    attention layer would get; z_dim; D's extra-layer placement; the attention variant
+    (``sagan.nn.attention.check_variant``); the weight init."""
+    _check(m.resolution in RESOLUTIONS,
+           f"model.resolution={m.resolution} is not supported; choose one of {list(RESOLUTIONS)}")
+    for key, arch, sizes, what in (("model.g_attn", G_ARCH, m.g_attn, "attention"),
+                                   ("model.d_attn", D_ARCH, m.d_attn, "attention"),
+                                   ("model.g_resblock", G_ARCH, m.g_resblock, "residual block"),
+                                   ("model.d_resblock", D_ARCH, m.d_resblock, "residual block")):
+        bad = misplaced(arch, m.resolution, sizes)
+        _check(not bad, f"{key}={sizes}: the architecture at resolution {m.resolution} never produces "
+                        f"a {bad[0] if bad else ''}x{bad[0] if bad else ''} feature map; choose sizes from "
+                        f"{layer_sizes(arch, m.resolution)} (or [] for no {what})")
+        _check(len(set(sizes)) == len(sizes), f"{key}={sizes} lists a size twice")
+    check_reduction(m)
+    r = m.attn_reduction
+    for key, ch, arch, sizes in (("model.g_ch", m.g_ch, G_ARCH, m.g_attn), ("model.d_ch", m.d_ch, D_ARCH, m.d_attn)):
+        _check(1 <= ch <= 4096, f"{key}={ch} must be between 1 and 4096")
+        for spec in arch[m.resolution]:
+            c = spec.out_mult * ch
+            _check(spec.resolution not in sizes or c % r == 0,
+                   f"{key}={ch}: the attention layer at {spec.resolution}x{spec.resolution} would get {c} "
+                   f"channels, which is not divisible by {r} (attention projects to C/{r}); use e.g. 16, 32 or 64")
+    _check(1 <= m.z_dim <= 4096, f"model.z_dim={m.z_dim} must be between 1 and 4096")
+    _check(m.d_extra_layers in EXTRA_PLACEMENTS,
+           f"model.d_extra_layers={m.d_extra_layers!r}; choose one of {list(EXTRA_PLACEMENTS)}")
+    check_variant(m)
+    _check(m.init in INIT_SCHEMES, f"model.init={m.init!r}; choose one of {list(INIT_SCHEMES)}")
 
 
 def _stream_seed(label: str) -> int:

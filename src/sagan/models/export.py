@@ -97,7 +97,7 @@ def check_generator_args(args: dict[str, Any], where: str | os.PathLike) -> None
     arguments): each of the right type and within range (``ch`` and ``z_dim`` up to MAX_WIDTH, as a
     training config allows), so a tampered or damaged config is one line, never a traceback or
     gigabytes allocated. Absent keys take the constructor's defaults."""
-    from sagan.models.arch import G_ARCH, g_attention_sizes
+    from sagan.models.arch import G_ARCH, g_attention_sizes, misplaced
     from sagan.nn.attention import REDUCTIONS, VARIANTS
     from sagan.nn.spectral import INIT_SCHEMES
 
@@ -129,7 +129,7 @@ def check_generator_args(args: dict[str, Any], where: str | os.PathLike) -> None
             continue
         sizes = args[key]
         if (not isinstance(sizes, (list, tuple)) or not all(_is_int(s) for s in sizes)
-                or not set(sizes) <= set(g_attention_sizes(resolution)) or len(set(sizes)) != len(sizes)):
+                or misplaced(G_ARCH, resolution, sizes) or len(set(sizes)) != len(sizes)):
             raise refuse(key, f"must list distinct feature-map sizes from {g_attention_sizes(resolution)} "
                               f"(resolution {resolution})")
     names = args.get("class_names")

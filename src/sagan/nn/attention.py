@@ -39,11 +39,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sagan.errors import ConfigError
 from sagan.nn.spectral import sn_conv1x1
+from sagan.schema import ModelConfig
 
 Variant = Literal["paper", "biggan"]
 VARIANTS = ("paper", "biggan")
 REDUCTIONS = (1, 2, 4, 8)  # C' = C / reduction for the query/key (and the paper variant's value)
+
+
+def check_reduction(m: ModelConfig) -> None:
+    """ConfigError unless ``model.attn_reduction`` is one of REDUCTIONS."""
+    if m.attn_reduction not in REDUCTIONS:
+        raise ConfigError(f"model.attn_reduction={m.attn_reduction}; choose one of {list(REDUCTIONS)} "
+                          f"(query/key width C/r)")
+
+
+def check_variant(m: ModelConfig) -> None:
+    """ConfigError unless ``model.attn_variant`` is one of VARIANTS."""
+    if m.attn_variant not in VARIANTS:
+        raise ConfigError(f"model.attn_variant={m.attn_variant!r}; choose one of {list(VARIANTS)}")
+
 
 _state = threading.local()
 
