@@ -1,8 +1,6 @@
 """Models from a config's ``model`` section, and where their attention layers are."""
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
 from sagan.models.arch import D_ARCH, G_ARCH
@@ -10,18 +8,14 @@ from sagan.models.discriminator import Discriminator
 from sagan.models.generator import Generator
 from sagan.nn.attention import SelfAttention2d
 from sagan.nn.blocks import ResidualBottleneck
+from sagan.schema import ModelConfig
 
 
-def build_models(m: Any, num_classes: int, channels: int,
+def build_models(m: ModelConfig, num_classes: int, channels: int,
                  class_names: list[str] | None = None) -> tuple[Generator, Discriminator]:
-    """G and D for a ``model`` config section (``sagan.config.ModelConfig`` or anything with its fields)."""
-    g = Generator(m.resolution, m.g_ch, m.z_dim, num_classes, channels, list(m.g_attn), m.attn_variant, m.g_sn,
-                  attn_bias=m.attn_bias, init=m.init, class_names=class_names, attn_reduction=m.attn_reduction,
-                  resblock=list(m.g_resblock))
-    d = Discriminator(m.resolution, m.d_ch, num_classes, channels, list(m.d_attn), m.attn_variant, m.d_sn,
-                      attn_bias=m.attn_bias, init=m.init, attn_reduction=m.attn_reduction, resblock=list(m.d_resblock),
-                      extra_placement=m.d_extra_layers)
-    return g, d
+    """G and D for a ``model`` config section (``Generator.from_config``, ``Discriminator.from_config``)."""
+    return (Generator.from_config(m, num_classes, channels, class_names=class_names),
+            Discriminator.from_config(m, num_classes, channels))
 
 
 def _labelled_layers(model: nn.Module, prefix: str, kinds: dict[type, str]) -> dict[str, nn.Module]:

@@ -8,6 +8,7 @@ from torch import nn
 from sagan.models.arch import D_ARCH, add_extra_layers, checked_specs
 from sagan.nn.blocks import DBlock
 from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_embedding, sn_linear
+from sagan.schema import ModelConfig
 
 
 class Discriminator(nn.Module):
@@ -52,6 +53,14 @@ class Discriminator(nn.Module):
         init_weights(self, init)  # the backbone; then the attention / bottleneck layers, each on its own stream
         add_extra_layers(self.blocks, specs, [s.out_mult * ch for s in specs], attn, resblock, attn_variant, use_sn,
                          attn_bias, attn_reduction, init, "D", extra_placement)
+
+    @classmethod
+    def from_config(cls, m: ModelConfig, num_classes: int, img_channels: int) -> "Discriminator":
+        """The discriminator a config's ``model`` section describes: its ``d_*`` keys and the shared ones
+        (checked by ``sagan.models.arch.check_model_config``)."""
+        return cls(m.resolution, m.d_ch, num_classes, img_channels, list(m.d_attn), m.attn_variant, m.d_sn,
+                   attn_bias=m.attn_bias, init=m.init, attn_reduction=m.attn_reduction, resblock=list(m.d_resblock),
+                   extra_placement=m.d_extra_layers)
 
     @property
     def conditional(self) -> bool:

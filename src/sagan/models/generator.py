@@ -13,6 +13,7 @@ from sagan.models.arch import BOTTOM_WIDTH, G_ARCH, add_extra_layers, checked_sp
 from sagan.models.standing import ensure_standing
 from sagan.nn.blocks import GBlock
 from sagan.nn.spectral import DEFAULT_INIT, init_weights, sn_conv3x3, sn_linear
+from sagan.schema import ModelConfig
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -71,6 +72,15 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
         init_weights(self, init)  # the backbone; then the attention / bottleneck layers, each on its own stream
         add_extra_layers(self.blocks, specs, [s.out_mult * ch for s in specs], attn, resblock, attn_variant, use_sn,
                          attn_bias, attn_reduction, init, "G")
+
+    @classmethod
+    def from_config(cls, m: ModelConfig, num_classes: int, img_channels: int,
+                    class_names: list[str] | None = None) -> "Generator":
+        """The generator a config's ``model`` section describes: its ``g_*`` keys and the shared ones
+        (checked by ``sagan.models.arch.check_model_config``)."""
+        return cls(m.resolution, m.g_ch, m.z_dim, num_classes, img_channels, list(m.g_attn), m.attn_variant, m.g_sn,
+                   attn_bias=m.attn_bias, init=m.init, class_names=class_names, attn_reduction=m.attn_reduction,
+                   resblock=list(m.g_resblock))
 
     @property
     def conditional(self) -> bool:
