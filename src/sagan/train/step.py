@@ -28,7 +28,7 @@ from torch import nn
 from sagan import distributed as dist_utils
 from sagan.data.augment import diff_augment, random_hflip
 from sagan.errors import ConfigError
-from sagan.losses import d_loss, g_loss, gradient_penalty
+from sagan.losses import gradient_penalty, objective
 from sagan.train.ema import EMA
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -77,6 +77,7 @@ class SAGANStep:
         t, o = cfg.train, cfg.optim
         self.cfg, self.device, self.dist, self.next_batch = cfg, device, dist, next_batch
         self.num_classes = num_classes
+        self.objective = objective(cfg.loss.name)  # the loss's D and G halves, looked up once
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.G, self.D = G, D
         self.ema = EMA(G, t.ema_decay, t.ema_start, t.ema_warmup, t.ema_bn, t.ema_bn_batches, t.ema_bn_batch_size,
@@ -135,7 +136,7 @@ class SAGANStep:
             y_all = torch.cat([y_real, y_fake]) if y_real is not None else None
             scores = at_least_fp32(self.D_train(x_all, y_all))
             real_s, fake_s = scores[: len(x)], scores[len(x):]
-            loss_d = d_loss(loss.name, real_s, fake_s)
+            loss_d = self.objective.d_loss(real_s, fake_s)
         if loss.gp_weight > 0:
             # Interpolation weights from the noise stream, for the global batch, sharded like the latents.
             alpha = torch.rand(self.cfg.train.batch_size, generator=self.noise)[self.dist.rank::self.dist.world]
@@ -152,8 +153,7 @@ class SAGANStep:
             p.requires_grad_(False)
         try:
             with self.autocast():
-                loss_g = g_loss(self.cfg.loss.name,
-                                at_least_fp32(self.D(self.augment(self.G_train(z, y_fake)), y_fake)))
+                loss_g = self.objective.g_loss(at_least_fp32(self.D(self.augment(self.G_train(z, y_fake)), y_fake)))
             self._update(loss_g, self.opt_g, self.scaler_g)
         finally:
             for p in trainable:
