@@ -31,6 +31,9 @@ run() {  # NAME STUDY ARGS...: resume from docs/studies/NAME when this machine h
   trap 'kill -TERM $pid 2>/dev/null; wait $pid; exit 143' TERM INT
   while kill -0 $pid 2>/dev/null; do
     sleep 120
+    # Each run is a session of its own, and Linux schedules sessions (autogroups) fairly whatever
+    # their nice value: lower the runs' autogroups too, so they take only what other work leaves.
+    for p in $(pgrep -f -- "sagan train .*$out/$name/runs" || true); do echo 19 > "/proc/$p/autogroup" 2>/dev/null || true; done
     python "$here/scripts/sync_study.py" "$out/$name" "docs/studies/$name" --commit || true  # the index may be busy
   done
   wait $pid

@@ -15,17 +15,15 @@ from conftest import TINY_TRAIN_ARGS
 
 from sagan.cli import main
 from sagan.errors import EXIT_CHECKPOINT_WRITE, EXIT_USAGE
+from sagan.runs import checkpoints as ckpt_mod
 from sagan.runs.checkpoints import (
     FORMAT_VERSION,
     CheckpointError,
+    Checkpoints,
     CheckpointWriteError,
     atomic_save,
-    list_checkpoints,
     load_checkpoint,
-    remove_stale_temp_files,
-    save_checkpoint,
 )
-from sagan.runs import checkpoints as ckpt_mod
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +34,7 @@ def _state(value: float) -> dict:
 
 def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     d = tmp_path / "checkpoints"
-    good = save_checkpoint(_state(1.0), d, 2, keep=3)
+    good = Checkpoints(d).save(_state(1.0), 2, keep=3)
     real_save = torch.save
 
     def save_then_fail(obj, f, *a, **k):  # half a file on disk, then the disk is full
@@ -47,19 +45,19 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", save_then_fail)
     with pytest.raises(CheckpointWriteError, match="No space left"):
-        save_checkpoint(_state(2.0), d, 4, keep=3)
+        Checkpoints(d).save(_state(2.0), 4, keep=3)
     monkeypatch.undo()
-    assert list_checkpoints(d) == [good]
+    assert Checkpoints(d).list() == [good]
     assert sorted(p.name for p in d.iterdir()) == [good.name]  # no temporary file left behind
     assert torch.equal(load_checkpoint(good)["G"]["w"], torch.full((3, 3), 1.0))
 
 
 def test_failed_rename_and_torch_runtime_error_are_write_errors(tmp_path, monkeypatch):
     d = tmp_path / "checkpoints"
-    good = save_checkpoint(_state(1.0), d, 2, keep=3)
+    good = Checkpoints(d).save(_state(1.0), 2, keep=3)
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EACCES, "Permission denied")))
     with pytest.raises(CheckpointWriteError, match="Permission denied"):
-        save_checkpoint(_state(2.0), d, 4, keep=3)
+        Checkpoints(d).save(_state(2.0), 4, keep=3)
     monkeypatch.undo()
 
     def torch_style_failure(obj, f, *a, **k):  # how PyTorch's zip writer reports a full disk
@@ -69,16 +67,16 @@ def test_failed_rename_and_torch_runtime_error_are_write_errors(tmp_path, monkey
     with pytest.raises(CheckpointWriteError, match="RuntimeError"):
         atomic_save(_state(3.0), d / "ckpt_00000006.pt")
     monkeypatch.undo()
-    assert list_checkpoints(d) == [good] and len(list(d.iterdir())) == 1
+    assert Checkpoints(d).list() == [good] and len(list(d.iterdir())) == 1
     assert torch.equal(load_checkpoint(good)["G"]["w"], torch.full((3, 3), 1.0))
 
 
 def test_interrupt_during_write_cleans_up_and_reraises(tmp_path, monkeypatch):
     d = tmp_path / "checkpoints"
-    good = save_checkpoint(_state(1.0), d, 2, keep=3)
+    good = Checkpoints(d).save(_state(1.0), 2, keep=3)
     monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(_state(2.0), d, 4, keep=3)
+        Checkpoints(d).save(_state(2.0), 4, keep=3)
     assert list(d.iterdir()) == [good]
 
 
@@ -88,20 +86,20 @@ def test_rotation_keeps_last_k_and_never_touches_best(tmp_path):
     (d / "best.pt").write_bytes(b"best")
     (d / "notes.txt").write_text("mine")
     for step in range(1, 7):
-        save_checkpoint(_state(float(step)), d, step, keep=2)
-    assert [p.name for p in list_checkpoints(d)] == ["ckpt_00000005.pt", "ckpt_00000006.pt"]
+        Checkpoints(d).save(_state(float(step)), step, keep=2)
+    assert [p.name for p in Checkpoints(d).list()] == ["ckpt_00000005.pt", "ckpt_00000006.pt"]
     assert (d / "best.pt").read_bytes() == b"best" and (d / "notes.txt").read_text() == "mine"
     # keep=0 would delete everything; the checkpoint just written always stays
-    save_checkpoint(_state(7.0), d, 7, keep=0)
+    Checkpoints(d).save(_state(7.0), 7, keep=0)
     assert (d / "ckpt_00000007.pt").is_file()
 
 
 def test_stale_temporary_files_are_removed(tmp_path):
     d = tmp_path / "checkpoints"
-    good = save_checkpoint(_state(1.0), d, 2, keep=3)
+    good = Checkpoints(d).save(_state(1.0), 2, keep=3)
     stale = d / ".ckpt_00000004.pt.abc123.tmp"
     stale.write_bytes(b"half a checkpoint")
-    assert remove_stale_temp_files(d) == [stale]
+    assert Checkpoints(d).remove_stale_temp_files() == [stale]
     assert list(d.iterdir()) == [good]
 
 
@@ -164,7 +162,7 @@ def test_cli_refuses_code_carrying_checkpoint(tmp_path, tiny_run, capsys):
     marker = tmp_path / "pwned"
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    older, newest = list_checkpoints(run / "checkpoints")
+    older, newest = Checkpoints(run / "checkpoints").list()
     _poison(newest, marker)
     assert main(["sample", str(newest), "-n", "2", "--out", str(tmp_path / "o")]) == EXIT_USAGE
     err = capsys.readouterr().err
@@ -176,7 +174,7 @@ def test_cli_refuses_code_carrying_checkpoint(tmp_path, tiny_run, capsys):
     assert f"{newest} is refused" in err and "falling back to the previous checkpoint" in err
     assert load_checkpoint(newest)["step"] == 4
     # With every checkpoint poisoned there is nothing to resume from: a clear error, exit 2.
-    for p in list_checkpoints(run / "checkpoints"):
+    for p in Checkpoints(run / "checkpoints").list():
         _poison(p, marker)
     assert main(["train", "--resume", str(run), "--no-progress", "--steps", "6"]) == EXIT_USAGE
     assert "can be read" in capsys.readouterr().err
@@ -193,7 +191,7 @@ def test_resume_refuses_another_architecture(tmp_path, tiny_run, capsys):
     assert rc == EXIT_USAGE
     assert "another architecture" in err and "model.g_ch: checkpoint 8, this run 16" in err
     assert "shape" in err  # and the tensors that would not fit are named
-    assert len(list_checkpoints(run / "checkpoints")) == 2  # nothing written
+    assert len(Checkpoints(run / "checkpoints").list()) == 2  # nothing written
 
 
 def test_training_stops_on_checkpoint_write_failure(tmp_path, tiny_folder, monkeypatch, capsys):
@@ -212,6 +210,6 @@ def test_training_stops_on_checkpoint_write_failure(tmp_path, tiny_folder, monke
     err = capsys.readouterr().err
     assert rc == EXIT_CHECKPOINT_WRITE
     assert "No space left" in err and "previous checkpoint is intact" in err
-    ckpts = list_checkpoints(tmp_path / "r" / "checkpoints")
+    ckpts = Checkpoints(tmp_path / "r" / "checkpoints").list()
     assert [p.name for p in ckpts] == ["ckpt_00000002.pt"]  # training did not go on past step 4
     assert load_checkpoint(ckpts[0])["step"] == 2

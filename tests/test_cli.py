@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from conftest import TINY_TRAIN_ARGS, make_image_folder
 from PIL import Image
 
 from sagan.cli import main
-from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.runs.checkpoints import Checkpoints, load_checkpoint
 
 
 def test_train_writes_a_complete_run_directory(tiny_run):
@@ -37,7 +36,7 @@ def test_train_writes_a_complete_run_directory(tiny_run):
     assert [int(float(r["step"])) for r in rows] == [2, 4]
     for key in ("loss_d", "loss_g", "d_real", "d_fake", "images_per_s", "gamma/G.attn16", "gamma/D.attn16"):
         assert key in rows[0] and np.isfinite(float(rows[-1][key]))
-    ckpts = list_checkpoints(tiny_run / "checkpoints")
+    ckpts = Checkpoints(tiny_run / "checkpoints").list()
     assert [p.name for p in ckpts] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
     state = load_checkpoint(ckpts[-1])
     assert state["step"] == 4
@@ -47,9 +46,9 @@ def test_train_writes_a_complete_run_directory(tiny_run):
 def test_resume_continues_where_it_stopped(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    before = load_checkpoint(list_checkpoints(run / "checkpoints")[-1])
+    before = load_checkpoint(Checkpoints(run / "checkpoints").list()[-1])
     assert main(["train", "--resume", str(run), "--steps", "6", "--no-progress"]) == 0
-    after = load_checkpoint(list_checkpoints(run / "checkpoints")[-1])
+    after = load_checkpoint(Checkpoints(run / "checkpoints").list()[-1])
     assert after["step"] == 6
     assert after["opt_d"]["state"][0]["step"] == before["opt_d"]["state"][0]["step"] + 2
     assert not torch.equal(after["G"]["linear.parametrizations.weight.original"],
@@ -75,7 +74,7 @@ def test_sample_writes_png_and_npz(tiny_run, tmp_path):
     assert (npz["labels"] == 1).all()
     assert next(out.glob("*.png")).is_file()
     # A checkpoint file works as well as a run directory, and --no-ema uses the raw G.
-    ckpt = list_checkpoints(tiny_run / "checkpoints")[-1]
+    ckpt = Checkpoints(tiny_run / "checkpoints").list()[-1]
     assert main(["sample", str(ckpt), "-n", "4", "--no-ema", "--format", "npz", "--out", str(out / "raw")]) == 0
     assert len(list((out / "raw").glob("*.npz"))) == 1
 
@@ -100,7 +99,7 @@ def test_single_folder_is_unconditional(tmp_path):
     data = make_image_folder(tmp_path / "one", classes=1, per_class=8)
     assert main(["train", *TINY_TRAIN_ARGS, "--data", str(data), "--steps", "1", "--out", str(tmp_path / "runs"),
                  "--name", "u"]) == 0
-    state = load_checkpoint(list_checkpoints(tmp_path / "runs" / "u" / "checkpoints")[-1])
+    state = load_checkpoint(Checkpoints(tmp_path / "runs" / "u" / "checkpoints").list()[-1])
     assert state["data"]["num_classes"] == 0
 
 

@@ -75,22 +75,24 @@ def _tiny_data():
 
 def _snapshot(trainer) -> dict:
     return {
-        "G": {k: v.detach().clone() for k, v in trainer.G.state_dict().items()},
-        "D": {k: v.detach().clone() for k, v in trainer.D.state_dict().items()},
-        "G_ema": {k: v.detach().clone() for k, v in trainer.ema.state_dict().items()},
-        "grad_G": {n: p.grad.detach().clone() for n, p in trainer.G.named_parameters() if p.grad is not None},
-        "grad_D": {n: p.grad.detach().clone() for n, p in trainer.D.named_parameters() if p.grad is not None},
+        "G": {k: v.detach().clone() for k, v in trainer.gan.G.state_dict().items()},
+        "D": {k: v.detach().clone() for k, v in trainer.gan.D.state_dict().items()},
+        "G_ema": {k: v.detach().clone() for k, v in trainer.gan.ema.state_dict().items()},
+        "grad_G": {n: p.grad.detach().clone() for n, p in trainer.gan.G.named_parameters() if p.grad is not None},
+        "grad_D": {n: p.grad.detach().clone() for n, p in trainer.gan.D.named_parameters() if p.grad is not None},
     }
 
 
 def _run_steps(dist, config: str, run_dir: Path, steps: int) -> dict:
     """``steps`` training steps in float64 (the caller sets the default dtype and one thread)."""
     from sagan.metrics.tracking import TrainingFID
+    from sagan.train.resolve import resolve_for_data
     from sagan.train.trainer import Trainer
     assert torch.get_default_dtype() == torch.float64 and torch.get_num_threads() == 1
     cfg, data = _tiny_config(*CONFIGS[config]), _tiny_data()
     fid = TrainingFID(cfg, data, torch.device("cpu"), dist=dist)  # what `sagan train` passes in
-    trainer = Trainer(cfg, run_dir, data, dist, progress=False, fid=fid)
+    trainer = Trainer(resolve_for_data(cfg, data, torch.device("cpu"), dist.world)[0], run_dir, data, dist,
+                      progress=False, fid=fid)
     stats, first = [], None
     for i in range(steps):
         s = trainer.train_step()
@@ -101,7 +103,7 @@ def _run_steps(dist, config: str, run_dir: Path, steps: int) -> dict:
     if config == "sync":  # training-time FID of the EMA generator, sampled in shards
         for n in FID_SAMPLES:
             trainer.fid.num_samples = n
-            out[f"fid{n}"] = trainer.fid(trainer.ema.shadow)
+            out[f"fid{n}"] = trainer.fid(trainer.gan.ema.shadow)
     if trainer.logger is not None:
         trainer.logger.close()
     return out

@@ -120,6 +120,7 @@ def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
     from sagan.data import load_data
     from sagan.metrics.tracking import TrainingFID
     from sagan.sampling import load_run
+    from sagan.train.resolve import resolve_for_data
     from sagan.train.trainer import Trainer
 
     cfg = load_config("fmnist32", overrides=["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.steps=4",
@@ -129,7 +130,8 @@ def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
     data = load_data(cfg.data, 32, True)
     data.images, data.labels = data.images[:300], data.labels[:300]
     fid = TrainingFID.from_config(cfg, data, torch.device("cpu"))  # what `sagan train` hands the Trainer
-    trainer = Trainer(cfg, tmp_path / "run", data, progress=False, fid=fid)
+    trainer = Trainer(resolve_for_data(cfg, data, torch.device("cpu"))[0], tmp_path / "run", data, progress=False,
+                      fid=fid)
     assert trainer.fid is not None and trainer.fid.features == "fmnist"
     trainer.fit()
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
@@ -161,11 +163,11 @@ def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
     assert rec["model"]["step"] == loaded.step and rec["model"]["tracked_fid"]["features"] == "fmnist"
     # evaluating does not move the training RNG streams: the same run without FID ends identical
     cfg.train.fid_every = 0
-    plain = Trainer(cfg, tmp_path / "plain", data, progress=False)
+    plain = Trainer(resolve_for_data(cfg, data, torch.device("cpu"))[0], tmp_path / "plain", data, progress=False)
     assert plain.fid is None
     plain.fit()
-    for k, v in trainer.G.state_dict().items():
-        assert torch.equal(v, plain.G.state_dict()[k]), k
+    for k, v in trainer.gan.G.state_dict().items():
+        assert torch.equal(v, plain.gan.G.state_dict()[k]), k
 
 
 def test_training_fid_off_when_it_would_never_run_or_inception_is_not_local(tiny_folder, tmp_path, monkeypatch):

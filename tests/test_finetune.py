@@ -19,7 +19,7 @@ from sagan.config import config_from_dict, load_config
 from sagan.errors import ConfigError
 from sagan.models import build_models
 from sagan.models.export import WEIGHTS_NAME
-from sagan.runs.checkpoints import list_checkpoints, load_checkpoint, resolve_checkpoint
+from sagan.runs.checkpoints import Checkpoints, load_checkpoint, resolve_checkpoint
 from sagan.train.finetune import (
     class_tables,
     fine_tune_model,
@@ -43,7 +43,7 @@ def start_weights(monkeypatch) -> dict:
     fit = Trainer.fit
 
     def recording_fit(self):
-        for name, model in (("G", self.G), ("G_ema", self.ema.shadow), ("D", self.D)):
+        for name, model in (("G", self.gan.G), ("G_ema", self.gan.ema.shadow), ("D", self.gan.D)):
             seen[name] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return fit(self)
 
@@ -211,7 +211,7 @@ def test_resume_of_a_finetuned_run_uses_its_own_checkpoints(tmp_path, tiny_run, 
     # A run stopped before its first checkpoint starts again from the source, not from scratch.
     early = tmp_path / "early"
     shutil.copytree(run, early)
-    for ckpt in list_checkpoints(early / "checkpoints"):
+    for ckpt in Checkpoints(early / "checkpoints").list():
         ckpt.unlink()
     capsys.readouterr()
     assert main(["train", "--resume", str(early), "--steps", "1", "--no-progress"]) == 0
@@ -220,7 +220,7 @@ def test_resume_of_a_finetuned_run_uses_its_own_checkpoints(tmp_path, tiny_run, 
     assert main(["train", "--resume", str(run), "--steps", "4", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "init from" not in out and f"resuming {run} from step 2" in out
-    assert [p.name for p in list_checkpoints(run / "checkpoints")][-1] == "ckpt_00000004.pt"
+    assert [p.name for p in Checkpoints(run / "checkpoints").list()][-1] == "ckpt_00000004.pt"
 
 
 @pytest.mark.parametrize("case, expected", [

@@ -13,7 +13,7 @@ from conftest import TINY_TRAIN_ARGS, make_image_folder
 from sagan.cli import main
 from sagan.config import DataConfig
 from sagan.data import load_data
-from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.runs.checkpoints import Checkpoints, load_checkpoint
 
 
 def _flatten(folder: Path, out: Path) -> Path:
@@ -39,7 +39,7 @@ def test_training_on_a_flat_folder_says_it_is_unconditional(tmp_path, tiny_folde
                  "--name", "u"]) == 0
     out = capsys.readouterr().out
     assert "no class sub-folders: unconditional" in out and "so the model is unconditional" in out
-    state = load_checkpoint(list_checkpoints(tmp_path / "runs" / "u" / "checkpoints")[-1])
+    state = load_checkpoint(Checkpoints(tmp_path / "runs" / "u" / "checkpoints").list()[-1])
     assert state["data"]["num_classes"] == 0
 
 
@@ -57,7 +57,7 @@ def test_a_small_folder_trains_without_diffaugment_unless_told_to(tmp_path, tiny
         assert ("data.diffaugment=[color, translation, cutout] turns it on" in out) == (name == "auto")
         stored = yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())
         assert stored["data"]["diffaugment"] == policy
-        state = load_checkpoint(list_checkpoints(tmp_path / "runs" / name / "checkpoints")[-1])
+        state = load_checkpoint(Checkpoints(tmp_path / "runs" / name / "checkpoints").list()[-1])
         assert state["config"]["data"]["diffaugment"] == policy
 
 

@@ -25,7 +25,7 @@ from sagan import Generator
 from sagan.cli import main
 from sagan.errors import CheckpointError
 from sagan.models.export import CONFIG_NAME, WEIGHTS_NAME, save_export
-from sagan.runs.checkpoints import list_checkpoints
+from sagan.runs.checkpoints import Checkpoints
 
 # Memory a child may map: importing torch and sagan takes ~3.5 GiB of address space (mostly
 # reserved, not resident); what is left is too little for any of the refused requests.
@@ -354,7 +354,7 @@ def test_evaluate_that_cannot_write_its_record_prints_the_results(tiny_run, tmp_
 
 def test_damaged_checkpoint_says_so_and_names_an_intact_one(tiny_run, tmp_path, capsys):
     run = shutil.copytree(tiny_run, tmp_path / "run")
-    older, newest = list_checkpoints(run / "checkpoints")
+    older, newest = Checkpoints(run / "checkpoints").list()
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # cut short after it was written
     before = snapshot(run)
     for command, hint in ((["sample", str(run), "-n", "2"], f"--checkpoint {older.name}"),

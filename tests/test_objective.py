@@ -352,26 +352,28 @@ def _tiny_data():
 
 def _count_one_step(tmp_path, n_dis: int):
     from sagan.config import load_config
+    from sagan.train.resolve import resolve_for_data
     from sagan.train.trainer import Trainer
     cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=4", "train.device=cpu",
                                          "train.log_every=1000", "train.fid_every=0", f"train.n_dis={n_dis}"])
-    tr = Trainer(cfg, tmp_path, _tiny_data(), progress=False)
+    data = _tiny_data()
+    tr = Trainer(resolve_for_data(cfg, data, torch.device("cpu"))[0], tmp_path, data, progress=False)
     batches = []
-    inner = tr.maths.next_batch  # the real-batch source the training step draws from
+    inner = tr.gan.next_batch  # the real-batch source the training step draws from
 
     def counting_next_batch():
         x, y = inner()
         batches.append((x.clone(), y.clone()))
         return x, y
 
-    tr.maths.next_batch = counting_next_batch
+    tr.gan.next_batch = counting_next_batch
     try:
         tr.train_step()
     finally:
         if tr.logger is not None:
             tr.logger.close()
-    steps_d = {int(tr.opt_d.state[p]["step"]) for p in tr.D.parameters()}
-    steps_g = {int(tr.opt_g.state[p]["step"]) for p in tr.G.parameters()}
+    steps_d = {int(tr.gan.opt_d.state[p]["step"]) for p in tr.gan.D.parameters()}
+    steps_g = {int(tr.gan.opt_g.state[p]["step"]) for p in tr.gan.G.parameters()}
     return tr, batches, steps_d, steps_g
 
 

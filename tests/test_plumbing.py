@@ -43,10 +43,12 @@ def _tiny_data():
 
 def _tiny_trainer(run_dir: Path):
     from sagan.config import load_config
+    from sagan.train.resolve import resolve_for_data
     from sagan.train.trainer import Trainer
     cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.device=cpu",
                                          "train.log_every=1000", "train.fid_every=0", "train.keep_ckpts=5"])
-    return Trainer(cfg, run_dir, _tiny_data(), progress=False)
+    data = _tiny_data()
+    return Trainer(resolve_for_data(cfg, data, torch.device("cpu"))[0], run_dir, data, progress=False)
 
 
 # --------------------------------------------------------------------------- 1. fp16 GradScaler state in checkpoints
@@ -57,14 +59,14 @@ def test_grad_scaler_state_round_trips_through_a_checkpoint(tmp_path, one_thread
     load_checkpoint with weights_only=True -> load_state_dict) is the real path."""
     from sagan.runs.checkpoints import load_checkpoint
     a = _tiny_trainer(tmp_path / "run")
-    a.scalers = (torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_factor=4.0, backoff_factor=0.25,
+    a.gan.scalers = (torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_factor=4.0, backoff_factor=0.25,
                                       growth_interval=3),
                  torch.amp.GradScaler("cpu", init_scale=2.0 ** 7, growth_factor=3.0, backoff_factor=0.125,
                                       growth_interval=5))
     for _ in range(2):
         a.train_step()  # finite gradients: each scaler's growth tracker counts 1, 2
-    a.scalers[1].update(new_scale=321.0)  # a scale no default or growth rule would give
-    expected = [s.state_dict() for s in a.scalers]
+    a.gan.scalers[1].update(new_scale=321.0)  # a scale no default or growth rule would give
+    expected = [s.state_dict() for s in a.gan.scalers]
     assert expected[0] == {"scale": 1024.0, "growth_factor": 4.0, "backoff_factor": 0.25, "growth_interval": 3,
                            "_growth_tracker": 2}
     assert expected[1] == {"scale": 321.0, "growth_factor": 3.0, "backoff_factor": 0.125, "growth_interval": 5,
@@ -76,17 +78,17 @@ def test_grad_scaler_state_round_trips_through_a_checkpoint(tmp_path, one_thread
     assert saved["scalers"] == expected
 
     b = _tiny_trainer(tmp_path / "run")  # same run directory, as `sagan train --resume` does
-    b.scalers = (torch.amp.GradScaler("cpu"), torch.amp.GradScaler("cpu"))  # defaults: scale 65536, interval 2000
+    b.gan.scalers = (torch.amp.GradScaler("cpu"), torch.amp.GradScaler("cpu"))  # defaults: scale 65536, interval 2000
     assert b.resume() == 2
-    assert [s.state_dict() for s in b.scalers] == expected
-    assert [s.get_scale() for s in b.scalers] == [1024.0, 321.0]
+    assert [s.state_dict() for s in b.gan.scalers] == expected
+    assert [s.get_scale() for s in b.gan.scalers] == [1024.0, 321.0]
 
     # The restored scalers behave like the originals: the next step reaches scaler 0's growth
     # interval (3) and multiplies its scale by its growth factor (4), both from the checkpoint.
     sa, sb = a.train_step(), b.train_step()
-    assert [s.state_dict() for s in b.scalers] == [s.state_dict() for s in a.scalers]
-    assert b.scalers[0].state_dict()["scale"] == 4096.0 and b.scalers[0].state_dict()["_growth_tracker"] == 0
-    assert b.scalers[1].state_dict()["_growth_tracker"] == 3
+    assert [s.state_dict() for s in b.gan.scalers] == [s.state_dict() for s in a.gan.scalers]
+    assert b.gan.scalers[0].state_dict()["scale"] == 4096.0 and b.gan.scalers[0].state_dict()["_growth_tracker"] == 0
+    assert b.gan.scalers[1].state_dict()["_growth_tracker"] == 3
     assert sb.loss_d == pytest.approx(sa.loss_d, rel=1e-5, abs=1e-6)
     assert sb.loss_g == pytest.approx(sa.loss_g, rel=1e-5, abs=1e-6)
     b.logger.close()
@@ -254,7 +256,7 @@ def test_train_two_steps_on_debian_fashion_mnist(tmp_path, monkeypatch, one_thre
     require_debian_fmnist()
     import yaml
 
-    from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+    from sagan.runs.checkpoints import Checkpoints, load_checkpoint
     monkeypatch.setenv("SAGAN_CACHE", str(tmp_path / "cache"))  # IDX files are staged here, not in ~/.cache
     rc = main(["train", "--preset", "fmnist32", "--steps", "2",
                "--set", "model.g_ch=8", "--set", "model.d_ch=8", "--set", "train.batch_size=8",
@@ -266,7 +268,7 @@ def test_train_two_steps_on_debian_fashion_mnist(tmp_path, monkeypatch, one_thre
     assert "dataset-fashion-mnist" in printed  # the data came from the Debian package
     assert "60000 images, 10 classes, 1 channel, 32x32" in printed
 
-    ckpts = list_checkpoints(run / "checkpoints")
+    ckpts = Checkpoints(run / "checkpoints").list()
     assert ckpts and ckpts[-1].name == "ckpt_00000002.pt"
     state = load_checkpoint(ckpts[-1])
     assert state["step"] == 2

@@ -27,10 +27,12 @@ def _data():
 
 def _trainer(tmp: Path, *overrides: str):
     from sagan.config import load_config
+    from sagan.train.resolve import resolve_for_data
     from sagan.train.trainer import Trainer
     cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.device=cpu",
                                          "train.log_every=1000", *overrides])
-    return Trainer(cfg, tmp, _data(), progress=False)
+    data = _data()
+    return Trainer(resolve_for_data(cfg, data, torch.device("cpu"))[0], tmp, data, progress=False)
 
 
 def _run(tmp: Path, steps: int, *overrides: str, dtype: torch.dtype = torch.float32):
@@ -157,14 +159,16 @@ def test_fp16_is_refused_on_cpu(tmp_path):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cuda_autocast_training_steps(tmp_path, precision):
     from sagan.config import load_config
+    from sagan.train.resolve import resolve_for_data
     from sagan.train.trainer import Trainer
     cfg = load_config("fmnist32", None, ["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.device=cuda",
                                          f"train.precision={precision}"])
-    tr = Trainer(cfg, tmp_path, _data(), progress=False)
+    data = _data()
+    tr = Trainer(resolve_for_data(cfg, data, torch.device("cuda"))[0], tmp_path, data, progress=False)
     for _ in range(2):
         s = tr.train_step()
         assert all(torch.isfinite(torch.tensor([s.loss_d, s.loss_g])))
-    for m in tr.G.modules():
+    for m in tr.gan.G.modules():
         if hasattr(m, "parametrizations"):
             assert m.parametrizations.weight[0]._u.dtype == torch.float32
 

@@ -21,7 +21,8 @@ from conftest import signal_and_wait, start_paused_at_step
 
 from sagan.config import load_config
 from sagan.data.datasets import load_data
-from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.runs.checkpoints import Checkpoints, load_checkpoint
+from sagan.train.resolve import resolve_for_data
 from sagan.train.trainer import Trainer
 
 STEPS, CKPT_EVERY = 8, 3
@@ -63,7 +64,8 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 def _trainer(folder: Path, run_dir: Path, steps: int = STEPS, extra: tuple[str, ...] = ()) -> Trainer:
     cfg = load_config("fmnist32", overrides=[*TRAIN_SETS, f"data.root={folder}", f"train.steps={steps}", *extra])
     run_dir.mkdir(parents=True, exist_ok=True)
-    return Trainer(cfg, run_dir, load_data(cfg.data, cfg.model.resolution, cfg.model.conditional), progress=False)
+    data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional)
+    return Trainer(resolve_for_data(cfg, data, torch.device("cpu"))[0], run_dir, data, progress=False)
 
 
 class _Crash(Exception):
@@ -75,7 +77,7 @@ class _Crash(Exception):
 def test_resume_between_checkpoints_is_exact_in_process(tmp_path, tiny_folder, monkeypatch, extra):
     ref = _trainer(tiny_folder, tmp_path / "ref", extra=extra)
     ref.fit()
-    expected = load_checkpoint(list_checkpoints(tmp_path / "ref" / "checkpoints")[-1])
+    expected = load_checkpoint(Checkpoints(tmp_path / "ref" / "checkpoints").list()[-1])
 
     # A crash at step 5 (between the checkpoints at 3 and 6): metrics rows 4-5 were already logged.
     crashing = _trainer(tiny_folder, tmp_path / "run", extra=extra)
@@ -90,12 +92,12 @@ def test_resume_between_checkpoints_is_exact_in_process(tmp_path, tiny_folder, m
     with pytest.raises(_Crash):
         crashing.fit()
     monkeypatch.undo()
-    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["ckpt_00000003.pt"]
+    assert [p.name for p in Checkpoints(tmp_path / "run" / "checkpoints").list()] == ["ckpt_00000003.pt"]
 
     resumed = _trainer(tiny_folder, tmp_path / "run", extra=extra)
     assert resumed.resume() == 3
     resumed.fit()
-    got = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
+    got = load_checkpoint(Checkpoints(tmp_path / "run" / "checkpoints").list()[-1])
     assert got["step"] == STEPS
     assert_same(expected, got)
     assert _metrics(tmp_path / "run") == _metrics(tmp_path / "ref")  # logs replayed, not duplicated
@@ -104,30 +106,30 @@ def test_resume_between_checkpoints_is_exact_in_process(tmp_path, tiny_folder, m
 def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, tiny_folder):
     ref = _trainer(tiny_folder, tmp_path / "ref")
     ref.fit()
-    expected = load_checkpoint(list_checkpoints(tmp_path / "ref" / "checkpoints")[-1])
+    expected = load_checkpoint(Checkpoints(tmp_path / "ref" / "checkpoints").list()[-1])
     part = _trainer(tiny_folder, tmp_path / "run", steps=6)
     part.fit()
-    ckpts = list_checkpoints(tmp_path / "run" / "checkpoints")
+    ckpts = Checkpoints(tmp_path / "run" / "checkpoints").list()
     data = ckpts[-1].read_bytes()
     ckpts[-1].write_bytes(data[: len(data) // 3])  # bit rot / a copy cut short after it was written
     (ckpts[-1].parent / ".ckpt_00000006.pt.x1y2.tmp").write_bytes(b"left by a killed write")
     resumed = _trainer(tiny_folder, tmp_path / "run")
     assert resumed.resume() == 3  # fell back to the previous checkpoint
     resumed.fit()
-    assert_same(expected, load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1]))
+    assert_same(expected, load_checkpoint(Checkpoints(tmp_path / "run" / "checkpoints").list()[-1]))
     assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
     assert "falling back" in (tmp_path / "run" / "events.log").read_text()
 
 
 def test_sample_grids_do_not_touch_training_rng(tmp_path, tiny_folder):
     tr = _trainer(tiny_folder, tmp_path / "run")
-    before = (torch.get_rng_state(), tr.noise.get_state(), random.getstate())
+    before = (torch.get_rng_state(), tr.gan.noise.get_state(), random.getstate())
     torch.manual_seed(123)  # sampling must not reseed or consume anything either
     marker = torch.get_rng_state()
     tr.sample_grid("a.png")
     assert torch.equal(torch.get_rng_state(), marker)
     torch.set_rng_state(before[0])
-    assert torch.equal(tr.noise.get_state(), before[1]) and random.getstate() == before[2]
+    assert torch.equal(tr.gan.noise.get_state(), before[1]) and random.getstate() == before[2]
 
 
 # ----------------------------------------------------------------------------- SIGKILL, real processes
@@ -183,9 +185,9 @@ def _kill_resume_matches(reference_run: Path, folder: Path, out: Path, kill_at: 
     run = out / f"killed_at_{kill_at}"
     logged = _run_and_kill(_train_cmd(folder, out, run.name), run, kill_at)
     _resume(run)
-    final = list_checkpoints(run / "checkpoints")[-1]
+    final = Checkpoints(run / "checkpoints").list()[-1]
     assert final.name == f"ckpt_{STEPS:08d}.pt", f"killed after step {logged}"
-    expected, got = load_checkpoint(list_checkpoints(reference_run / "checkpoints")[-1]), load_checkpoint(final)
+    expected, got = load_checkpoint(Checkpoints(reference_run / "checkpoints").list()[-1]), load_checkpoint(final)
     assert (expected["config"].pop("name"), got["config"].pop("name")) == ("ref", run.name)  # the only difference
     assert_same(expected, got, f"run killed after step {logged}")
     assert _metrics(run) == _metrics(reference_run)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from sagan.cli import main
 from sagan.config import DataConfig
 from sagan.data.datasets import DataError, check_image, load_image_folder
 from sagan.errors import EXIT_USAGE
-from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.runs.checkpoints import Checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -136,9 +135,9 @@ def test_spaces_and_non_ascii_paths(tmp_path, capsys):
     rc = main(["train", *TINY_TRAIN_ARGS, "--data", str(data), "--steps", "2", "--out", str(out), "--name", "lauf ü 1"])
     assert rc == 0, capsys.readouterr().err
     run = out / "lauf ü 1"
-    assert load_checkpoint(list_checkpoints(run / "checkpoints")[-1])["step"] == 2
+    assert load_checkpoint(Checkpoints(run / "checkpoints").list()[-1])["step"] == 2
     assert main(["train", "--resume", str(run), "--steps", "3", "--no-progress"]) == 0
-    assert load_checkpoint(list_checkpoints(run / "checkpoints")[-1])["step"] == 3
+    assert load_checkpoint(Checkpoints(run / "checkpoints").list()[-1])["step"] == 3
     assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "samples ü")]) == 0
 
 

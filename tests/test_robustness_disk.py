@@ -15,7 +15,7 @@ import pytest
 from conftest import TINY_TRAIN_ARGS
 
 from sagan.errors import EXIT_CHECKPOINT_WRITE
-from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.runs.checkpoints import Checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
 
@@ -33,7 +33,7 @@ def test_disk_full_during_training_keeps_previous_checkpoint(tmp_path, tiny_fold
         while size is None:  # poll for the first checkpoint (later ones are the same size, give or take bytes)
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             assert time.monotonic() < deadline, "training too slow"
-            ckpts = list_checkpoints(ckpt_dir)
+            ckpts = Checkpoints(ckpt_dir).list()
             try:
                 size = ckpts[-1].stat().st_size if ckpts else None
             except FileNotFoundError:  # rotated away (keep_ckpts) between the listing and the stat
@@ -49,7 +49,7 @@ def test_disk_full_during_training_keeps_previous_checkpoint(tmp_path, tiny_fold
     assert proc.returncode == EXIT_CHECKPOINT_WRITE, err[-3000:]
     assert "could not write checkpoint" in err and "previous checkpoint is intact" in err
     assert "MiB free on that disk" in err, err[-2000:]
-    ckpts = list_checkpoints(ckpt_dir)
+    ckpts = Checkpoints(ckpt_dir).list()
     assert [p.name for p in ckpt_dir.iterdir()] == [p.name for p in ckpts]  # no temporary file left
     last = load_checkpoint(ckpts[-1])
     assert last["step"] % 3 == 0 and last["step"] >= 3
@@ -60,4 +60,4 @@ def test_disk_full_during_training_keeps_previous_checkpoint(tmp_path, tiny_fold
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming {tmp_path / 'r'} from step {last['step']}" in res.stdout
-    assert load_checkpoint(list_checkpoints(ckpt_dir)[-1])["step"] == last["step"] + 1
+    assert load_checkpoint(Checkpoints(ckpt_dir).list()[-1])["step"] == last["step"] + 1

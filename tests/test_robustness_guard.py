@@ -10,7 +10,7 @@ from conftest import TINY_TRAIN_ARGS
 import sagan.train.step as step_mod
 from sagan.cli import main
 from sagan.errors import EXIT_DIVERGED
-from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.runs.checkpoints import Checkpoints, load_checkpoint
 from sagan.train.guard import CollapseDetector
 from sagan.train.trainer import Trainer
 
@@ -48,7 +48,7 @@ def test_nan_rolls_back_lowers_lr_and_finishes(tmp_path, tiny_folder, monkeypatc
     seen = _inject_nan_loss(monkeypatch, {5})  # step 5; the newest checkpoint is step 4
     rc = _train(tmp_path, tiny_folder, "--set", "train.on_divergence=rollback", "--set", "train.rollback_lr_factor=0.5")
     assert rc == 0 and seen["injected"] == 1
-    final = load_checkpoint(list_checkpoints(tmp_path / "r" / "checkpoints")[-1])
+    final = load_checkpoint(Checkpoints(tmp_path / "r" / "checkpoints").list()[-1])
     assert final["step"] == 8 and _all_finite(final)
     assert final["guard"]["rollbacks"] == 1
     assert final["opt_g"]["param_groups"][0]["lr"] == pytest.approx(0.5e-4)
@@ -82,7 +82,7 @@ def test_nan_before_any_checkpoint_rolls_back_to_the_start(tmp_path, tiny_folder
     _inject_nan_loss(monkeypatch, {1})
     rc = _train(tmp_path, tiny_folder, "--set", "train.ckpt_every=100", steps=3)
     assert rc == 0
-    final = load_checkpoint(list_checkpoints(tmp_path / "r" / "checkpoints")[-1])
+    final = load_checkpoint(Checkpoints(tmp_path / "r" / "checkpoints").list()[-1])
     assert final["step"] == 3 and _all_finite(final) and final["guard"]["rollbacks"] == 1
     assert "the initial state" in (tmp_path / "r" / "events.log").read_text()
 
@@ -94,7 +94,7 @@ def test_nan_stop_mode_exits_with_message(tmp_path, tiny_folder, monkeypatch, ca
     assert rc == EXIT_DIVERGED
     assert "training diverged at step 5" in err and "loss_d=nan (discriminator loss)" in err
     assert "non-finite weights in D" in err and "ckpt_00000004.pt" in err and "Traceback" not in err
-    ckpts = list_checkpoints(tmp_path / "r" / "checkpoints")
+    ckpts = Checkpoints(tmp_path / "r" / "checkpoints").list()
     assert ckpts[-1].name == "ckpt_00000004.pt"  # nothing after the blow-up was saved
     assert _all_finite(load_checkpoint(ckpts[-1]))
 
@@ -106,7 +106,7 @@ def test_nonfinite_weight_with_finite_losses_is_named(tmp_path, tiny_folder, mon
         stats = real_step(self)
         if self.step == 3:
             with torch.no_grad():
-                self.G.blocks[0][0].conv1.parametrizations.weight.original.fill_(float("inf"))
+                self.gan.G.blocks[0][0].conv1.parametrizations.weight.original.fill_(float("inf"))
         return stats
 
     monkeypatch.setattr(Trainer, "train_step", poison_g)
@@ -126,7 +126,7 @@ def test_repeated_divergence_stops_after_max_rollbacks(tmp_path, tiny_folder, mo
     events = (tmp_path / "r" / "events.log").read_text()
     assert events.count("Rolled back") == 2
     assert "lr_g 5e-05 -> 2.5e-05" in events  # learning rates lowered once more per rollback
-    assert _all_finite(load_checkpoint(list_checkpoints(tmp_path / "r" / "checkpoints")[-1]))
+    assert _all_finite(load_checkpoint(Checkpoints(tmp_path / "r" / "checkpoints").list()[-1]))
 
 
 def test_collapse_detector():

@@ -16,7 +16,7 @@ from conftest import TINY_TRAIN_ARGS, signal_and_wait, start_paused_at_step
 from sagan import signals as signals_module
 from sagan.cli import main
 from sagan.errors import EXIT_ABORTED, TrainingAborted, exit_code_for_signal
-from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.runs.checkpoints import Checkpoints, load_checkpoint
 from sagan.signals import StopRequest
 from sagan.train.trainer import Trainer
 
@@ -96,7 +96,7 @@ def test_signal_mid_run_writes_checkpoint_and_exit_code(tmp_path, tiny_folder, m
     err = capsys.readouterr().err
     assert rc == 128 + sig
     assert f"stopped by {signal.Signals(sig).name} at step 3" in err and "--resume" in err
-    ckpts = list_checkpoints(tmp_path / "r" / "checkpoints")
+    ckpts = Checkpoints(tmp_path / "r" / "checkpoints").list()
     assert ckpts[-1].name == "ckpt_00000003.pt"  # written at the signal, not only at ckpt_every
     assert load_checkpoint(ckpts[-1])["step"] == 3
     assert signal.getsignal(sig) == before  # the handler the run found is back

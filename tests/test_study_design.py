@@ -92,6 +92,7 @@ def test_sn_arms_share_weights_and_d_spectral_vectors():
 
 def test_paired_runs_see_the_same_first_batches_of_data_and_noise(tiny_folder, tmp_path):
     from sagan.data.datasets import load_data
+    from sagan.train.resolve import resolve_for_data
     from sagan.train.trainer import Trainer
 
     def first(arm: str, kind: str):
@@ -99,10 +100,11 @@ def test_paired_runs_see_the_same_first_batches_of_data_and_noise(tiny_folder, t
                          sets=[*SMALL, "data.dataset=image_folder", f"data.root={tiny_folder}", "train.batch_size=4"])
         cfg = spec.config_of(spec.arm(arm), 1)
         data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional, progress=False)
-        trainer = Trainer(cfg, tmp_path / f"{kind}-{arm}", data, progress=False)
+        trainer = Trainer(resolve_for_data(cfg, data, torch.device("cpu"))[0], tmp_path / f"{kind}-{arm}", data,
+                          progress=False)
         x, y = trainer._next_batch()
-        noise = torch.randn(4, cfg.model.z_dim, generator=trainer.maths.noise)
-        return x, y, noise, _backbone(trainer.maths.G), _backbone(trainer.maths.D)
+        noise = torch.randn(4, cfg.model.z_dim, generator=trainer.gan.noise)
+        return x, y, noise, _backbone(trainer.gan.G), _backbone(trainer.gan.D)
 
     for kind, arms in (("attention", ("none", "attn16")), ("stabilisation", ("sn-d", "sn-gd"))):
         a, b = first(arms[0], kind), first(arms[1], kind)

@@ -81,7 +81,7 @@ def init_from_env(device_pref: str = "auto") -> DistInfo:
         return DistInfo()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = (torch.cuda.is_available() and device_pref in ("auto", "cuda")) or device_pref.startswith("cuda")
+    use_cuda = resolve_device(device_pref).type == "cuda"  # the one device check: CUDA asked for and present
     if use_cuda:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)

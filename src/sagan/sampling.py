@@ -264,26 +264,37 @@ def _generate(g: Generator, n: int, labels: torch.Tensor | None, seed: int, seed
               truncation: float | None) -> torch.Tensor:
     """See :func:`generate`: images ``part`` = ``[lo, hi)`` of ``n``. In ``-n`` mode every batch's
     noise is drawn, in order, and only the part's batches are run through ``g``."""
-    from tqdm import tqdm
-    gen = torch.Generator().manual_seed(seed)
     lo, hi = part
+    if seeds is not None:
+        z = seed_latents(seeds[lo:hi], g.z_dim, truncation)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        kept = []
+        for start in range(0, n, batch_size):
+            zb = draw_latents(min(batch_size, n - start), g.z_dim, gen, truncation)  # every batch's, in order
+            if lo <= start < hi:
+                kept.append(zb)
+        z = torch.cat(kept) if kept else torch.empty(0, g.z_dim)
+    return run_generator(g, z, labels[lo:hi] if labels is not None else None, batch_size, device, progress)
+
+
+@torch.no_grad()
+def run_generator(g: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 256,
+                  device: str | torch.device = "cpu", progress: bool = False, desc: str = "sample",
+                  unit: str = "img") -> torch.Tensor:
+    """``g`` on the latents ``z`` (N, z_dim) and labels ``y`` (N,) or None, ``batch_size`` rows at a time:
+    the images (N, C, H, W), float, on the CPU. The one place that runs a generator in batches (with
+    a progress bar when ``progress``); with N = 0 an empty tensor shaped like one image batch."""
+    from tqdm import tqdm
     out = []
-    bar = tqdm(total=hi - lo, disable=not progress, desc="sample", unit="img")
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        if seeds is None:
-            z = draw_latents(b, g.z_dim, gen, truncation)
-        if not lo <= start < hi:
-            continue
-        if seeds is not None:
-            z = seed_latents(seeds[start:start + b], g.z_dim, truncation)
-        y = labels[start:start + b].to(device) if labels is not None else None
-        out.append(g(z.to(device), y).float().cpu())
-        bar.update(b)
-    bar.close()
+    with tqdm(total=len(z), disable=not progress, desc=desc, unit=unit) as bar:
+        for start in range(0, len(z), batch_size):
+            yb = y[start:start + batch_size].to(device) if y is not None else None
+            out.append(g(z[start:start + batch_size].to(device), yb).float().cpu())
+            bar.update(len(out[-1]))
     if not out:  # more processes than batches: an empty part, shaped like a real one
-        shape = g(torch.zeros(1, g.z_dim, device=device),
-                  labels[:1].to(device) if labels is not None else None).shape[1:]
+        y0 = torch.zeros(1, dtype=torch.long, device=device) if getattr(g, "num_classes", 0) else None
+        shape = g(torch.zeros(1, g.z_dim, device=device), y0).shape[1:]
         out.append(torch.empty(0, *shape))
     return torch.cat(out)
 

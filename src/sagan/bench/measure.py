@@ -54,6 +54,7 @@ from sagan.distributed import resolve_device
 from sagan.models import count_parameters
 from sagan.nn.attention import SelfAttention2d, double_backward_mode
 from sagan.train.precision import native_bf16
+from sagan.train.resolve import resolve_for_data
 from sagan.train.trainer import Trainer
 
 METHOD = __doc__.split("Method", 1)[1].strip()  # written into the JSON
@@ -363,7 +364,7 @@ def synthetic_trainer(preset_name: str, batch: int, device: torch.device, run_di
                                           "train.log_every=1000000", *(overrides or [])])
     spec = dataset_spec(cfg.data.dataset)
     data = _synthetic_data(cfg.model.resolution, spec.channels or 3, spec.num_classes or 1000, max(2 * batch, 16))
-    return Trainer(cfg, run_dir, data, progress=False)
+    return Trainer(resolve_for_data(cfg, data, device)[0], run_dir, data, progress=False)
 
 
 def train_step_bench(preset_name: str, batch: int, device: torch.device, reps: int = 3,
@@ -377,8 +378,8 @@ def train_step_bench(preset_name: str, batch: int, device: torch.device, reps: i
             trainer.train_step()
         flops = counter.get_total_flops()
         t = time_call(trainer.train_step, reps, device, warmup=0)
-        n_params = (count_parameters(trainer.G), count_parameters(trainer.D))
-        sample = sampling_bench(trainer.ema.shadow, batch, device, reps)
+        n_params = (count_parameters(trainer.gan.G), count_parameters(trainer.gan.D))
+        sample = sampling_bench(trainer.gan.ema.shadow, batch, device, reps)
         if trainer.logger is not None:
             trainer.logger.close()
     return {"preset": preset_name, "batch": batch, "preset_batch": load_config(preset_name).train.batch_size,

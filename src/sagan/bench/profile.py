@@ -121,13 +121,13 @@ def _scoped(trainer):
     def leave(module, args, out):
         open_scopes.pop().__exit__(None, None, None)
 
-    for model in (trainer.maths.G, trainer.maths.D):
+    for model in (trainer.gan.G, trainer.gan.D):
         for m in model.modules():
             name = ("sagan::spectral_norm" if isinstance(m, FP32SpectralNorm)
                     else "sagan::attention" if isinstance(m, SelfAttention2d) else None)
             if name:
                 handles += [m.register_forward_pre_hook(enter(name)), m.register_forward_hook(leave)]
-    ema = trainer.maths.ema
+    ema = trainer.gan.ema
     update = ema.update
 
     def scoped_update(*args, **kwargs):

@@ -13,7 +13,7 @@ from sagan.commands.common import device_from_args, source_of
 from sagan.errors import CheckpointError
 from sagan.models.export import pretrained_names
 from sagan.models.hub import download_export, is_hub_id
-from sagan.runs.checkpoints import list_checkpoints, load_checkpoint
+from sagan.runs.checkpoints import Checkpoints, load_checkpoint
 from sagan.runs.folder import RunDir
 from sagan.sampling import LoadedRun, load_run
 
@@ -71,7 +71,7 @@ def intact_checkpoint_hint(error: CheckpointError, source: str) -> str:
     newest older checkpoint of that run that loads, as the ``--checkpoint`` to give; "" when none does."""
     p = Path(source)
     folder = RunDir(p).checkpoints if p.is_dir() else p.parent
-    ckpts = list_checkpoints(folder) if folder.is_dir() else []
+    ckpts = Checkpoints(folder).list() if folder.is_dir() else []
     failed = next((c for c in [*ckpts, folder / "best.pt"] if str(c) in str(error)), None)
     if failed is None:
         return ""

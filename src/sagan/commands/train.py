@@ -24,13 +24,11 @@ from sagan.config import (
     validate,
 )
 from sagan.data import load_data
-from sagan.data.augment import resolve_policy
-from sagan.data.datasets import dataset_spec
 from sagan.errors import CheckpointError, UsageError, plural
 from sagan.extras import check_extras
 from sagan.models import count_parameters
 from sagan.runs import elastic
-from sagan.runs.checkpoints import newest_loadable_checkpoint
+from sagan.runs.checkpoints import Checkpoints
 from sagan.runs.folder import (
     RunDir,
     acquire_run_lock,
@@ -44,6 +42,7 @@ from sagan.train.finetune import (
     fine_tune_model,
     read_init_weights,
 )
+from sagan.train.resolve import resolve_for_data
 from sagan.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -117,16 +116,19 @@ def _train_config(args: argparse.Namespace, notes: list[str] | None = None) -> t
             set_value(cfg, key, value)
         validate(cfg)
         return cfg, None
-    cfg = load_config(args.preset, args.config, overrides, notes)
-    if args.init_from is not None:
-        set_value(cfg, "train.init_from", args.init_from)
-        validate(cfg)
+    cfg = load_config(args.preset, args.config, overrides, notes)  # validated: the user's choices as given
+    if args.name or args.init_from is not None:
+        if args.name:
+            cfg.name = args.name  # a plain directory name (no slashes, not empty)
+        if args.init_from is not None:
+            set_value(cfg, "train.init_from", args.init_from)
+        validate(cfg)  # before any weights or data are read
     if cfg.train.init_from is None:
         return cfg, None
     init = read_init_weights(cfg.train.init_from)
     cfg.model = fine_tune_model(cfg.model, _explicit_model_keys(args, overrides), init)
     cfg.train.init_from = init.source  # the checkpoint file / exported folder it resolved to, for config.yaml
-    validate(cfg)
+    validate(cfg)  # the model section now comes from the trained model
     return cfg, init
 
 
@@ -151,7 +153,7 @@ def _explicit_model_keys(args: argparse.Namespace, overrides: list[str]) -> set[
 def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
     """The resolved config stored inside the run's newest readable checkpoint."""
     try:
-        state, path = newest_loadable_checkpoint(RunDir(run_dir).checkpoints)
+        state, path = Checkpoints(RunDir(run_dir).checkpoints).newest_loadable()
     except CheckpointError:
         state = None
     if state is not None:
@@ -202,75 +204,43 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    """``sagan train`` in three steps: the config (resolved and checked once), the run folder (new,
+    resumed or an elastic restart's), the training."""
     check_extras("train", needed_for="sagan train")  # TensorBoard, training-time FID, the attention figure
     from sagan.metrics.tracking import TrainingFID
     from sagan.viz.attention import generator_attention_figure
 
-    new_folder: _NewRunFolder | None = None
+    # 1. The config: from the arguments (on --resume, the run's own), then for the data and this machine.
     notes: list[str] = []
-    cfg, init = _train_config(args, notes)  # checks the arguments; on --resume it reads the run's config
+    cfg, init = _train_config(args, notes)  # checks the arguments; validated once
     if args.resume and _main_process_by_env():
         _lock_run(Path(args.resume), held)  # before the data is read or anything in the run folder is written
-    if args.name and not args.resume:
-        cfg.name = args.name
-        validate(cfg)  # a plain directory name (no slashes, not empty), checked before any data is read
     dist = dist_utils.init_from_env(cfg.train.device)
     dist_utils.quiet_non_main(dist)
     say = dist_utils.rank0_info(dist, log)
+    if not args.resume and not args.name and dist.world > 1 and elastic.elastic_run_name(cfg.preset):
+        cfg = dataclasses.replace(cfg, name=elastic.elastic_run_name(cfg.preset))  # stable across torchrun restarts
+    device = dist_utils.resolve_device(cfg.train.device, dist)
     data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional, progress=not args.no_progress)
     say(f"data: {data.source}; {plural(len(data), 'image')}, "
         f"{data.num_classes or 'no'} classes, {plural(data.channels, 'channel')}, {cfg.model.resolution}x{cfg.model.resolution}")
-    if cfg.data.channels is None and not dataset_spec(cfg.data.dataset).in_memory:
-        cfg.data.channels = data.channels  # detected from the folder; stored, so a resume reads it the same way
     m = cfg.model
     say(f"model: {m.resolution}x{m.resolution}, attention in G at {m.g_attn or 'none'}, in D at {m.d_attn or 'none'}"
         + (f"; residual bottlenecks in G at {m.g_resblock}, in D at {m.d_resblock}" if m.g_resblock or m.d_resblock
            else ""))
-    cfg.data.diffaugment, augment_note = resolve_policy(cfg.data.diffaugment, cfg.data.dataset, len(data))
-    if cfg.train.precision == "auto":  # measured once per machine and model (cached); stored resolved in config.yaml
-        from sagan.train.precision import resolve_precision
-        cfg.train.precision, why = resolve_precision(cfg, data.num_classes, data.channels,
-                                                     dist_utils.resolve_device(cfg.train.device, dist), world=dist.world)
-        say(f"precision: {why}")
-    for note in notes + ([augment_note] if augment_note else []):
-        say(f"note: {note}")
-    if cfg.train.batch_size > len(data):
-        raise UsageError(f"train.batch_size={cfg.train.batch_size} is larger than the dataset ({plural(len(data), 'image')}); "
-                        f"use at most {len(data)}")
-    if cfg.train.batch_size % dist.world:
-        raise UsageError(f"train.batch_size={cfg.train.batch_size} (the global batch) must be divisible by the "
-                        f"number of processes ({dist.world})")
-    if cfg.model.conditional and data.num_classes == 0:
-        say("note: the data has no classes (a flat folder or a single class folder), so the model is unconditional")
+    cfg, lines = resolve_for_data(cfg, data, device, dist.world)  # DiffAugment, precision, channels; batch checked
+    for line in [f"note: {n}" for n in notes] + lines:
+        say(line)
     if init is not None:
         check_data_fits(init, data.num_classes, data.channels)  # before a run directory is made
 
-    resuming = bool(args.resume)
-    if args.resume:
-        run_dir = Path(args.resume)
-    else:
-        run_dir = None
-        if not args.name and dist.world > 1 and elastic.elastic_run_name(cfg.preset):
-            cfg.name = elastic.elastic_run_name(cfg.preset)  # stable across torchrun restarts
-        if dist.is_main:
-            wanted = default_run_name(cfg)
-            # A restarted torchrun worker group continues its own run directory (docs/distributed.md).
-            run_dir = elastic.find_elastic_run(args.out, wanted)
-            resuming = run_dir is not None
-            if resuming:
-                _lock_run(run_dir, held, say)
-                say(f"elastic restart {dist_utils.elastic_restart_count()}: continuing {run_dir}")
-            else:
-                run_dir, renamed = new_run_dir(args.out, wanted)
-                new_folder = held.enter_context(_NewRunFolder(run_dir))
-                _lock_run(run_dir, held, say)
-                if renamed:
-                    say(f"note: {Path(args.out) / wanted} exists and is left untouched; writing to {run_dir} instead")
-                elastic.mark_elastic_run(run_dir)
-        run_dir, resuming = dist_utils.broadcast_object((run_dir, resuming), dist)
+    # 2. The run folder: the one resumed, an elastic restart's own, or a new one.
+    run_dir, resuming, new_folder = _open_run_folder(args, cfg, dist, held, say)
     if dist.is_main:
         write_run_info(run_dir, cfg, ["sagan", *getattr(args, "argv", [])])
-    fid = TrainingFID.from_config(cfg, data, dist_utils.resolve_device(cfg.train.device, dist), say=say, dist=dist)
+
+    # 3. Training.
+    fid = TrainingFID.from_config(cfg, data, device, say=say, dist=dist)
     trainer = Trainer(cfg, run_dir, data, dist, progress=not args.no_progress, fid=fid)
     if resuming:
         step = trainer.resume()
@@ -287,20 +257,47 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         say(trainer.initialise_from(init))
     init = None  # the source's weights are in the models now; free the copies
     if trainer.frozen_d:
-        say(f"FreezeD: the first {cfg.train.freeze_d_blocks} of {len(trainer.D.blocks)} discriminator blocks "
+        say(f"FreezeD: the first {cfg.train.freeze_d_blocks} of {len(trainer.gan.D.blocks)} discriminator blocks "
             "are frozen (train.freeze_d_blocks)")
     per_proc = f" = {trainer.local_batch} per process x {dist.world} process{'es' if dist.world > 1 else ''}"
     if dist.world > 1:
         per_proc += f" ({dist_utils.backend_name()}, sync_bn={'on' if cfg.train.sync_bn else 'off'})"
     say(f"run directory: {run_dir}\ndevice: {trainer.device}; global batch {cfg.train.batch_size}{per_proc}; "
-        f"G {count_parameters(trainer.G) / 1e6:.2f}M params, D {count_parameters(trainer.D) / 1e6:.2f}M params")
+        f"G {count_parameters(trainer.gan.G) / 1e6:.2f}M params, D {count_parameters(trainer.gan.D) / 1e6:.2f}M params")
     if new_folder is not None:
         new_folder.training = True  # from here on the folder holds a run
     trainer.fit()
     if dist.is_main:
         final = trainer.sample_grid("final.png")
-        fig = generator_attention_figure(trainer.ema.shadow, RunDir(run_dir).attention / "attention_G.png",
+        fig = generator_attention_figure(trainer.gan.ema.shadow, RunDir(run_dir).attention / "attention_G.png",
                                          class_names=data.class_names, device=trainer.device, seed=cfg.train.seed)
         say(f"done at step {trainer.step}: samples {final}" + (f", attention maps {fig}" if fig else ""))
     dist_utils.shutdown()
     return 0
+
+
+def _open_run_folder(args: argparse.Namespace, cfg: Config, dist: dist_utils.DistInfo, held: contextlib.ExitStack,
+                     say) -> tuple[Path, bool, _NewRunFolder | None]:
+    """(run folder, whether it continues a run, the new folder to remove if the command is refused):
+    ``--resume``'s folder (locked already), a restarted torchrun group's own folder, or a new one
+    (never an existing one: ``NAME-k`` when NAME exists). Rank 0 decides and holds the lock."""
+    if args.resume:
+        return Path(args.resume), True, None
+    run_dir, resuming, new_folder = None, False, None
+    if dist.is_main:
+        wanted = default_run_name(cfg)
+        # A restarted torchrun worker group continues its own run directory (docs/distributed.md).
+        run_dir = elastic.find_elastic_run(args.out, wanted)
+        resuming = run_dir is not None
+        if resuming:
+            _lock_run(run_dir, held, say)
+            say(f"elastic restart {dist_utils.elastic_restart_count()}: continuing {run_dir}")
+        else:
+            run_dir, renamed = new_run_dir(args.out, wanted)
+            new_folder = held.enter_context(_NewRunFolder(run_dir))
+            _lock_run(run_dir, held, say)
+            if renamed:
+                say(f"note: {Path(args.out) / wanted} exists and is left untouched; writing to {run_dir} instead")
+            elastic.mark_elastic_run(run_dir)
+    run_dir, resuming = dist_utils.broadcast_object((run_dir, resuming), dist)
+    return run_dir, resuming, new_folder

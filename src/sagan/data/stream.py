@@ -16,8 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from sagan.data.datasets import ImageData, to_model_range
-from sagan.errors import plural
-
+from sagan.errors import ConfigError, plural
 
 # How PyTorch's errors about a dead DataLoader worker begin (from its SIGCHLD handler and from a fetch).
 WORKER_ERROR = "DataLoader worker"
@@ -57,6 +56,17 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def check_batch_size(batch_size: int, n: int, world: int = 1) -> None:
+    """The one check of the global batch against the data and the processes: ConfigError when
+    ``batch_size`` images cannot be drawn from ``n`` or split evenly over ``world`` processes."""
+    if batch_size > n:
+        raise ConfigError(f"train.batch_size={batch_size} is larger than the dataset ({plural(n, 'image')}); "
+                          f"use at most {n}")
+    if batch_size % world:
+        raise ConfigError(f"train.batch_size={batch_size} (the global batch) must be divisible by the number of "
+                          f"processes ({world})")
+
+
 class _ShardBatchSampler(Sampler[list[int]]):
     def __init__(self, stream: "BatchStream"):
         self.stream = stream
@@ -75,11 +85,8 @@ class BatchStream:
 
     def __init__(self, data: ImageData, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
                  device: torch.device | str = "cpu", num_workers: int = 0):
-        if batch_size % world:
-            raise ValueError(f"train.batch_size={batch_size} must be divisible by the number of processes ({world})")
+        check_batch_size(batch_size, len(data), world)
         self.data, self.n = data, len(data)
-        if batch_size > self.n:
-            raise ValueError(f"train.batch_size={batch_size} is larger than the dataset ({plural(self.n, 'image')})")
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.device = torch.device(device)
         self.num_workers = num_workers

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, rotation, safe loading.
+"""Checkpoints: atomic writes, rotation, safe loading (:class:`Checkpoints`: the ones of a run folder).
 
 A checkpoint is a dict of tensors and plain values written with ``torch.save`` to a temporary
 file in the same directory, flushed and fsynced, then renamed over the final name, so a crash
@@ -27,16 +27,79 @@ CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
 REQUIRED_KEYS = ("G", "D", "G_ema", "opt_g", "opt_d", "stream", "rng", "config", "data", "step")
 
 
-def checkpoint_path(ckpt_dir: Path, step: int) -> Path:
-    return ckpt_dir / f"ckpt_{step:08d}.pt"
+class Checkpoints:
+    """The checkpoints of one run folder (``RUN/checkpoints``): lists them, picks one, writes one and
+    prunes the old ones, and removes what a killed write left behind. Only ``ckpt_<8 digits>.pt``
+    files are checkpoints here: ``best.pt`` and anything a user put in the folder are never listed,
+    pruned or removed."""
 
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
 
-def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Checkpoints of a run, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := CKPT_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
+    def path(self, step: int) -> Path:
+        """Where the checkpoint of ``step`` is (or would be) written."""
+        return self.folder / f"ckpt_{step:08d}.pt"
+
+    def list(self) -> list[Path]:
+        """The checkpoints, oldest first; none when the folder does not exist."""
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := CKPT_RE.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def newest(self) -> Path | None:
+        ckpts = self.list()
+        return ckpts[-1] if ckpts else None
+
+    def newest_loadable(self, map_location: str | torch.device = "cpu",
+                        on_skip: Callable[[CheckpointError], None] | None = None
+                        ) -> tuple[dict[str, Any] | None, Path | None]:
+        """The newest checkpoint that loads, and its path; (None, None) when there is none.
+
+        A damaged one is reported through ``on_skip`` and the one before it tried; one of a newer
+        format is refused (``CheckpointError``), as is a folder whose checkpoints all fail.
+        """
+        ckpts = self.list()
+        for cand in reversed(ckpts):
+            try:
+                return load_checkpoint(cand, map_location=map_location), cand
+            except CheckpointError as e:
+                if "newer than this code" in str(e):
+                    raise
+                if on_skip is not None:
+                    on_skip(e)
+        if ckpts:
+            raise CheckpointError(f"none of the {plural(len(ckpts), 'checkpoint')} in {self.folder} can be read; "
+                                  "see the warnings above")
+        return None, None
+
+    def save(self, state: dict[str, Any], step: int, keep: int) -> Path:
+        """Write ``state`` for ``step`` atomically, then prune all but the newest ``keep``."""
+        path = self.path(step)
+        atomic_save(dict(state, format_version=FORMAT_VERSION, step=step), path)
+        self.prune(keep, spare=path)
+        return path
+
+    def prune(self, keep: int, spare: Path | None = None) -> None:
+        """Delete all but the newest ``keep`` (at least 1) checkpoints, never ``spare``."""
+        for old in self.list()[:-max(1, keep)]:
+            if old == spare:
+                continue
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temporary files left by a write that was killed (SIGKILL, power loss); returns them."""
+        removed = []
+        for p in stale_temp_files(self.folder, r".+\.pt"):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+        return removed
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -62,34 +125,6 @@ def _space_left(folder: Path) -> str:
     except OSError:
         return "free space unknown"
     return f"{free / 2**20:.0f} MiB free on that disk; a full disk or a file-size limit makes torch.save fail"
-
-
-def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
-    """Write ``state`` for ``step`` atomically, then delete all but the newest ``keep``."""
-    state = dict(state, format_version=FORMAT_VERSION, step=step)
-    path = checkpoint_path(ckpt_dir, step)
-    atomic_save(state, path)
-    # Only ckpt_<step>.pt files rotate (best.pt and anything else stay), and never the one just written.
-    for old in list_checkpoints(ckpt_dir)[:-max(1, keep)]:
-        if old == path:
-            continue
-        try:
-            old.unlink()
-        except OSError:
-            pass
-    return path
-
-
-def remove_stale_temp_files(ckpt_dir: Path) -> list[Path]:
-    """Delete temporary files left by a write that was killed (SIGKILL, power loss); returns them."""
-    removed = []
-    for p in stale_temp_files(ckpt_dir, r".+\.pt"):
-        try:
-            p.unlink()
-            removed.append(p)
-        except OSError:
-            pass
-    return removed
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -164,29 +199,6 @@ def check_compatible(path: Path, state: dict[str, Any], model_cfg: dict[str, Any
                               "Resume it with the config it was trained with, or start a new run.")
 
 
-def newest_loadable_checkpoint(ckpt_dir: Path, map_location: str | torch.device = "cpu",
-                               on_skip: Callable[[CheckpointError], None] | None = None
-                               ) -> tuple[dict[str, Any] | None, Path | None]:
-    """The newest checkpoint of ``ckpt_dir`` that loads, and its path; (None, None) when there is none.
-
-    A damaged one is reported through ``on_skip`` and the one before it tried; one of a newer
-    format is refused (``CheckpointError``), as is a directory whose checkpoints all fail.
-    """
-    ckpts = list_checkpoints(ckpt_dir)
-    for cand in reversed(ckpts):
-        try:
-            return load_checkpoint(cand, map_location=map_location), cand
-        except CheckpointError as e:
-            if "newer than this code" in str(e):
-                raise
-            if on_skip is not None:
-                on_skip(e)
-    if ckpts:
-        raise CheckpointError(f"none of the {plural(len(ckpts), 'checkpoint')} in {ckpt_dir} can be read; "
-                              "see the warnings above")
-    return None, None
-
-
 def save_best(state: dict[str, Any], path: Path, step: int, best: dict[str, Any]) -> None:
     """Write the best-so-far checkpoint (``best.pt``: a full checkpoint plus its ``best`` record)."""
     atomic_save(dict(state, format_version=FORMAT_VERSION, step=step, best=best), path)
@@ -217,10 +229,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if p.is_file():
         return p
     if p.is_dir():
-        ckpts = list_checkpoints(RunDir(p).checkpoints)
-        if not ckpts:
+        newest = Checkpoints(RunDir(p).checkpoints).newest()
+        if newest is None:
             raise CheckpointError(f"run directory {p} has no checkpoints in {RunDir(p).checkpoints}")
-        return ckpts[-1]
+        return newest
     raise CheckpointError(f"{p} is neither a checkpoint file nor a run directory")
 
 

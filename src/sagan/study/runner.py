@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from sagan.errors import SaganError, exit_code_for_signal, signal_name
 from sagan.fileio import atomic_write_text
-from sagan.runs.checkpoints import checkpoint_path, list_checkpoints
+from sagan.runs.checkpoints import Checkpoints
 from sagan.runs.folder import RunDir
 from sagan.signals import StopRequest
 from sagan.study.arms import Arm, StudySpec
@@ -69,9 +69,9 @@ def run_state(spec: StudySpec, arm: Arm, seed: int) -> tuple[str, int]:
     steps = spec.total_steps
     if evaluation_file(d, steps):  # evaluated at the last step: done, also when only its small files were kept
         return "done", steps        # (a run copied from docs/studies without checkpoints, see scripts/sync_study.py)
-    if checkpoint_path(RunDir(d).checkpoints, steps).is_file():
+    if Checkpoints(RunDir(d).checkpoints).path(steps).is_file():
         return "trained", steps
-    ckpts = list_checkpoints(RunDir(d).checkpoints)
+    ckpts = Checkpoints(RunDir(d).checkpoints).list()
     step = int(ckpts[-1].stem.split("_")[-1]) if ckpts else 0
     return "unfinished", step
 

@@ -10,21 +10,17 @@ the caller passes in (the command layer builds it from :mod:`sagan.metrics`); th
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from sagan import distributed as dist_utils
 from sagan.config import Config
-from sagan.data.augment import resolve_policy
 from sagan.data.datasets import ImageData
 from sagan.data.grid import save_grid
 from sagan.data.stream import BatchStream
@@ -36,21 +32,14 @@ from sagan.errors import (
 )
 from sagan.models import build_models, gamma_layers
 from sagan.nn.norm import convert_sync_batchnorm
-from sagan.runs.checkpoints import (
-    check_compatible,
-    list_checkpoints,
-    newest_loadable_checkpoint,
-    read_best,
-    remove_stale_temp_files,
-    save_best,
-    save_checkpoint,
-)
+from sagan.runs.checkpoints import Checkpoints, check_compatible, read_best, save_best
 from sagan.runs.folder import RunDir, code_version
 from sagan.signals import StopRequest
 from sagan.train.finetune import InitWeights, freeze_d_blocks, load_init_weights
 from sagan.train.guard import DivergenceGuard, any_rank, describe_problem, log_event
 from sagan.train.logger import ScalarLogger
-from sagan.train.precision import resolve_precision
+from sagan.train.resolve import check_resolved
+from sagan.train.rng import capture_rng, restore_rng, rng_isolated, seed_globals
 from sagan.train.step import SAGANStep, StepStats, noise_seed
 
 # Under torchrun the same SIGTERM/SIGINT can reach a worker twice within milliseconds (scheduler and
@@ -106,7 +95,10 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: Path, data: ImageData, dist: dist_utils.DistInfo | None = None,
                  progress: bool = True, fid: Evaluator | None = None):
+        """``cfg``: resolved for ``data`` (:func:`sagan.train.resolve.resolve_for_data`); never changed here."""
+        check_resolved(cfg)
         self.cfg, self.run = cfg, RunDir(run_dir)
+        self.ckpts = Checkpoints(self.run.checkpoints)  # this run's: listed, written, pruned
         self.run_dir, self.data = self.run.path, data
         self.dist = dist or dist_utils.DistInfo()
         self.is_main = self.dist.rank == 0
@@ -116,23 +108,19 @@ class Trainer:
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
         self.num_classes, self.channels = data.num_classes, data.channels
-        # ``auto`` (the default) becomes a concrete policy for this data; 'sagan train' has done it already.
-        cfg.data.diffaugment, _ = resolve_policy(cfg.data.diffaugment, cfg.data.dataset, len(data))
-        if t.precision == "auto":  # 'sagan train' has resolved it already (and said why)
-            t.precision, _ = resolve_precision(cfg, data.num_classes, data.channels, self.device, world=self.dist.world)
         # Identical initial weights on every rank (DDP would broadcast rank 0's to G and D, but
         # not to the EMA copy), then per-rank global streams.
         torch.manual_seed(t.seed)
         names = list(data.class_names) if len(data.class_names) == self.num_classes else None
         g, d = build_models(cfg.model, self.num_classes, self.channels, class_names=names)
         self.frozen_d = freeze_d_blocks(d, t.freeze_d_blocks)  # FreezeD; before DDP wraps D
-        _seed_globals(t.seed + self.dist.rank)
+        seed_globals(t.seed + self.dist.rank)
         if t.sync_bn and self.dist.world > 1:
             g = convert_sync_batchnorm(g)  # same state-dict keys: checkpoints unchanged
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.stream = BatchStream(data, t.batch_size, t.seed, self.dist.rank, self.dist.world,
                                   self.device, cfg.data.num_workers)
-        self.maths = SAGANStep(cfg, g.to(self.device, memory_format=memory_format),
+        self.gan = SAGANStep(cfg, g.to(self.device, memory_format=memory_format),
                                d.to(self.device, memory_format=memory_format), self.device, self.dist,
                                self._next_batch, self.num_classes)
         self.local_batch = t.batch_size // self.dist.world
@@ -146,29 +134,17 @@ class Trainer:
         self._initial_state: dict[str, Any] | None = None
         self.restored_from: Path | None = None  # the checkpoint resume() loaded, if any
 
-    # The step's models and state, under the names the rest of the package uses.
-    G = property(lambda self: self.maths.G)
-    D = property(lambda self: self.maths.D)
-    G_train = property(lambda self: self.maths.G_train)
-    D_train = property(lambda self: self.maths.D_train)
-    ema = property(lambda self: self.maths.ema)
-    opt_g = property(lambda self: self.maths.opt_g)
-    opt_d = property(lambda self: self.maths.opt_d)
-    noise = property(lambda self: self.maths.noise)
-    step = property(lambda self: self.maths.step, lambda self, v: setattr(self.maths, "step", int(v)))
-    scalers = property(lambda self: self.maths.scalers, lambda self, v: setattr(self.maths, "scalers", v))
+    # The step counter lives with the maths (the EMA schedule reads it); the run's schedule reads it here.
+    step = property(lambda self: self.gan.step, lambda self, v: setattr(self.gan, "step", int(v)))
 
     def train_step(self) -> StepStats:
-        return self.maths()
+        return self.gan()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state(), "noise": self.noise.get_state(),
-               "python": _py_random_state(), "numpy": _np_random_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        rng = capture_rng(self.gan.noise)
         return {
-            **self.maths.state_dict(),
+            **self.gan.state_dict(),
             "stream": self.stream.state_dict(), "rng": rng,
             "config": self.cfg.to_dict(), "code_version": code_version(),
             "guard": self.guard.state_dict(), "log_acc": dict(self.log_acc),
@@ -177,15 +153,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.maths.load_state_dict(state)
+        self.gan.load_state_dict(state)
         self.stream.load_state_dict(state["stream"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        self.noise.set_state(rng["noise"])
-        _set_py_random_state(rng["python"])
-        _set_np_random_state(rng["numpy"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_rng(state["rng"], self.gan.noise)
         self.guard.load_state_dict(state.get("guard"))
         if isinstance(state.get("log_acc"), dict):
             self.log_acc.update({k: float(v) for k, v in state["log_acc"].items()})
@@ -204,7 +174,7 @@ class Trainer:
         """Refuse (``CheckpointError`` naming each difference) a checkpoint of another architecture."""
         check_compatible(path, state, self.cfg.to_dict()["model"],
                          {"num_classes": self.num_classes, "channels": self.channels},
-                         {"G": self.G, "D": self.D, "G_ema": self.ema.shadow})
+                         {"G": self.gan.G, "D": self.gan.D, "G_ema": self.gan.ema.shadow})
 
     def _warn(self, message: str) -> None:
         log_event(self.run_dir if self.is_main else None, message)
@@ -216,10 +186,10 @@ class Trainer:
         before it is used; one from another architecture or a newer format is refused.
         """
         if self.is_main:
-            for p in remove_stale_temp_files(self.run.checkpoints):
+            for p in self.ckpts.remove_stale_temp_files():
                 log_event(self.run_dir, f"removed {p.name}, left by a checkpoint write that was killed")
-        state, path = newest_loadable_checkpoint(self.run.checkpoints, self.device,
-                                                 lambda e: self._warn(f"warning: {e}\n  falling back to the previous checkpoint"))
+        state, path = self.ckpts.newest_loadable(
+            self.device, lambda e: self._warn(f"warning: {e}\n  falling back to the previous checkpoint"))
         if state is not None:
             self.check_compatible(path, state)
             self.restore(state, path)
@@ -231,20 +201,20 @@ class Trainer:
     def initialise_from(self, init: InitWeights) -> str:
         """Start G, the EMA copy and (when the source has one) D from a trained model's weights
         (fine-tuning, ``train.init_from``); returns the start-up line saying what was loaded."""
-        return load_init_weights(init, self.G, self.ema.shadow, self.D, self.num_classes)
+        return load_init_weights(init, self.gan.G, self.gan.ema.shadow, self.gan.D, self.num_classes)
 
     def save(self) -> Path | None:
         if not self.is_main:
             return None
-        return save_checkpoint(self.state_dict(), self.run.checkpoints, self.step, self.cfg.train.keep_ckpts)
+        return self.ckpts.save(self.state_dict(), self.step, self.cfg.train.keep_ckpts)
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()
     def sample_grid(self, name: str | None = None) -> Path | None:
         if not self.is_main:
             return None
-        self.ema.refresh_bn(self.step)
-        g = self.ema.shadow
+        self.gan.ema.refresh_bn(self.step)
+        g = self.gan.ema.shadow
         z = self.fixed_z.to(self.device)
         y = self.fixed_y.to(self.device) if self.fixed_y is not None else None
         with rng_isolated(self.device):  # sampling must never move the training RNG streams
@@ -258,7 +228,7 @@ class Trainer:
         return path
 
     def gammas(self) -> dict[str, float]:
-        gated = {**gamma_layers(self.G, "G"), **gamma_layers(self.D, "D")}
+        gated = {**gamma_layers(self.gan.G, "G"), **gamma_layers(self.gan.D, "D")}
         return {f"gamma/{k}": float(v.gamma.detach()) for k, v in gated.items()}
 
     def track_fid(self) -> dict[str, float]:
@@ -267,9 +237,9 @@ class Trainer:
         The scalars are named for the extractor by the evaluator (``eval/fid`` with Inception,
         ``eval/fid_fmnist`` with the Fashion-MNIST classifier: ``fid_key``, ``best_fid_key``);
         ``best.pt``'s record keeps ``fid`` next to ``features``."""
-        self.ema.refresh_bn(self.step)  # scored as `sagan evaluate` would score it
+        self.gan.ema.refresh_bn(self.step)  # scored as `sagan evaluate` would score it
         with rng_isolated(self.device):
-            scalars = self.fid(self.ema.shadow)
+            scalars = self.fid(self.gan.ema.shadow)
         if self.fid.fid_key not in scalars:  # not rank 0: its share of the samples is delivered
             return scalars
         fid = scalars[self.fid.fid_key]
@@ -285,7 +255,7 @@ class Trainer:
     # ------------------------------------------------------------------ divergence
     def _check_step(self, stats: StepStats) -> bool:
         """The guard's verdict on the step just taken, acted on: True when the run rolled back."""
-        problem = describe_problem(stats, {"G": self.G, "D": self.D})
+        problem = describe_problem(stats, {"G": self.gan.G, "D": self.gan.D})
         if not any_rank(problem is not None, self.device):
             warning = self.guard.collapse_warning(self.step, stats.loss_d, stats.loss_g) if self.is_main else None
             if warning:
@@ -294,28 +264,28 @@ class Trainer:
         problem = problem or "another process reported non-finite values"
         self.guard.decide(problem, self.step, self._last_checkpoint_note())  # raises TrainingDiverged to stop
         from_step, before = self.step, self.guard.rollbacks
-        lr_before = {"lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+        lr_before = {"lr_g": self.gan.opt_g.param_groups[0]["lr"], "lr_d": self.gan.opt_d.param_groups[0]["lr"]}
         state, source = self._last_good_state(problem)
         self.restore(state, source)  # sets guard.rollbacks to the checkpoint's count
         plan = self.guard.plan_rollback(before)
         changes = []
-        for name, opt in (("lr_g", self.opt_g), ("lr_d", self.opt_d)):
+        for name, opt in (("lr_g", self.gan.opt_g), ("lr_d", self.gan.opt_d)):
             for group in opt.param_groups:
                 group["lr"] = group["lr"] * plan.lr_scale
             changes.append(f"{name} {lr_before[name]:.3g} -> {opt.param_groups[0]['lr']:.3g}")
         if plan.reseed_noise:
-            self.noise.manual_seed(noise_seed(self.cfg.train.seed, plan.total))
+            self.gan.noise.manual_seed(noise_seed(self.cfg.train.seed, plan.total))
         self._warn(f"divergence at step {from_step}: {problem}. Rolled back to step {self.step} ({source}); "
                    f"rollback {plan.total} of at most {self.guard.max_rollbacks}; {', '.join(changes)}")
         return True
 
     def _last_checkpoint_note(self) -> str:
-        ckpts = list_checkpoints(self.run.checkpoints)
-        return f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
+        newest = self.ckpts.newest()
+        return f"the last good checkpoint is {newest}" if newest else "no checkpoint was written yet"
 
     def _last_good_state(self, problem: str) -> tuple[dict[str, Any], str]:
-        state, path = newest_loadable_checkpoint(self.run.checkpoints, self.device,
-                                                 lambda e: self._warn(f"warning: skipping unreadable checkpoint: {e}"))
+        state, path = self.ckpts.newest_loadable(
+            self.device, lambda e: self._warn(f"warning: skipping unreadable checkpoint: {e}"))
         if state is not None:
             return state, str(path)
         if self._initial_state is not None:
@@ -329,7 +299,7 @@ class Trainer:
         t = self.cfg.train
         acc = self.log_acc  # running sums since the last log row, plus their count "n"
         t_last, img_last = time.perf_counter(), 0
-        saved_at = self.step if list_checkpoints(self.run.checkpoints) else -1
+        saved_at = self.step if self.ckpts.list() else -1
         if self.guard.mode == "rollback" and saved_at < 0:  # no checkpoint yet: the initial state is the fallback
             self._initial_state = copy.deepcopy(dict(self.state_dict(), step=self.step))
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, unit="step",
@@ -372,7 +342,7 @@ class Trainer:
                 if self.fid is not None and self.fid.due(self.step):
                     t_last += self.track_fid()["eval/seconds"]
                 if any_rank(stop.requested, self.device) and self.step < t.steps:
-                    path = self.save() if saved_at != self.step else self._newest_checkpoint()
+                    path = self.save() if saved_at != self.step else (self.ckpts.newest() if self.is_main else None)
                     dist_utils.barrier(self.dist)
                     raise TrainingInterrupted(stop.signum or 15, self.step, path)
         finally:
@@ -388,50 +358,3 @@ class Trainer:
         # torch's global RNG; keep that draw from shifting the global stream, or resume is not exact.
         with torch.random.fork_rng(devices=[]):
             return next(self.stream)
-
-    def _newest_checkpoint(self) -> Path | None:
-        ckpts = list_checkpoints(self.run.checkpoints) if self.is_main else []
-        return ckpts[-1] if ckpts else None
-
-
-@contextlib.contextmanager
-def rng_isolated(device: torch.device | str = "cpu"):
-    """Run a block (sampling, evaluation) without moving any global RNG stream used by training.
-
-    Saves and restores torch's CPU (and CUDA) generator, Python's ``random`` and numpy's global
-    state, so exact resume holds however often the block runs.
-    """
-    dev = torch.device(device)
-    devices = [dev.index or 0] if dev.type == "cuda" else []
-    py, npy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
-
-
-def _seed_globals(seed: int) -> None:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def _py_random_state() -> list:
-    version, internal, gauss = random.getstate()
-    return [version, list(internal), gauss]
-
-
-def _set_py_random_state(s: list) -> None:
-    random.setstate((s[0], tuple(s[1]), s[2]))
-
-
-def _np_random_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
-
-
-def _set_np_random_state(s: dict) -> None:
-    np.random.set_state(("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached"]))

@@ -30,6 +30,7 @@ from sagan.extras import requires
 from sagan.fileio import atomic_path
 from sagan.models import attention_layers
 from sagan.nn.attention import SelfAttention2d, recording_attention
+from sagan.sampling import image_classes
 
 HEAT_CMAP = "turbo"
 HEAT_MAX_ALPHA = 0.85
@@ -350,8 +351,7 @@ def generator_samples(g: nn.Module, n_images: int, classes: list[int] | None, se
     gen = torch.Generator().manual_seed(seed)
     y = None
     if getattr(g, "num_classes", 0) > 0:
-        pool = classes or spread_classes(g.num_classes, n_images)
-        y = torch.tensor([pool[i % len(pool)] for i in range(n_images)]).to(device)
+        y = image_classes(g.num_classes, classes or spread_classes(g.num_classes, n_images), n_images).to(device)
     z = torch.randn(n_images, g.z_dim, generator=gen).to(device)
     images, maps = generator_attention(g, z, y)
     return images, None if y is None else y.cpu(), maps

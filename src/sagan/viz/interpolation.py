@@ -33,7 +33,7 @@ from sagan.data.datasets import to_uint8
 from sagan.data.grid import save_grid
 from sagan.extras import install_hint, requires
 from sagan.fileio import atomic_path, atomic_write_text
-from sagan.sampling import seed_latents
+from sagan.sampling import run_generator, seed_latents
 
 PARALLEL_SIN = 1e-6  # below this sin(angle), two latents count as (anti)parallel: lerp instead of slerp
 MIN_ANIMATION_SIDE = 128  # the default --scale makes GIF/MP4 frames at least this many pixels wide
@@ -141,16 +141,8 @@ def class_interpolation(classes: list[int], num_classes: int, seed: int, z_dim: 
 def render(g: nn.Module, plan: Interpolation, batch_size: int = 64, device: str | torch.device = "cpu",
            progress: bool = False) -> torch.Tensor:
     """The frames ``(rows, steps, C, H, W)`` in [-1, 1] (float, CPU), ``batch_size`` at a time."""
-    from tqdm import tqdm
-    z = plan.z.flatten(0, 1)
     y = None if plan.y is None else plan.y.flatten(0, 1)
-    out = []
-    with tqdm(total=len(z), disable=not progress, desc="interpolate", unit="frame") as bar:
-        for start in range(0, len(z), batch_size):
-            yb = None if y is None else y[start:start + batch_size].to(device)
-            out.append(g(z[start:start + batch_size].to(device), yb).float().cpu())
-            bar.update(len(out[-1]))
-    images = torch.cat(out)
+    images = run_generator(g, plan.z.flatten(0, 1), y, batch_size, device, progress, desc="interpolate", unit="frame")
     return images.view(plan.rows, plan.steps, *images.shape[1:])
 
 
