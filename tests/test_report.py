@@ -104,7 +104,7 @@ def test_report_sections_curves_and_metrics(evil_report):
     html = evil_report.read_text(encoding="utf-8")
     for title in ("Hinge losses", "Discriminator outputs D(real) / D(fake)", "Attention gamma",
                   "FID (Fashion-MNIST classifier features; lower is better)",
-                  "FID (Inception features; lower is better)"):  # the tiny run's plain eval/fid: Inception
+                  "FID (Inception; lower is better)"):  # the tiny run's plain eval/fid: Inception
         assert f'alt="{R.html_escape(title)}' in html, title
     assert 'title="eval/fid_fmnist, eval/best_fid_fmnist"' in html and 'title="eval/fid"' in html
     assert "eval/step_00000004-classifier-test.json" in html and "metrics.fid" in html and "123.25" in html
@@ -149,7 +149,7 @@ def test_fid_charts_say_which_features():
     assert groups["FID (Fashion-MNIST classifier features; lower is better)"] == ["eval/fid_fmnist",
                                                                                  "eval/best_fid_fmnist"]
     assert groups["IS (Fashion-MNIST classifier features; higher is better)"] == ["eval/is_fmnist"]
-    assert groups["FID (Inception features; lower is better)"] == ["eval/fid"]
+    assert groups["FID (Inception; lower is better)"] == ["eval/fid"]
     assert groups["eval/seconds"] == ["eval/seconds"] and groups["eval/class_acc"] == ["eval/class_acc"]
     # an older run wrote eval/fid whatever the features; its config says the classifier's
     old = {title: names for title, names, _ in R.curve_groups(["step", "eval/fid", "eval/best_fid"], "fmnist")}
