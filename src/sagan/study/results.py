@@ -23,7 +23,15 @@ import numpy as np
 import yaml
 
 from sagan.fileio import atomic_write_text
-from sagan.metrics.naming import features_title, metric_label
+from sagan.metrics.naming import (
+    FEATURE_METRICS,
+    bare_metric,
+    better,
+    features_title,
+    metric_features,
+    metric_label,
+    metric_title,
+)
 from sagan.runs.folder import RunDir, code_version
 from sagan.study.arms import STUDIES, StudySpec
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
@@ -42,8 +50,11 @@ D_MARGIN_TAIL = 0.1
 # The primary endpoint: training-time FID (fixed latents) averaged over the evaluations at StudySpec.endpoint_steps.
 PRIMARY = "endpoint_fid"
 # Final metrics in the tables, in order (bare names; the evaluation record's keys carry the features).
+# Their titles, and the study's own metrics', are in sagan.metrics.naming.
 TABLE_METRICS = ("fid", "kid_mean", "is_mean", "class_accuracy", "precision", "recall")
-LOWER_IS_BETTER = {"fid", "kid_mean", "best_tracked_fid", PRIMARY}
+# What the study computed its own numbers over, said after their titles.
+DETAILS = {"minutes": "training, tracked FID, final evaluation",
+           "d_margin": f"mean D(real) - D(fake), last {D_MARGIN_TAIL:.0%} of steps"}
 
 
 @dataclass
@@ -60,11 +71,6 @@ class RunResult:
     gammas: dict[str, list[list[float]]] = field(default_factory=dict)  # layer -> [step, gamma]
     d_scores: dict[str, list[list[float]]] = field(default_factory=dict)  # real / fake -> [step, mean D score]
     seconds: dict[str, float] = field(default_factory=dict)  # train, evaluate (wall, from the study's logs)
-
-
-def _bare(key: str, features: str) -> str:
-    suffix = f"_{features}"
-    return key[: -len(suffix)] if features != "inception" and key.endswith(suffix) else key
 
 
 def _series(columns: dict[str, np.ndarray], key: str) -> list[list[float]]:
@@ -114,7 +120,8 @@ def read_run(spec: StudySpec, arm_name: str, seed: int) -> RunResult:
     except (OSError, ValueError, csv.Error) as e:
         res.status, res.problem = "damaged", f"metrics.csv cannot be read ({str(e).splitlines()[0][:80] or type(e).__name__})"
         return res
-    fid_col = next((k for k in columns if k.startswith("eval/fid")), None)
+    # the training-time FID: eval/fid, or eval/fid_fmnist on the Fashion-MNIST classifier's features
+    fid_col = next((k for k in columns if k.startswith("eval/") and (metric_features(k) or ("",))[0] == "fid"), None)
     res.curve = _series(columns, fid_col) if fid_col else []
     res.gammas = {k[len("gamma/"):]: _series(columns, k) for k in columns if k.startswith("gamma/")}
     res.d_scores = {k: _series(columns, f"d_{k}") for k in ("real", "fake") if f"d_{k}" in columns}
@@ -125,7 +132,7 @@ def read_run(spec: StudySpec, arm_name: str, seed: int) -> RunResult:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
         features = record["extractor"]["name"]
-        metrics = {_bare(k, features): float(v) for k, v in record["metrics"].items()
+        metrics = {bare_metric(k, features): float(v) for k, v in record["metrics"].items()
                    if isinstance(v, (int, float))}
         res.seconds.setdefault("evaluate", float(record.get("seconds", 0.0)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -212,17 +219,12 @@ def collect(spec: StudySpec) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- results.md
 
-def metric_title(metric: str, features: str | None) -> str:
-    if metric == PRIMARY:
-        return "primary endpoint: training-time FID, mean of the last evaluations" + (
-            f" ({metric_label('fid', features).split('(', 1)[1]}" if features else "")
-    if metric == "best_tracked_fid":
-        return "best training-time FID" + (f" ({metric_label('fid', features).split('(', 1)[1]}" if features else "")
-    if metric == "minutes":
-        return "wall minutes per run (training, tracked FID, final evaluation)"
-    if metric == "d_margin":
-        return f"D margin (mean D(real) - D(fake), last {D_MARGIN_TAIL:.0%} of steps)"
-    return metric_label(metric, features or "inception")
+def heading(metric: str, features: str | None = None, short: bool = False) -> str:
+    """A metric's heading in the tables: its label (:func:`sagan.metrics.naming.metric_label`: the
+    features when known, what the study computed it over) or, ``short``, its title alone; the
+    primary endpoint says it is one."""
+    label = metric_title(metric) if short else metric_label(metric, features, DETAILS.get(metric))
+    return f"primary endpoint: {label}" if metric == PRIMARY else label
 
 
 def _digits(scale: float, metric: str) -> int:
@@ -285,15 +287,16 @@ def summary_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
                 cells.append("" if row is None else _num(row["mean"], m) + (
                     f" ± {_num(row['std'], m, row['mean'])}" if row["std"] is not None else "") + f" ({row['n']})")
             rows.append([a["name"], *cells])
-        on = f"; FID, KID, IS, precision, recall on {features_title(feats)}" if feats else ""
+        on_features = ", ".join(metric_title(m) for m in TABLE_METRICS if m in FEATURE_METRICS)
+        on = f"; {on_features} on {features_title(feats)}" if feats else ""
         tables.append({"title": f"Summary (mean ± std over seeds (n){on})", "short": "Summary",
-                       "header": ["arm", *[metric_title(m, feats).split(" (")[0] for m in metrics]], "rows": rows})
+                       "header": ["arm", *[heading(m, short=True) for m in metrics]], "rows": rows})
     for metric in summary:
         if metric == "minutes":
             continue
         primary = metric == results.get("primary")
-        better = ("a symptom, not quality: a gap that keeps growing is D memorising the data" if metric == "d_margin"
-                  else "lower is better" if metric in LOWER_IS_BETTER else "higher is better")
+        direction = ("a symptom, not quality: a gap that keeps growing is D memorising the data"
+                     if metric == "d_margin" else better(metric))
         rows = []
         for c in results.get("comparisons", []):
             row = c["metrics"].get(metric)
@@ -305,8 +308,7 @@ def summary_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
                      _interval(row, metric, scale), _p(row["p"])]
             rows.append(cells + ([_p(row.get("p_holm"))] if primary else []))
         kind = "primary endpoint" if primary else "secondary, p unadjusted"
-        tables.append({"title": f"{metric_title(metric, feats)} ({better}; {kind})",
-                       "short": metric_title(metric, feats).split(" (")[0].split(": ")[-1],
+        tables.append({"title": f"{heading(metric, feats)} ({direction}; {kind})", "short": metric_title(metric),
                        "header": ["comparison", "question", "n", "mean Δ", "95% t interval", "exact p",
                                   *(["Holm p"] if primary else [])], "rows": rows})
     return tables

@@ -14,6 +14,7 @@ import numpy as np
 
 from sagan.extras import requires
 from sagan.fileio import atomic_path, atomic_write_text
+from sagan.metrics.naming import metric_label
 
 
 def _pyplot():
@@ -81,8 +82,7 @@ def plot_curves(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
     if not drawn:
         plt.close(fig)
         return False
-    feats = {"fmnist": "Fashion-MNIST classifier features", "inception": "Inception"}.get(features or "", features)
-    ax.set(xlabel="generator step", ylabel=f"FID ({feats})" if feats else "FID",
+    ax.set(xlabel="generator step", ylabel=metric_label("fid", features),
            title="Training-time FID (EMA generator): mean over seeds, band min-max")
     ax.set_yscale("log")
     with requires("figures"):
