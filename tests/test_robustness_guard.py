@@ -1,6 +1,7 @@
 """Divergence guard (injected NaN: rollback and stop) and the collapse detector."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -20,18 +21,23 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _inject_nan_loss(monkeypatch, at_steps: set[int]) -> dict:
     """Make the D loss NaN during the given (1-based) steps; NaN gradients then poison D's weights."""
     seen = {"calls": 0, "injected": 0}
-    real = step_mod.d_loss
+    real_objective = step_mod.objective  # the training step resolves its loss with it, once
 
-    def d_loss(name, real_s, fake_s):
-        seen["calls"] += 1
-        loss = real(name, real_s, fake_s)
-        if seen["calls"] in at_steps:
-            seen["injected"] += 1
-            # NaN flows back through every score (a hinge term alone can be saturated: zero gradient)
-            return (loss + real_s.mean() + fake_s.mean()) * float("nan")
-        return loss
+    def objective(name):
+        real = real_objective(name)
 
-    monkeypatch.setattr(step_mod, "d_loss", d_loss)
+        def d_loss(real_s, fake_s):
+            seen["calls"] += 1
+            loss = real.d_loss(real_s, fake_s)
+            if seen["calls"] in at_steps:
+                seen["injected"] += 1
+                # NaN flows back through every score (a hinge term alone can be saturated: zero gradient)
+                return (loss + real_s.mean() + fake_s.mean()) * float("nan")
+            return loss
+
+        return dataclasses.replace(real, d_loss=d_loss)
+
+    monkeypatch.setattr(step_mod, "objective", objective)
     return seen
 
 

@@ -33,7 +33,7 @@ def test_the_schema_imports_nothing_of_the_package_and_no_torch():
 
 
 def test_sagan_config_still_offers_the_schema():
-    for name in ("Config", "ModelConfig", "DataConfig", "OptimConfig", "LossConfig", "TrainConfig", "MAX_SEED",
+    for name in ("Config", "ModelConfig", "DataConfig", "OptimConfig", "LossConfig", "TrainConfig", "MAX_TRAIN_SEED", "MAX_SAMPLE_SEED",
                  "PRECISIONS", "ON_DIVERGENCE", "FID_FEATURES", "migrate_model_section"):
         assert getattr(sagan.config, name) is getattr(sagan.schema, name), name
     for name in sagan.config.__all__:

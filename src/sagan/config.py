@@ -23,14 +23,21 @@ import yaml
 from sagan.data.datasets import DATASETS, check_data_config, detect_folder_dataset
 from sagan.errors import ConfigError
 from sagan.losses import check_loss_config
-from sagan.models.arch import D_ARCH, RESOLUTIONS, check_model_config, d_attention_sizes, g_attention_sizes
+from sagan.models.arch import (
+    D_ARCH,
+    RESOLUTIONS,
+    check_model_config,
+    d_attention_sizes,
+    g_attention_sizes,
+)
 from sagan.models.standing import BN_MODES
 
 # The dataclasses are sagan.schema's (below every component, so the components type against them);
 # their names are importable from here as they always were.
 from sagan.schema import (
     FID_FEATURES,
-    MAX_SEED,
+    MAX_SAMPLE_SEED,
+    MAX_TRAIN_SEED,
     ON_DIVERGENCE,
     PRECISIONS,
     STANDING_BATCH_SIZE,
@@ -45,7 +52,7 @@ from sagan.schema import (
 )
 
 __all__ = [
-    "FID_FEATURES", "MAX_SEED", "ON_DIVERGENCE", "PRECISIONS", "STANDING_BATCH_SIZE", "STANDING_BATCHES",
+    "FID_FEATURES", "MAX_TRAIN_SEED", "MAX_SAMPLE_SEED", "ON_DIVERGENCE", "PRECISIONS", "STANDING_BATCH_SIZE", "STANDING_BATCHES",
     "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig",
     "PRESETS", "RELATIVE_KEYS", "apply_mapping", "config_from_dict", "load_config", "migrate_model_section",
     "parse_override", "place_relative_to_resolution", "preset", "read_folder_as_images", "set_value", "validate",
@@ -365,7 +372,7 @@ def validate(cfg: Config) -> None:
     for key in ("log_every", "sample_every", "ckpt_every", "keep_ckpts", "sample_classes"):
         v = getattr(t, key)
         _check(v >= 1, f"train.{key}={v} must be >= 1")
-    _check(0 <= t.seed <= MAX_SEED, f"train.seed={t.seed} must be between 0 and {MAX_SEED}")
+    _check(0 <= t.seed <= MAX_TRAIN_SEED, f"train.seed={t.seed} must be between 0 and {MAX_TRAIN_SEED}")
     _check(t.on_divergence in ON_DIVERGENCE,
            f"train.on_divergence={t.on_divergence!r}; choose one of {list(ON_DIVERGENCE)}")
     _check(0 < t.rollback_lr_factor <= 1,

@@ -27,6 +27,7 @@ from sagan.models.standing import (
 )
 from sagan.runs.checkpoints import load_checkpoint, resolve_checkpoint
 from sagan.runs.folder import RunDir
+from sagan.schema import MAX_SAMPLE_SEED
 
 CHECKPOINT_CHOICES = ("latest", "best")
 
@@ -254,8 +255,8 @@ def _seed_of(s) -> int:
     if isinstance(s, bool) or not isinstance(s, int) and not hasattr(s, "__index__"):
         raise UsageError(f"seeds: {s!r} is not a whole number")
     s = int(s)
-    if not 0 <= s < 2 ** 63:
-        raise UsageError(f"seeds: {s} must be between 0 and 2**63 - 1")
+    if not 0 <= s <= MAX_SAMPLE_SEED:
+        raise UsageError(f"seeds: {s} must be between 0 and {MAX_SAMPLE_SEED} (2**63 - 1)")
     return s
 
 

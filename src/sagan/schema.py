@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 ON_DIVERGENCE = ("rollback", "stop")
-MAX_SEED = 2**31 - 1  # numpy's global seed must stay below 2**32 even with the rank added
+MAX_TRAIN_SEED = 2**31 - 1  # train.seed: numpy's global seed must stay below 2**32 even with the rank added
+MAX_SAMPLE_SEED = 2**63 - 1  # a sample's seed (--seed, --seeds, generate(seeds=)): what torch.Generator takes
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # auto: measured at start (sagan.train.precision)
 FID_FEATURES = ("auto", "fmnist", "inception")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from sagan.errors import UsageError, plural
 from sagan.fileio import atomic_write_text
 from sagan.models.classes import resolve_class, resolve_classes  # noqa: F401 (the commands' class flags)
+from sagan.schema import MAX_SAMPLE_SEED
 
-MAX_SEED = 2**63 - 1
-MAX_SEEDS = 1_000_000  # seeds per call (a typo like 0-10000000000 fails at once)
+MAX_SEEDS_PER_CALL = 1_000_000  # seeds per call (a typo like 0-10000000000 fails at once)
 MAX_IMAGES = 1_000_000  # images per call of -n (sample, evaluate); more: several calls (sample --seeds ranges)
 MAX_BATCH = 65_536  # --batch-size (the ONNX export's batch axis has the same bound)
 SOURCE_METAVAR = "SOURCE"
@@ -94,12 +94,12 @@ def parse_seeds(text: str, flag: str = "--seeds", unique: bool = True) -> list[i
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
             raise bad(f"the range {item} runs backwards")
-        if hi > MAX_SEED:
-            raise bad(f"{hi} is larger than the largest seed, {MAX_SEED}")
+        if hi > MAX_SAMPLE_SEED:
+            raise bad(f"{hi} is larger than the largest seed, {MAX_SAMPLE_SEED}")
         spans.append((lo, hi))
     count = sum(hi - lo + 1 for lo, hi in spans)
-    if count > MAX_SEEDS:
-        raise bad(f"{count} seeds; at most {MAX_SEEDS} per call")
+    if count > MAX_SEEDS_PER_CALL:
+        raise bad(f"{count} seeds; at most {MAX_SEEDS_PER_CALL} per call")
     seeds = [s for lo, hi in spans for s in range(lo, hi + 1)]
     seen: set[int] = set()
     for s in seeds if unique else ():
@@ -119,8 +119,8 @@ def check_size(value: int, flag: str, limit: int, minimum: int = 1, hint: str = 
 
 def check_seed(value: int | None, flag: str = "--seed") -> int | None:
     """A seed ``torch.Generator.manual_seed`` takes: 0 to 2**63 - 1 (a larger one overflows it)."""
-    if value is not None and not 0 <= value <= MAX_SEED:
-        raise UsageError(f"{flag} {value}: must be between 0 and {MAX_SEED} (2**63 - 1)")
+    if value is not None and not 0 <= value <= MAX_SAMPLE_SEED:
+        raise UsageError(f"{flag} {value}: must be between 0 and {MAX_SAMPLE_SEED} (2**63 - 1)")
     return value
 
 
