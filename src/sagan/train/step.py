@@ -172,6 +172,23 @@ class SAGANStep:
         self.ema.update(self.G, self.step)
         return StepStats(loss_d.item(), loss_g.item(), real_s.mean().item(), fake_s.mean().item())
 
+    # ------------------------------------------------------------------ after a rollback
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+
+    def after_rollback(self, lr_scale: float, reseed_rollbacks: int | None, lr_before: dict[str, float]) -> list[str]:
+        """The divergence guard's remedy, applied to the restored state: both learning rates times
+        ``lr_scale``, and the noise stream reseeded for rollback number ``reseed_rollbacks`` (None:
+        kept). Returns what changed, e.g. ``["lr_g 0.0001 -> 5e-05", ...]`` against ``lr_before``."""
+        changes = []
+        for name, opt in (("lr_g", self.opt_g), ("lr_d", self.opt_d)):
+            for group in opt.param_groups:
+                group["lr"] = group["lr"] * lr_scale
+            changes.append(f"{name} {lr_before[name]:.3g} -> {opt.param_groups[0]['lr']:.3g}")
+        if reseed_rollbacks is not None:
+            self.noise.manual_seed(noise_seed(self.cfg.train.seed, reseed_rollbacks))
+        return changes
+
     # ------------------------------------------------------------------ state
     @property
     def scalers(self) -> tuple[torch.amp.GradScaler, torch.amp.GradScaler]:

@@ -40,7 +40,7 @@ from sagan.train.guard import DivergenceGuard, any_rank, describe_problem, log_e
 from sagan.train.logger import ScalarLogger
 from sagan.train.resolve import check_resolved
 from sagan.train.rng import capture_rng, restore_rng, rng_isolated, seed_globals
-from sagan.train.step import SAGANStep, StepStats, noise_seed
+from sagan.train.step import SAGANStep, StepStats
 
 # Under torchrun the same SIGTERM/SIGINT can reach a worker twice within milliseconds (scheduler and
 # agent); within this many seconds a repeat is the same stop request (docs/robustness.md).
@@ -264,17 +264,11 @@ class Trainer:
         problem = problem or "another process reported non-finite values"
         self.guard.decide(problem, self.step, self._last_checkpoint_note())  # raises TrainingDiverged to stop
         from_step, before = self.step, self.guard.rollbacks
-        lr_before = {"lr_g": self.gan.opt_g.param_groups[0]["lr"], "lr_d": self.gan.opt_d.param_groups[0]["lr"]}
+        lr_before = self.gan.learning_rates()
         state, source = self._last_good_state(problem)
         self.restore(state, source)  # sets guard.rollbacks to the checkpoint's count
         plan = self.guard.plan_rollback(before)
-        changes = []
-        for name, opt in (("lr_g", self.gan.opt_g), ("lr_d", self.gan.opt_d)):
-            for group in opt.param_groups:
-                group["lr"] = group["lr"] * plan.lr_scale
-            changes.append(f"{name} {lr_before[name]:.3g} -> {opt.param_groups[0]['lr']:.3g}")
-        if plan.reseed_noise:
-            self.gan.noise.manual_seed(noise_seed(self.cfg.train.seed, plan.total))
+        changes = self.gan.after_rollback(plan.lr_scale, plan.total if plan.reseed_noise else None, lr_before)
         self._warn(f"divergence at step {from_step}: {problem}. Rolled back to step {self.step} ({source}); "
                    f"rollback {plan.total} of at most {self.guard.max_rollbacks}; {', '.join(changes)}")
         return True
