@@ -63,7 +63,7 @@ def _assert_same_run(a, b, rtol: float, atol: float) -> None:
         for k in ("loss_d", "loss_g", "d_real", "d_fake"):
             assert getattr(x, k) == pytest.approx(getattr(y, k), rel=rtol, abs=atol), k
     for name in ("G", "D"):
-        sa, sb = getattr(tr_a, name).state_dict(), getattr(tr_b, name).state_dict()
+        sa, sb = getattr(tr_a.gan, name).state_dict(), getattr(tr_b.gan, name).state_dict()
         assert sa.keys() == sb.keys()
         for key in sa:
             if name == "G" and key.endswith(".bias") and "bn" not in key:
@@ -88,10 +88,10 @@ def eager_run64(tmp_path_factory):
 
 def test_channels_last_training_matches_contiguous(tmp_path, eager_run64):
     plain = eager_run64
-    w = plain[0].D.blocks[0][0].conv1.parametrizations.weight.original
+    w = plain[0].gan.D.blocks[0][0].conv1.parametrizations.weight.original
     assert w.is_contiguous() and not w.is_contiguous(memory_format=torch.channels_last)  # really contiguous
     cl = _run(tmp_path / "b", 2, "train.channels_last=true", dtype=torch.float64)
-    w = cl[0].D.blocks[0][0].conv1.parametrizations.weight.original
+    w = cl[0].gan.D.blocks[0][0].conv1.parametrizations.weight.original
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
     assert w.dtype == torch.float64
     _assert_same_run(plain, cl, rtol=REL64, atol=REL64)
@@ -145,7 +145,7 @@ def test_bf16_training_on_cpu_runs_and_tracks_fp32(tmp_path, eager_run):
     for k in ("loss_d", "loss_g"):
         a, b = getattr(fp32[1][0], k), getattr(bf16[1][0], k)
         assert b == pytest.approx(a, rel=0.05, abs=0.05), k
-    for buf_name, buf in bf16[0].G.named_buffers():
+    for buf_name, buf in bf16[0].gan.G.named_buffers():
         assert buf.dtype in (torch.float32, torch.int64), buf_name
 
 
@@ -198,7 +198,7 @@ def test_compile_option_compiles_in_place(tmp_path, eager_run64):
     finally:
         torch.nn.Module.compile = orig
     assert calls == ["Generator", "Discriminator"]
-    assert compiled[0].G._compiled_call_impl is not None
-    assert getattr(compiled[0].ema.shadow, "_compiled_call_impl", None) is None
+    assert compiled[0].gan.G._compiled_call_impl is not None
+    assert getattr(compiled[0].gan.ema.shadow, "_compiled_call_impl", None) is None
     assert not any(k.startswith("_orig_mod") for k in compiled[0].state_dict()["G"])
     _assert_same_run(eager_run64, compiled, rtol=REL64, atol=REL64)

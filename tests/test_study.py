@@ -48,7 +48,7 @@ def test_stabilisation_arms_resolve_to_the_papers_settings(preset):
             from sagan.cli import build_parser
             from sagan.commands.train import _train_config
             parsed, _ = _train_config(build_parser().parse_args(cmd[1:]))
-            assert parsed.to_dict() == cfg.to_dict()
+            assert parsed.to_dict() == dict(cfg.to_dict(), name=f"{arm.name}-s{seed}")  # --name is the run's name
 
 
 @pytest.mark.parametrize("preset,arms,d_sizes", [
