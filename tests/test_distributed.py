@@ -378,6 +378,7 @@ def _output_or_fail(proc: subprocess.Popen, timeout: float) -> str:
         pytest.fail(f"torchrun did not finish within {timeout} s:\n" + proc.communicate()[0][-4000:])
 
 
+@pytest.mark.heavy  # two torchrun launches with an elastic restart: about 1.5 minutes
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find torchrun's worker processes")
 def test_torchrun_rank0_writes_and_elastic_restart_resumes(tmp_path, tiny_folder):
     """`torchrun -m sagan train`: kill rank 1 after the first checkpoint; the restarted group

@@ -199,7 +199,9 @@ def _kill_resume_matches(reference_run: Path, folder: Path, out: Path, kill_at: 
 KILL_POINTS = sorted(random.Random(6).sample(range(1, STEPS), 3))
 
 
-@pytest.mark.parametrize("kill_at", KILL_POINTS)
+# The default run kills at the middle one of the three points; CI also runs the other two (-m heavy).
+@pytest.mark.parametrize("kill_at", [k if k == KILL_POINTS[1] else pytest.param(k, marks=pytest.mark.heavy)
+                                     for k in KILL_POINTS])
 def test_sigkill_and_resume_is_bit_identical(reference_run, tiny_folder, tmp_path, kill_at):
     _kill_resume_matches(reference_run, tiny_folder, tmp_path, kill_at)
 

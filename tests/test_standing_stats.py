@@ -205,6 +205,7 @@ def class_accuracy_and_mean_pixel(g: Generator, psi: float | None, n: int = 2000
     return accuracy(load_classifier(), images, labels), float(images.float().mean())
 
 
+@pytest.mark.heavy  # samples and scores the shipped model at several truncations: about a minute
 def test_truncation_trades_variety_for_fidelity_on_the_shipped_model():
     """With statistics measured under psi, a milder psi raises class accuracy and no psi darkens the
     images (with the statistics of untruncated noise, psi 1 gave 0.545 and mean pixel 31; psi 0, 7).

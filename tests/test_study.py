@@ -243,6 +243,7 @@ def tiny_study(tmp_path_factory, tiny_folder):
             "s0_unchanged": s0_metrics.stat().st_mtime_ns == s0_stat}
 
 
+@pytest.mark.heavy  # the tiny study (4 runs, killed and resumed): about 2.5 minutes
 def test_tiny_study_survives_a_sigterm_and_resumes(tiny_study):
     out = tiny_study["out"]
     assert tiny_study["rc1"] == 128 + signal.SIGTERM, tiny_study["out1"]
@@ -262,6 +263,7 @@ def test_tiny_study_survives_a_sigterm_and_resumes(tiny_study):
     assert [s["exit_code"] for s in segments] == [128 + signal.SIGTERM, 0, 0]
 
 
+@pytest.mark.heavy  # the tiny study (4 runs, killed and resumed): about 2.5 minutes
 def test_tiny_study_results_have_every_arm_and_seed(tiny_study):
     out = tiny_study["out"]
     results = json.loads((out / "results.json").read_text())
@@ -306,6 +308,7 @@ def test_tiny_study_results_have_every_arm_and_seed(tiny_study):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.heavy  # the tiny study (4 runs, killed and resumed): about 2.5 minutes
 def test_collect_names_missing_and_damaged_runs_and_summarises_the_rest(tiny_study, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_study["out"], copy)
