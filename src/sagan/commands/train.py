@@ -218,8 +218,9 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     dist = dist_utils.init_from_env(cfg.train.device)
     dist_utils.quiet_non_main(dist)
     say = dist_utils.rank0_info(dist, log)
-    if not args.resume and not args.name and dist.world > 1 and elastic.elastic_run_name(cfg.preset):
-        cfg = dataclasses.replace(cfg, name=elastic.elastic_run_name(cfg.preset))  # stable across torchrun restarts
+    elastic_name = elastic.elastic_run_name(cfg.preset) if not args.resume and not args.name and dist.world > 1 else None
+    if elastic_name:
+        cfg = dataclasses.replace(cfg, name=elastic_name)  # stable across torchrun restarts
     device = dist_utils.resolve_device(cfg.train.device, dist)
     data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional, progress=not args.no_progress)
     say(f"data: {data.source}; {plural(len(data), 'image')}, "
