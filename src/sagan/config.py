@@ -54,7 +54,8 @@ from sagan.schema import (
 __all__ = [
     "FID_FEATURES", "MAX_TRAIN_SEED", "MAX_SAMPLE_SEED", "ON_DIVERGENCE", "PRECISIONS", "STANDING_BATCH_SIZE", "STANDING_BATCHES",
     "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig",
-    "PRESETS", "RELATIVE_KEYS", "apply_mapping", "config_from_dict", "load_config", "migrate_model_section",
+    "PRESETS", "RELATIVE_KEYS", "apply_mapping", "config_from_dict", "explicit_model_keys", "load_config",
+    "migrate_model_section",
     "parse_override", "place_relative_to_resolution", "preset", "read_folder_as_images", "set_value", "validate",
 ]
 
@@ -225,49 +226,74 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(preset_name: str | None = None, file: str | Path | None = None,
-                overrides: list[str] | None = None, notes: list[str] | None = None) -> Config:
-    """Preset, then YAML file, then overrides; validated. A resolution other than the preset's moves
-    the attention sizes the user did not set with it (``place_relative_to_resolution``), and the
-    line saying so is appended to ``notes``."""
-    file_data: dict[str, Any] = {}
-    if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            file_data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as e:
-            raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text; give a YAML file") from None
-        except Exception as e:  # noqa: BLE001 - YAMLError, or ValueError for dates like 2020-13-01
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_first_line(e)}") from None
-        if not isinstance(file_data, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
-    name = preset_name or file_data.get("preset") or "fmnist32"
-    if not isinstance(name, str):
-        raise ConfigError(f"preset: expected a preset name, got {name!r}")
-    cfg = preset(name)
+                overrides: list[str] | None = None, notes: list[str] | None = None, *,
+                name: str | None = None, init_from: str | None = None) -> Config:
+    """Preset, then YAML file, then overrides, then ``name`` and ``train.init_from`` when given (as
+    they are, not read as YAML); validated once. A resolution other than the preset's moves the
+    attention sizes the user did not set with it (``place_relative_to_resolution``), and the line
+    saying so is appended to ``notes``."""
+    file_data = _read_config_file(file)
+    base = preset_name or file_data.get("preset") or "fmnist32"
+    if not isinstance(base, str):
+        raise ConfigError(f"preset: expected a preset name, got {base!r}")
+    cfg = preset(base)
     apply_mapping(cfg, {k: v for k, v in file_data.items() if k != "preset"})
-    explicit = set((file_data.get("model") or {}) if isinstance(file_data.get("model"), dict) else {})
-    data_explicit = set((file_data.get("data") or {}) if isinstance(file_data.get("data"), dict) else {})
     for text in overrides or []:
-        key, value = parse_override(text)
-        set_value(cfg, key, value)
-        if key == "model" and isinstance(value, dict):
-            explicit |= set(value)
-        elif key.startswith("model."):
-            explicit.add(key.split(".", 1)[1])
-        elif key == "data" and isinstance(value, dict):
-            data_explicit |= set(value)
-        elif key.startswith("data."):
-            data_explicit.add(key.split(".", 1)[1])
-    for note in (read_folder_as_images(cfg, data_explicit),
-                 place_relative_to_resolution(cfg, preset(name).model, explicit)):
+        set_value(cfg, *parse_override(text))
+    for note in (read_folder_as_images(cfg, _keys_given(file_data, overrides, "data")),
+                 place_relative_to_resolution(cfg, preset(base).model, _keys_given(file_data, overrides, "model"))):
         if note and notes is not None:
             notes.append(note)
+    if name:
+        cfg.name = name  # a plain directory name (no slashes, not empty): validate says so
+    if init_from is not None:
+        set_value(cfg, "train.init_from", init_from)
     validate(cfg)
     return cfg
+
+
+def _read_config_file(file: str | Path | None) -> dict[str, Any]:
+    """The sections of a YAML config file (empty without one); ConfigError, one line, when it
+    cannot be used."""
+    if file is None:
+        return {}
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        file_data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text; give a YAML file") from None
+    except Exception as e:  # noqa: BLE001 - YAMLError, or ValueError for dates like 2020-13-01
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_first_line(e)}") from None
+    if not isinstance(file_data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    return file_data
+
+
+def _keys_given(file_data: dict[str, Any], overrides: list[str] | None, section: str) -> set[str]:
+    """The keys of ``section`` that a config file's section and the ``--set`` overrides give."""
+    given = file_data.get(section)
+    keys = set(given) if isinstance(given, dict) else set()
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key == section and isinstance(value, dict):
+            keys |= set(value)
+        elif key.startswith(f"{section}."):
+            keys.add(key.split(".", 1)[1])
+    return keys
+
+
+def explicit_model_keys(preset_name: str | None, file: str | Path | None, overrides: list[str] | None) -> set[str]:
+    """The ``model`` keys a user chose: every one when a preset is named (``preset_name`` or the
+    file's ``preset:``), else those of the file's ``model`` section and of ``--set model.*``."""
+    every = {f.name for f in dataclasses.fields(ModelConfig)}
+    file_data = _read_config_file(file)
+    if preset_name or file_data.get("preset"):
+        return every
+    return _keys_given(file_data, overrides, "model") & every
 
 
 def read_folder_as_images(cfg: Config, explicit: set[str]) -> str | None:
@@ -346,8 +372,9 @@ def _check(cond: bool, message: str) -> None:
 def validate(cfg: Config) -> None:
     """ConfigError naming the first key whose value is not allowed. The model and data sections and
     the loss are checked by the components that use them (``check_model_config``, ``check_data_config``,
-    ``check_loss_config``), the rest here; in the order model, data, the run's name, optim, loss, train."""
+    ``check_loss_config``), the rest here; in the order loss, model, data, the run's name, optim, train."""
     m, o, t = cfg.model, cfg.optim, cfg.train
+    check_loss_config(cfg.loss)
     check_model_config(m)
     check_data_config(cfg.data)
     _check(cfg.name is None or (cfg.name.strip() not in ("", ".", "..") and not any(c in cfg.name for c in "/\\\0")),
@@ -357,7 +384,6 @@ def validate(cfg: Config) -> None:
     for key, v in (("optim.beta1", o.beta1), ("optim.beta2", o.beta2)):
         _check(0 <= v < 1, f"{key}={v} must be in [0, 1)")
     _check(0 < o.eps < 1, f"optim.eps={o.eps} must be in (0, 1)")
-    check_loss_config(cfg.loss)
     _check(t.steps >= 1, f"train.steps={t.steps} must be >= 1")
     _check(t.steps <= 10**10, f"train.steps={t.steps} must be between 1 and 10**10")
     _check(1 <= t.batch_size <= 1_000_000, f"train.batch_size={t.batch_size} must be >= 1")

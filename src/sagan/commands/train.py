@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import yaml
@@ -16,8 +14,8 @@ from sagan import distributed as dist_utils
 from sagan.config import (
     PRESETS,
     Config,
-    ModelConfig,
     config_from_dict,
+    explicit_model_keys,
     load_config,
     parse_override,
     set_value,
@@ -27,13 +25,11 @@ from sagan.data import load_data
 from sagan.errors import CheckpointError, UsageError, plural
 from sagan.extras import check_extras
 from sagan.models import count_parameters
-from sagan.runs import elastic
 from sagan.runs.checkpoints import Checkpoints
 from sagan.runs.folder import (
     RunDir,
-    acquire_run_lock,
-    default_run_name,
-    new_run_dir,
+    lock_run,
+    open_run_folder,
     write_run_info,
 )
 from sagan.train.finetune import (
@@ -116,38 +112,15 @@ def _train_config(args: argparse.Namespace, notes: list[str] | None = None) -> t
             set_value(cfg, key, value)
         validate(cfg)
         return cfg, None
-    cfg = load_config(args.preset, args.config, overrides, notes)  # validated: the user's choices as given
-    if args.name or args.init_from is not None:
-        if args.name:
-            cfg.name = args.name  # a plain directory name (no slashes, not empty)
-        if args.init_from is not None:
-            set_value(cfg, "train.init_from", args.init_from)
-        validate(cfg)  # before any weights or data are read
+    # Validated once, before any weights or data are read: the user's choices as given.
+    cfg = load_config(args.preset, args.config, overrides, notes, name=args.name, init_from=args.init_from)
     if cfg.train.init_from is None:
         return cfg, None
     init = read_init_weights(cfg.train.init_from)
-    cfg.model = fine_tune_model(cfg.model, _explicit_model_keys(args, overrides), init)
+    cfg.model = fine_tune_model(cfg.model, explicit_model_keys(args.preset, args.config, overrides), init)
     cfg.train.init_from = init.source  # the checkpoint file / exported folder it resolved to, for config.yaml
     validate(cfg)  # the model section now comes from the trained model
     return cfg, init
-
-
-def _explicit_model_keys(args: argparse.Namespace, overrides: list[str]) -> set[str]:
-    """The ``model`` keys the command line chose: every one with --preset (or a config file's
-    ``preset:``), else those of the config file's ``model`` section and of --set model.*."""
-    every = {f.name for f in dataclasses.fields(ModelConfig)}
-    file_data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) if args.config else None
-    file_data = file_data if isinstance(file_data, dict) else {}  # load_config has checked the file already
-    if args.preset or file_data.get("preset"):
-        return every
-    keys = set(file_data.get("model") or {})
-    for text in overrides:
-        key, value = parse_override(text)
-        if key == "model" and isinstance(value, dict):
-            keys |= set(value)
-        elif key.startswith("model."):
-            keys.add(key.split(".")[1])
-    return keys & every
 
 
 def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
@@ -163,37 +136,9 @@ def _config_from_newest_checkpoint(run_dir: Path, why: str) -> dict:
                     "is it a run directory?")
 
 
-ELASTIC_LOCK_WAIT_S = 60.0  # after an elastic restart, how long rank 0 waits for the killed group to let go
-
-
 def _main_process_by_env() -> bool:
     """Rank 0 (or not under torchrun), known before the process group is set up."""
     return not dist_utils.launched_by_torchrun() or os.environ.get("RANK", "0") == "0"
-
-
-def _lock_run(run_dir: Path, held: contextlib.ExitStack, say=log.info) -> None:
-    """Hold ``run_dir``'s one-writer lock until the command ends (rank 0 only; RunLockedError when
-    another process trains into it). After an elastic restart the killed group may still be exiting."""
-    wait = ELASTIC_LOCK_WAIT_S if dist_utils.elastic_restart_count() > 0 else 0.0
-    lock = held.enter_context(acquire_run_lock(run_dir, wait=wait))
-    if lock.note:
-        say(f"note: {lock.note}")
-
-
-class _NewRunFolder:
-    """A run folder this command created: removed again when the command is refused (a UsageError)
-    before training starts, so that a refusal (e.g. --init-from weights that do not fit) leaves no
-    run folder behind."""
-
-    def __init__(self, path: Path):
-        self.path, self.training = path, False
-
-    def __enter__(self) -> "_NewRunFolder":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if isinstance(exc, UsageError) and not self.training:
-            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -214,14 +159,11 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     notes: list[str] = []
     cfg, init = _train_config(args, notes)  # checks the arguments; validated once
     if args.resume and _main_process_by_env():
-        _lock_run(Path(args.resume), held)  # before the data is read or anything in the run folder is written
+        lock_run(args.resume, held, log.info)  # before the data is read or anything in the run folder is written
     dist = dist_utils.init_from_env(cfg.train.device)
+    device = dist_utils.resolve_device(cfg.train.device, dist)
     dist_utils.quiet_non_main(dist)
     say = dist_utils.rank0_info(dist, log)
-    elastic_name = elastic.elastic_run_name(cfg.preset) if not args.resume and not args.name and dist.world > 1 else None
-    if elastic_name:
-        cfg = dataclasses.replace(cfg, name=elastic_name)  # stable across torchrun restarts
-    device = dist_utils.resolve_device(cfg.train.device, dist)
     data = load_data(cfg.data, cfg.model.resolution, cfg.model.conditional, progress=not args.no_progress)
     say(f"data: {data.source}; {plural(len(data), 'image')}, "
         f"{data.num_classes or 'no'} classes, {plural(data.channels, 'channel')}, {cfg.model.resolution}x{cfg.model.resolution}")
@@ -229,14 +171,14 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     say(f"model: {m.resolution}x{m.resolution}, attention in G at {m.g_attn or 'none'}, in D at {m.d_attn or 'none'}"
         + (f"; residual bottlenecks in G at {m.g_resblock}, in D at {m.d_resblock}" if m.g_resblock or m.d_resblock
            else ""))
+    if init is not None:
+        check_data_fits(init, data.num_classes, data.channels)  # before the precision probe and the run folder
     cfg, lines = resolve_for_data(cfg, data, device, dist.world)  # DiffAugment, precision, channels; batch checked
     for line in [f"note: {n}" for n in notes] + lines:
         say(line)
-    if init is not None:
-        check_data_fits(init, data.num_classes, data.channels)  # before a run directory is made
 
     # 2. The run folder: the one resumed, an elastic restart's own, or a new one.
-    run_dir, resuming, new_folder = _open_run_folder(args, cfg, dist, held, say)
+    run_dir, resuming, new_folder = open_run_folder(args.out, cfg, args.resume, dist, held, say)
     if dist.is_main:
         write_run_info(run_dir, cfg, ["sagan", *getattr(args, "argv", [])])
 
@@ -275,30 +217,3 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         say(f"done at step {trainer.step}: samples {final}" + (f", attention maps {fig}" if fig else ""))
     dist_utils.shutdown()
     return 0
-
-
-def _open_run_folder(args: argparse.Namespace, cfg: Config, dist: dist_utils.DistInfo, held: contextlib.ExitStack,
-                     say) -> tuple[Path, bool, _NewRunFolder | None]:
-    """(run folder, whether it continues a run, the new folder to remove if the command is refused):
-    ``--resume``'s folder (locked already), a restarted torchrun group's own folder, or a new one
-    (never an existing one: ``NAME-k`` when NAME exists). Rank 0 decides and holds the lock."""
-    if args.resume:
-        return Path(args.resume), True, None
-    run_dir, resuming, new_folder = None, False, None
-    if dist.is_main:
-        wanted = default_run_name(cfg)
-        # A restarted torchrun worker group continues its own run directory (docs/distributed.md).
-        run_dir = elastic.find_elastic_run(args.out, wanted)
-        resuming = run_dir is not None
-        if resuming:
-            _lock_run(run_dir, held, say)
-            say(f"elastic restart {dist_utils.elastic_restart_count()}: continuing {run_dir}")
-        else:
-            run_dir, renamed = new_run_dir(args.out, wanted)
-            new_folder = held.enter_context(_NewRunFolder(run_dir))
-            _lock_run(run_dir, held, say)
-            if renamed:
-                say(f"note: {Path(args.out) / wanted} exists and is left untouched; writing to {run_dir} instead")
-            elastic.mark_elastic_run(run_dir)
-    run_dir, resuming = dist_utils.broadcast_object((run_dir, resuming), dist)
-    return run_dir, resuming, new_folder

@@ -18,10 +18,10 @@ def _write_grid(images: torch.Tensor, fp: str | Path | BinaryIO, nrow: int, padd
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int, padding: int = 2) -> Path:
     """Save images in [-1, 1] as a PNG grid with ``nrow`` images per row (written atomically)."""
-    path = Path(path)
+    png = grid_png(images, nrow, padding)
     with atomic_path(path) as tmp:
-        _write_grid(images, tmp, nrow, padding)
-    return path
+        tmp.write_bytes(png)
+    return Path(path)
 
 
 def grid_png(images: torch.Tensor, nrow: int, padding: int = 2) -> bytes:

@@ -19,7 +19,7 @@ import torch
 
 from sagan.config import migrate_model_section
 from sagan.errors import CheckpointError, CheckpointWriteError, plural
-from sagan.fileio import atomic_write, stale_temp_files
+from sagan.fileio import atomic_path, stale_temp_files
 from sagan.runs.folder import RunDir
 
 FORMAT_VERSION = 1
@@ -106,16 +106,12 @@ def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` through :func:`sagan.fileio.atomic_path`; a failed write is a ``CheckpointWriteError``."""
     path = Path(path)
     try:
-        atomic_write(path, lambda tmp: _torch_save(obj, tmp))
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
     except Exception as e:  # torch.save reports a full disk as RuntimeError, not OSError
         raise CheckpointWriteError(f"could not write checkpoint {path}: {type(e).__name__}: "
                                    f"{_first_line(e)} ({_space_left(path.parent)})") from e
     # KeyboardInterrupt and friends propagate: the temporary file is gone, the old checkpoint intact
-
-
-def _torch_save(obj: Any, path: Path) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
 
 
 def _space_left(folder: Path) -> str:

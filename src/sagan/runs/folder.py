@@ -1,10 +1,13 @@
 """Run directories: never overwritten, always holding the resolved config and code version, and
-written by one process at a time (:func:`acquire_run_lock`)."""
+written by one process at a time (:func:`acquire_run_lock`); :func:`open_run_folder` picks the one a
+``sagan train`` writes (resumed, an elastic restart's own, or new) and locks it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,9 +24,11 @@ import torch
 import torchvision
 
 import sagan
+from sagan import distributed as dist_utils
 from sagan.config import Config
 from sagan.errors import UsageError
 from sagan.fileio import atomic_write_text
+from sagan.runs import elastic
 
 
 class RunDir:
@@ -87,8 +92,12 @@ def new_run_dir(out_root: str | Path, name: str) -> tuple[Path, bool]:
             candidate = root / f"{name}-{i}"
 
 
-def default_run_name(cfg: Config) -> str:
-    return cfg.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_name(cfg: Config, world: int = 1) -> str:
+    """``cfg.name``; else, for a torchrun group (``world`` > 1) with a rendezvous id,
+    ``PRESET-<rendezvous id>`` (the same after every elastic restart, so the restarted group finds
+    its folder); else ``PRESET-DATE-TIME``."""
+    return (cfg.name or (elastic.elastic_run_name(cfg.preset) if world > 1 else None)
+            or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def write_run_info(run_dir: Path, cfg: Config, command: list[str] | None = None) -> None:
@@ -226,3 +235,63 @@ def acquire_run_lock(run_dir: str | Path, wait: float = 0.0) -> RunLock:
     except OSError:
         pass  # who holds it is a courtesy for the refusal message; the lock itself is held
     return RunLock(path, fd)
+
+
+# --------------------------------------------------------------------------- the folder a run writes
+
+ELASTIC_LOCK_WAIT_S = 60.0  # after an elastic restart, how long rank 0 waits for the killed group to let go
+
+
+def lock_run(run_dir: str | Path, held: contextlib.ExitStack, say=print) -> None:
+    """Hold ``run_dir``'s one-writer lock until ``held`` closes (``RunLockedError`` when another
+    process trains into it). After an elastic restart the killed group may still be exiting, so the
+    lock is waited for (:data:`ELASTIC_LOCK_WAIT_S`)."""
+    wait = ELASTIC_LOCK_WAIT_S if dist_utils.elastic_restart_count() > 0 else 0.0
+    lock = held.enter_context(acquire_run_lock(run_dir, wait=wait))
+    if lock.note:
+        say(f"note: {lock.note}")
+
+
+class _NewRunFolder:
+    """A run folder the command created: removed again when the command is refused (a UsageError)
+    before training starts, so that a refusal (e.g. --init-from weights that do not fit) leaves no
+    run folder behind. ``training = True`` once the folder holds a run."""
+
+    def __init__(self, path: Path):
+        self.path, self.training = path, False
+
+    def __enter__(self) -> "_NewRunFolder":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if isinstance(exc, UsageError) and not self.training:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def open_run_folder(out_root: str | Path, cfg: Config, resume: str | Path | None, dist: dist_utils.DistInfo,
+                    held: contextlib.ExitStack, say=print) -> tuple[Path, bool, _NewRunFolder | None]:
+    """(run folder, whether it continues a run, the new folder to mark ``training`` once it holds a
+    run): ``resume`` (locked by the caller already, before its data was read), a restarted torchrun
+    group's own folder (:func:`sagan.runs.elastic.find_elastic_run`), or a new ``out_root/NAME``
+    (:func:`default_run_name`; never an existing folder: ``NAME-k`` when it exists). Rank 0 decides,
+    holds the lock until ``held`` closes, and tells the other ranks."""
+    if resume:
+        return Path(resume), True, None
+    run_dir, resuming, new_folder = None, False, None
+    if dist.is_main:
+        name = default_run_name(cfg, dist.world)
+        # A restarted torchrun worker group continues its own run directory (docs/distributed.md).
+        run_dir = elastic.find_elastic_run(out_root, name)
+        resuming = run_dir is not None
+        if resuming:
+            lock_run(run_dir, held, say)
+            say(f"elastic restart {dist_utils.elastic_restart_count()}: continuing {run_dir}")
+        else:
+            run_dir, renamed = new_run_dir(out_root, name)
+            new_folder = held.enter_context(_NewRunFolder(run_dir))
+            lock_run(run_dir, held, say)
+            if renamed:
+                say(f"note: {Path(out_root) / name} exists and is left untouched; writing to {run_dir} instead")
+            elastic.mark_elastic_run(run_dir)
+    run_dir, resuming = dist_utils.broadcast_object((run_dir, resuming), dist)
+    return run_dir, resuming, new_folder

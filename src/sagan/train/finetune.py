@@ -58,14 +58,12 @@ def read_init_weights(source: str | Path) -> InitWeights:
     """The weights and config of a model source (run directory, checkpoint file, exported folder or
     shipped name), on the CPU; a checkpoint is read once. One-line ``CheckpointError`` otherwise."""
     p = Path(source).expanduser()
-    if not p.exists() and str(source) not in pretrained_names() and parse_hub_id(source):
-        folder = download_export(str(source))  # a local path or shipped name of the same spelling wins
-        run = load_run(folder)
-        g = run.G.state_dict()
-        hub_id = f"{parse_hub_id(source)[0]}@{folder.name}"  # type: ignore[index]  # the snapshot's commit
-        return InitWeights(hub_id, run.describe().replace(str(folder), f"{source} from the Hugging Face Hub", 1),
-                           run.cfg, run.num_classes, run.channels, g, g, None)
-    if p.is_file() or (p.is_dir() and not (p / CONFIG_NAME).is_file()):
+    asked, hub_id = str(source), None
+    if not p.exists() and asked not in pretrained_names() and parse_hub_id(asked):
+        folder = download_export(asked)  # a local path or shipped name of the same spelling wins
+        hub_id = f"{parse_hub_id(asked)[0]}@{folder.name}"  # type: ignore[index]  # the snapshot's commit
+        source, p = folder, folder  # the downloaded export from here on
+    if hub_id is None and (p.is_file() or (p.is_dir() and not (p / CONFIG_NAME).is_file())):
         ckpt = resolve_checkpoint(p)
         state = load_checkpoint(ckpt, map_location="cpu")
         try:
@@ -80,8 +78,12 @@ def read_init_weights(source: str | Path) -> InitWeights:
                            channels, state["G"], state["G_ema"], state["D"])
     run = load_run(source)  # an exported folder or a shipped name, or the one-line error for anything else
     g = run.G.state_dict()
-    recorded = str(run.checkpoint.resolve()) if run.kind == "export" else str(source)
-    return InitWeights(recorded, run.describe(), run.cfg, run.num_classes, run.channels, g, g, None)
+    if hub_id is not None:
+        recorded, described = hub_id, run.describe().replace(str(source), f"{asked} from the Hugging Face Hub", 1)
+    else:
+        recorded = str(run.checkpoint.resolve()) if run.kind == "export" else str(source)
+        described = run.describe()
+    return InitWeights(recorded, described, run.cfg, run.num_classes, run.channels, g, g, None)
 
 
 def fine_tune_model(wanted: ModelConfig, explicit: set[str], init: InitWeights) -> ModelConfig:

@@ -76,8 +76,12 @@ class SAGANStep:
                  dist: dist_utils.DistInfo, next_batch: Callable[[], Batch], num_classes: int):
         t, o = cfg.train, cfg.optim
         self.cfg, self.device, self.dist, self.next_batch = cfg, device, dist, next_batch
-        self.num_classes = num_classes
-        self.objective = objective(cfg.loss.name)  # the loss's D and G halves, looked up once
+        self.num_classes, self.step = num_classes, 0
+        # Every rank draws the whole global batch's noise from one stream and keeps its shard (as
+        # the batch stream does for images): the run does not depend on the number of processes,
+        # and rank 0's checkpointed noise state is right for every rank on resume.
+        self.noise = torch.Generator(device="cpu").manual_seed(noise_seed(t.seed))
+        self.autocast, (self.scaler_g, self.scaler_d) = autocast_and_scalers(t.precision, device)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.G, self.D = G, D
         self.ema = EMA(G, t.ema_decay, t.ema_start, t.ema_warmup, t.ema_bn, t.ema_bn_batches, t.ema_bn_batch_size,
@@ -87,13 +91,8 @@ class SAGANStep:
             D.compile()
         self.opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), eps=o.eps)
         self.opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), eps=o.eps)
+        self.objective = objective(cfg.loss.name)  # the loss's D and G halves, looked up once
         self.G_train, self.D_train = dist_utils.wrap(G, dist), dist_utils.wrap(D, dist)
-        # Every rank draws the whole global batch's noise from one stream and keeps its shard (as
-        # the batch stream does for images): the run does not depend on the number of processes,
-        # and rank 0's checkpointed noise state is right for every rank on resume.
-        self.noise = torch.Generator(device="cpu").manual_seed(noise_seed(t.seed))
-        self.autocast, (self.scaler_g, self.scaler_d) = autocast_and_scalers(t.precision, device)
-        self.step = 0
 
     # ------------------------------------------------------------------ noise
     def _shard(self, drawn: torch.Tensor) -> torch.Tensor:

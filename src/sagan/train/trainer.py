@@ -1,5 +1,5 @@
 """The run around the training step: schedule, logs, sample grids, checkpoints, FID tracking,
-the divergence guard and stop signals.
+the divergence guard, stop signals and the random streams.
 
 :class:`Trainer` owns one process's part of a run. The maths of a step is
 :class:`sagan.train.step.SAGANStep`; the guard (:mod:`sagan.train.guard`) decides what a bad step
@@ -10,12 +10,15 @@ the caller passes in (the command layer builds it from :mod:`sagan.metrics`); th
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -39,7 +42,6 @@ from sagan.train.finetune import InitWeights, freeze_d_blocks, load_init_weights
 from sagan.train.guard import DivergenceGuard, any_rank, describe_problem, log_event
 from sagan.train.logger import ScalarLogger
 from sagan.train.resolve import check_resolved
-from sagan.train.rng import capture_rng, restore_rng, rng_isolated, seed_globals
 from sagan.train.step import SAGANStep, StepStats
 
 # Under torchrun the same SIGTERM/SIGINT can reach a worker twice within milliseconds (scheduler and
@@ -64,6 +66,75 @@ def duplicate_signal_window() -> float:
         raise ConfigError(f"{WINDOW_ENV}={raw!r} is not a number of seconds >= 0; unset it for the default "
                           f"({DUPLICATE_SIGNAL_WINDOW} s)")
     return value
+
+
+# --------------------------------------------------------------------------- random streams
+# A run draws from torch's global CPU (and CUDA) generator, Python's ``random``, numpy's global
+# generator and the step's own noise generator (``SAGANStep.noise``): seeded per process, captured
+# into every checkpoint as tensors and plain values (never pickled objects) and restored from it
+# (exact resume and rollback), and kept still while sampling or evaluation runs.
+
+def seed_globals(seed: int) -> None:
+    """Seed torch's, Python's and numpy's global generators with ``seed``."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def capture_rng(noise: torch.Generator) -> dict[str, Any]:
+    """Every stream's state, for a checkpoint's ``rng`` entry."""
+    rng = {"torch": torch.get_rng_state(), "noise": noise.get_state(),
+           "python": _py_random_state(), "numpy": _np_random_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def restore_rng(rng: dict[str, Any], noise: torch.Generator) -> None:
+    """Set every stream to the state :func:`capture_rng` recorded (CUDA's only when both have CUDA)."""
+    torch.set_rng_state(rng["torch"])
+    noise.set_state(rng["noise"])
+    _set_py_random_state(rng["python"])
+    _set_np_random_state(rng["numpy"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+@contextlib.contextmanager
+def rng_isolated(device: torch.device | str = "cpu"):
+    """Run a block (sampling, evaluation) without moving any global RNG stream used by training.
+
+    Saves and restores torch's CPU (and CUDA) generator, Python's ``random`` and numpy's global
+    state, so exact resume holds however often the block runs.
+    """
+    dev = torch.device(device)
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+def _py_random_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_py_random_state(s: list) -> None:
+    random.setstate((s[0], tuple(s[1]), s[2]))
+
+
+def _np_random_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_np_random_state(s: dict) -> None:
+    np.random.set_state(("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached"]))
 
 
 class Evaluator(Protocol):
@@ -97,17 +168,24 @@ class Trainer:
                  progress: bool = True, fid: Evaluator | None = None):
         """``cfg``: resolved for ``data`` (:func:`sagan.train.resolve.resolve_for_data`); never changed here."""
         check_resolved(cfg)
-        self.cfg, self.run = cfg, RunDir(run_dir)
-        self.ckpts = Checkpoints(self.run.checkpoints)  # this run's: listed, written, pruned
-        self.run_dir, self.data = self.run.path, data
+        self.cfg, self.data = cfg, data
         self.dist = dist or dist_utils.DistInfo()
         self.is_main = self.dist.rank == 0
         self.progress = progress and self.is_main
         t = cfg.train
-        self.device = dist_utils.resolve_device(t.device, self.dist)
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
         self.num_classes, self.channels = data.num_classes, data.channels
+        self.local_batch = t.batch_size // self.dist.world
+        self.fixed_z, self.fixed_y, self.grid_cols = fixed_sample_inputs(cfg, self.num_classes, cfg.model.z_dim)
+        self.guard = DivergenceGuard(t, cfg.loss.name)
+        self.fid = fid
+        self.best: tuple[float, int] = (float("inf"), -1)  # best.pt's (FID, step); resume() reads a run's
+        # Running sums of the scalars since the last log row; checkpointed so logs resume exactly.
+        self.log_acc: dict[str, float] = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0.0}
+        self._initial_state: dict[str, Any] | None = None
+        self.restored_from: Path | None = None  # the checkpoint resume() loaded, if any
+        self.last_checkpoint: Path | None = None  # the newest this run wrote or restored (every rank knows it)
         # Identical initial weights on every rank (DDP would broadcast rank 0's to G and D, but
         # not to the EMA copy), then per-rank global streams.
         torch.manual_seed(t.seed)
@@ -115,24 +193,19 @@ class Trainer:
         g, d = build_models(cfg.model, self.num_classes, self.channels, class_names=names)
         self.frozen_d = freeze_d_blocks(d, t.freeze_d_blocks)  # FreezeD; before DDP wraps D
         seed_globals(t.seed + self.dist.rank)
+        self.run = RunDir(run_dir)
+        self.run_dir = self.run.path
+        self.ckpts = Checkpoints(self.run.checkpoints)  # this run's: listed, written, pruned
+        self.device = dist_utils.resolve_device(t.device, self.dist)
         if t.sync_bn and self.dist.world > 1:
             g = convert_sync_batchnorm(g)  # same state-dict keys: checkpoints unchanged
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.stream = BatchStream(data, t.batch_size, t.seed, self.dist.rank, self.dist.world,
                                   self.device, cfg.data.num_workers)
         self.gan = SAGANStep(cfg, g.to(self.device, memory_format=memory_format),
-                               d.to(self.device, memory_format=memory_format), self.device, self.dist,
-                               self._next_batch, self.num_classes)
-        self.local_batch = t.batch_size // self.dist.world
-        self.fixed_z, self.fixed_y, self.grid_cols = fixed_sample_inputs(cfg, self.num_classes, cfg.model.z_dim)
+                             d.to(self.device, memory_format=memory_format), self.device, self.dist,
+                             self._next_batch, self.num_classes)
         self.logger = ScalarLogger(self.run_dir) if self.is_main else None
-        self.guard = DivergenceGuard(t, cfg.loss.name)
-        self.fid = fid
-        self.best_fid, self.best_step = read_best(self.run.best) if self.is_main else (float("inf"), -1)
-        # Running sums of the scalars since the last log row; checkpointed so logs resume exactly.
-        self.log_acc: dict[str, float] = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0.0}
-        self._initial_state: dict[str, Any] | None = None
-        self.restored_from: Path | None = None  # the checkpoint resume() loaded, if any
 
     # The step counter lives with the maths (the EMA schedule reads it); the run's schedule reads it here.
     step = property(lambda self: self.gan.step, lambda self, v: setattr(self.gan, "step", int(v)))
@@ -186,6 +259,7 @@ class Trainer:
         before it is used; one from another architecture or a newer format is refused.
         """
         if self.is_main:
+            self.best = read_best(self.run.best)  # (inf, -1) when there is none or it cannot be read
             for p in self.ckpts.remove_stale_temp_files():
                 log_event(self.run_dir, f"removed {p.name}, left by a checkpoint write that was killed")
         state, path = self.ckpts.newest_loadable(
@@ -193,7 +267,7 @@ class Trainer:
         if state is not None:
             self.check_compatible(path, state)
             self.restore(state, path)
-            self.restored_from = path
+            self.restored_from = self.last_checkpoint = path
         elif self.logger is not None:
             self.logger.rewind(self.step)
         return self.step
@@ -204,6 +278,8 @@ class Trainer:
         return load_init_weights(init, self.gan.G, self.gan.ema.shadow, self.gan.D, self.num_classes)
 
     def save(self) -> Path | None:
+        """Checkpoint the current step (rank 0 writes it); returns its path on rank 0."""
+        self.last_checkpoint = self.ckpts.path(self.step)
         if not self.is_main:
             return None
         return self.ckpts.save(self.state_dict(), self.step, self.cfg.train.keep_ckpts)
@@ -243,11 +319,11 @@ class Trainer:
         if self.fid.fid_key not in scalars:  # not rank 0: its share of the samples is delivered
             return scalars
         fid = scalars[self.fid.fid_key]
-        if fid < self.best_fid:
-            self.best_fid, self.best_step = fid, self.step
+        if fid < self.best[0]:
+            self.best = (fid, self.step)
             save_best(self.state_dict(), self.run.best, self.step, {
                 "fid": fid, "step": self.step, "features": self.fid.features, "num_samples": self.fid.num_samples})
-        scalars[self.fid.best_fid_key] = self.best_fid
+        scalars[self.fid.best_fid_key] = self.best[0]
         if self.logger is not None:
             self.logger.log(self.step, scalars)
         return scalars
@@ -274,13 +350,14 @@ class Trainer:
         return True
 
     def _last_checkpoint_note(self) -> str:
-        newest = self.ckpts.newest()
+        newest = self.last_checkpoint
         return f"the last good checkpoint is {newest}" if newest else "no checkpoint was written yet"
 
     def _last_good_state(self, problem: str) -> tuple[dict[str, Any], str]:
         state, path = self.ckpts.newest_loadable(
             self.device, lambda e: self._warn(f"warning: skipping unreadable checkpoint: {e}"))
         if state is not None:
+            self.last_checkpoint = path
             return state, str(path)
         if self._initial_state is not None:
             return copy.deepcopy(self._initial_state), "the initial state (no checkpoint yet)"
@@ -293,17 +370,17 @@ class Trainer:
         t = self.cfg.train
         acc = self.log_acc  # running sums since the last log row, plus their count "n"
         t_last, img_last = time.perf_counter(), 0
-        saved_at = self.step if self.ckpts.list() else -1
+        saved_at = self.step if self.last_checkpoint is not None else -1  # a new run's folder holds no checkpoint
         if self.guard.mode == "rollback" and saved_at < 0:  # no checkpoint yet: the initial state is the fallback
             self._initial_state = copy.deepcopy(dict(self.state_dict(), step=self.step))
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc="train")
-        if self.step == 0:
-            self.sample_grid()
         # SIGTERM/SIGINT: finish the step, checkpoint, stop. Loader workers may die of the same signal.
         stop = StopRequest(on_stop=lambda: setattr(self.stream, "workers_may_exit", True),
                            duplicate_window=duplicate_signal_window()).install()
         try:
+            if self.step == 0:
+                self.sample_grid()
             while self.step < t.steps:
                 stats = self.train_step()
                 if self._check_step(stats):  # non-finite values: rolled back to a good checkpoint
@@ -336,7 +413,7 @@ class Trainer:
                 if self.fid is not None and self.fid.due(self.step):
                     t_last += self.track_fid()["eval/seconds"]
                 if any_rank(stop.requested, self.device) and self.step < t.steps:
-                    path = self.save() if saved_at != self.step else (self.ckpts.newest() if self.is_main else None)
+                    path = self.save() if saved_at != self.step else (self.last_checkpoint if self.is_main else None)
                     dist_utils.barrier(self.dist)
                     raise TrainingInterrupted(stop.signum or 15, self.step, path)
         finally:

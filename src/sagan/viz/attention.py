@@ -351,7 +351,8 @@ def generator_samples(g: nn.Module, n_images: int, classes: list[int] | None, se
     gen = torch.Generator().manual_seed(seed)
     y = None
     if getattr(g, "num_classes", 0) > 0:
-        y = image_classes(g.num_classes, classes or spread_classes(g.num_classes, n_images), n_images).to(device)
+        wanted = classes or spread_classes(g.num_classes, n_images)
+        y = image_classes(g.num_classes, wanted, n_images).to(device)
     z = torch.randn(n_images, g.z_dim, generator=gen).to(device)
     images, maps = generator_attention(g, z, y)
     return images, None if y is None else y.cpu(), maps
@@ -369,7 +370,8 @@ def generator_attention_figure(g: nn.Module, out_path: str | Path, classes: list
     images, y, maps = generator_samples(g, n_images, classes, seed, device)
     maps = select_layer(maps, layer)
     pts = [points if points else auto_points(images[i], n_points, seed) for i in range(len(images))]
-    return attention_figure(images, maps, pts, out_path, _class_titles(y, class_names),
+    titles = _class_titles(y, class_names)
+    return attention_figure(images, maps, pts, out_path, titles,
                             suptitle="Generator attention: where each query point looks (generated images)")
 
 
