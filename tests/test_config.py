@@ -73,6 +73,18 @@ def test_config_errors_name_the_key_and_allowed_values(override, message):
         load_config(overrides=[override])
 
 
+def test_biggan_values_need_even_channels_before_anything_is_built():
+    """The biggan variant projects the values to C/2: an odd channel count at an attention layer is a
+    ConfigError from validation (before it was a ValueError from the layer, after the data loaded)."""
+    bad = ["model.resolution=64", "model.attn_variant=biggan", "model.attn_reduction=1", "model.d_ch=15",
+           "model.d_attn=[32]"]  # D's 32x32 block has d_ch channels
+    with pytest.raises(ConfigError, match=r"model.d_ch=15: the attention layer at 32x32 would get 15 channels, "
+                                          r"which is not divisible by 2 .*biggan variant's values to C/2"):
+        load_config(overrides=bad)
+    load_config(overrides=[*bad[:-2], "model.d_ch=16", "model.d_attn=[32]"])  # even: accepted
+    load_config(overrides=[*bad[:1], "model.attn_reduction=1", "model.d_ch=15", "model.d_attn=[32]"])  # paper: C/1
+
+
 def test_unknown_preset_and_bad_file(tmp_path):
     with pytest.raises(ConfigError, match="preset 'nope' is not known; choose one of"):
         load_config("nope")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -152,18 +153,22 @@ def check_model_config(m: ModelConfig) -> None:
                         f"{layer_sizes(arch, m.resolution)} (or [] for no {what})")
         _check(len(set(sizes)) == len(sizes), f"{key}={sizes} lists a size twice")
     check_reduction(m)
+    check_variant(m)
     r = m.attn_reduction
+    # The layer's projections: query/key to C/r, and in the biggan variant the values to C/2.
+    need, why = (math.lcm(r, 2), f"C/{r} and the biggan variant's values to C/2") if m.attn_variant == "biggan" \
+        else (r, f"C/{r}")
     for key, ch, arch, sizes in (("model.g_ch", m.g_ch, G_ARCH, m.g_attn), ("model.d_ch", m.d_ch, D_ARCH, m.d_attn)):
         _check(1 <= ch <= 4096, f"{key}={ch} must be between 1 and 4096")
         for spec in arch[m.resolution]:
             c = spec.out_mult * ch
-            _check(spec.resolution not in sizes or c % r == 0,
+            _check(spec.resolution not in sizes or c % need == 0,
                    f"{key}={ch}: the attention layer at {spec.resolution}x{spec.resolution} would get {c} "
-                   f"channels, which is not divisible by {r} (attention projects to C/{r}); use e.g. 16, 32 or 64")
+                   f"channels, which is not divisible by {need} (attention projects to {why}); use e.g. 16, 32 "
+                   "or 64")
     _check(1 <= m.z_dim <= 4096, f"model.z_dim={m.z_dim} must be between 1 and 4096")
     _check(m.d_extra_layers in EXTRA_PLACEMENTS,
            f"model.d_extra_layers={m.d_extra_layers!r}; choose one of {list(EXTRA_PLACEMENTS)}")
-    check_variant(m)
     _check(m.init in INIT_SCHEMES, f"model.init={m.init!r}; choose one of {list(INIT_SCHEMES)}")
 
 
