@@ -153,9 +153,9 @@ def check_model_config(m: ModelConfig) -> None:
                         f"{layer_sizes(arch, m.resolution)} (or [] for no {what})")
         _check(len(set(sizes)) == len(sizes), f"{key}={sizes} lists a size twice")
     check_reduction(m)
-    check_variant(m)
     r = m.attn_reduction
-    # The layer's projections: query/key to C/r, and in the biggan variant the values to C/2.
+    # The layer's projections: query/key to C/r, and in the biggan variant the values to C/2 (an
+    # unknown variant is reported below, after the widths).
     need, why = (math.lcm(r, 2), f"C/{r} and the biggan variant's values to C/2") if m.attn_variant == "biggan" \
         else (r, f"C/{r}")
     for key, ch, arch, sizes in (("model.g_ch", m.g_ch, G_ARCH, m.g_attn), ("model.d_ch", m.d_ch, D_ARCH, m.d_attn)):
@@ -169,6 +169,7 @@ def check_model_config(m: ModelConfig) -> None:
     _check(1 <= m.z_dim <= 4096, f"model.z_dim={m.z_dim} must be between 1 and 4096")
     _check(m.d_extra_layers in EXTRA_PLACEMENTS,
            f"model.d_extra_layers={m.d_extra_layers!r}; choose one of {list(EXTRA_PLACEMENTS)}")
+    check_variant(m)
     _check(m.init in INIT_SCHEMES, f"model.init={m.init!r}; choose one of {list(INIT_SCHEMES)}")
 
 
