@@ -9,7 +9,8 @@
 # Resumable: a finished run (its eval JSON exists) is skipped, an unfinished one resumes from its
 # newest checkpoint; SIGTERM stops it (the run checkpoints). The small results (eval JSON and
 # metrics.csv per run) are copied into docs/demo-recipes/ by scripts/demo_recipes.py.
-# Usage: bash scripts/demo_recipes.sh [OUT] [CANDIDATE...] (default /work/demo-recipes, all candidates)
+# Usage: [SEEDS="0 1"] bash scripts/demo_recipes.sh [OUT] [CANDIDATE...] (default /work/demo-recipes, all
+# candidates, seeds 0 and 1)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-/work/demo-recipes}"
@@ -27,7 +28,7 @@ ORDER=(base900 lr2x b32 b32lr2x)
 cands=("$@")
 [ ${#cands[@]} -gt 0 ] || cands=("${ORDER[@]}")
 
-for seed in 0 1; do
+for seed in ${SEEDS:-0 1}; do
   for c in "${cands[@]}"; do
     [ -n "${STEPS[$c]+x}" ] || { echo "unknown candidate $c (known: ${ORDER[*]})" >&2; exit 2; }
     name="$c-s$seed"

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_STANDING_SETS
 
 HERE = Path(__file__).resolve()
 GLOBAL_BATCH = 8
@@ -60,7 +61,7 @@ def _tiny_config(sync_bn: bool, gp: bool = False):
              "data.hflip=true"] if gp else []
     return load_config("fmnist32", None, [
         "model.g_ch=8", "model.d_ch=8", f"train.batch_size={GLOBAL_BATCH}", "train.device=cpu",
-        f"train.sync_bn={str(sync_bn).lower()}", "train.log_every=1000", *extra,
+        f"train.sync_bn={str(sync_bn).lower()}", "train.log_every=1000", *TINY_STANDING_SETS, *extra,
     ])
 
 

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import TINY_STANDING_SETS
 
 from sagan.cli import main
 from sagan.metrics.extractors import INCEPTION_ENV, INCEPTION_FILE
@@ -36,7 +37,8 @@ def test_evaluate_tiny_run_with_fmnist_features(tiny_run, tmp_path, cache, capsy
     assert rec["kid_subset_size"] == 16
     assert rec["extractor"]["name"] == "fmnist"
     assert rec["reference"]["split"] == "train" and rec["reference"]["dataset"] == "image_folder"
-    assert rec["model"].pop("bn_statistics") == {"mode": "standing", "batches": 16, "batch_size": 128, "seed": 0}
+    # the tiny run's own standing-statistics settings (conftest.TINY_STANDING_SETS), not the defaults
+    assert rec["model"].pop("bn_statistics") == {"mode": "standing", "batches": 2, "batch_size": 16, "seed": 0}
     assert rec["model"] == {"source": str(run / "checkpoints" / "ckpt_00000004.pt"), "kind": "checkpoint",
                             "checkpoint": "latest", "step": 4, "generator": "ema", "tracked_fid": None}
     m = rec["metrics"]
@@ -125,7 +127,7 @@ def test_training_fid_logs_and_keeps_best_checkpoint(tmp_path, cache):
 
     cfg = load_config("fmnist32", overrides=["model.g_ch=8", "model.d_ch=8", "train.batch_size=8", "train.steps=4",
                                              "train.fid_every=2", "train.fid_samples=64", "train.log_every=2",
-                                             "train.sample_every=4", "train.ckpt_every=4"])
+                                             "train.sample_every=4", "train.ckpt_every=4", *TINY_STANDING_SETS])
     assert load_config("fmnist32").train.fid_every == 1000  # the preset's default
     data = load_data(cfg.data, 32, True)
     data.images, data.labels = data.images[:300], data.labels[:300]

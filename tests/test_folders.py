@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_TRAIN_ARGS, make_image_folder
+from conftest import TINY_STANDING_ARGS, TINY_TRAIN_ARGS, make_image_folder
 
 from sagan.cli import main
 from sagan.config import DataConfig
@@ -109,7 +109,8 @@ def test_attention_moves_with_the_resolution_unless_set(preset, res, g, d):
 def test_train_resolution_flag_prints_the_placement(tmp_path, tiny_folder, capsys):
     args = ["train", "--preset", "imagefolder64", "--resolution", "32", "--data", str(tiny_folder),
             "--set", "model.g_ch=8", "--set", "model.d_ch=8", "--set", "train.batch_size=8", "--steps", "1",
-            "--set", "data.num_workers=0", "--no-progress", "--out", str(tmp_path / "runs"), "--name", "r32"]
+            "--set", "data.num_workers=0", *TINY_STANDING_ARGS, "--no-progress", "--out", str(tmp_path / "runs"),
+            "--name", "r32"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "model: 32x32, attention in G at [16], in D at [16]" in out

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import signal_and_wait, start_paused_at_step
+from conftest import TINY_STANDING_SETS, signal_and_wait, start_paused_at_step
 
 from sagan.config import load_config
 from sagan.data.datasets import load_data
@@ -28,7 +28,7 @@ from sagan.train.trainer import Trainer
 STEPS, CKPT_EVERY = 8, 3
 TRAIN_SETS = ["data.dataset=image_folder", "model.g_ch=8", "model.d_ch=8", "train.batch_size=8",
               "train.log_every=1", "train.sample_every=4", f"train.ckpt_every={CKPT_EVERY}",
-              "train.keep_ckpts=2", "train.deterministic=true", "train.device=cpu"]
+              "train.keep_ckpts=2", "train.deterministic=true", "train.device=cpu", *TINY_STANDING_SETS]
 
 
 # One thread per test process is fastest overall on a shared machine. Trainer(deterministic=true)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_STANDING_ARGS
 
 from sagan.cli import main
 from sagan.errors import UsageError
@@ -210,6 +211,7 @@ def _study_args(tiny_folder: Path, out: Path) -> list[str]:
             "--set", "model.g_ch=8", "--set", "model.d_ch=8", "--set", "train.batch_size=8",
             "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.ckpt_every=2",
             "--set", "train.fid_features=fmnist",
+            *TINY_STANDING_ARGS,
             "--out", str(out), "--no-progress"]
 
 
@@ -331,6 +333,7 @@ def test_collect_names_missing_and_damaged_runs_and_summarises_the_rest(tiny_stu
     assert "is not a study folder" in capsys.readouterr().err
 
 
+@pytest.mark.heavy  # the tiny study (4 runs, killed and resumed): about 2.5 minutes
 def test_report_on_a_study_folder_is_one_page(tiny_study, tmp_path, capsys):
     assert main(["report", str(tiny_study["out"]), "--out", str(tmp_path / "rep"), "--no-progress"]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()

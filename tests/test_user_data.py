@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY_STANDING_ARGS
 from PIL import Image
 
 from sagan.cli import main
@@ -174,7 +175,8 @@ def test_sampled_pngs_fine_tune_the_shipped_model(tmp_path, capsys):
     capsys.readouterr()
     rc = main(["train", "--init-from", "fmnist32", "--data", str(tmp_path / "two"), "--steps", "2",
                "--set", "train.batch_size=8", "--set", "train.fid_every=0", "--set", "train.sample_every=2",
-               "--set", "train.ckpt_every=2", "--out", str(tmp_path / "runs"), "--name", "ft", "--no-progress"])
+               "--set", "train.ckpt_every=2", *TINY_STANDING_ARGS, "--out", str(tmp_path / "runs"), "--name", "ft",
+               "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "all greyscale: 1 channel" in out and "reading it as an image folder (data.dataset=image_folder)" in out

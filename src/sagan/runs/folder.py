@@ -252,7 +252,7 @@ def lock_run(run_dir: str | Path, held: contextlib.ExitStack, say=print) -> None
         say(f"note: {lock.note}")
 
 
-class _NewRunFolder:
+class NewRunFolder:
     """A run folder the command created: removed again when the command is refused (a UsageError)
     before training starts, so that a refusal (e.g. --init-from weights that do not fit) leaves no
     run folder behind. ``training = True`` once the folder holds a run."""
@@ -260,7 +260,7 @@ class _NewRunFolder:
     def __init__(self, path: Path):
         self.path, self.training = path, False
 
-    def __enter__(self) -> "_NewRunFolder":
+    def __enter__(self) -> "NewRunFolder":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -269,7 +269,7 @@ class _NewRunFolder:
 
 
 def open_run_folder(out_root: str | Path, cfg: Config, resume: str | Path | None, dist: dist_utils.DistInfo,
-                    held: contextlib.ExitStack, say=print) -> tuple[Path, bool, _NewRunFolder | None]:
+                    held: contextlib.ExitStack, say=print) -> tuple[Path, bool, NewRunFolder | None]:
     """(run folder, whether it continues a run, the new folder to mark ``training`` once it holds a
     run): ``resume`` (locked by the caller already, before its data was read), a restarted torchrun
     group's own folder (:func:`sagan.runs.elastic.find_elastic_run`), or a new ``out_root/NAME``
@@ -288,7 +288,7 @@ def open_run_folder(out_root: str | Path, cfg: Config, resume: str | Path | None
             say(f"elastic restart {dist_utils.elastic_restart_count()}: continuing {run_dir}")
         else:
             run_dir, renamed = new_run_dir(out_root, name)
-            new_folder = held.enter_context(_NewRunFolder(run_dir))
+            new_folder = held.enter_context(NewRunFolder(run_dir))
             lock_run(run_dir, held, say)
             if renamed:
                 say(f"note: {Path(out_root) / name} exists and is left untouched; writing to {run_dir} instead")
