@@ -5,6 +5,8 @@ samples against the training images, and class accuracy, from `sagan evaluate`'s
 training-time FID curve (2000 samples) from metrics.csv. Per candidate: the values of every seed and
 the paired difference to `base900` per seed. With fewer than 4 seeds no interval is printed (n < 4).
 DEST/shipped.json, when present, is the same score of the shipped fmnist32 model (the target).
+DEST/curves.png: every run's training-time FID against the images it has seen (the demo's budget is
+in images), its final 10000-sample score and the target.
 
 Usage: python scripts/demo_recipes.py RUNS_DIR DEST
 """
@@ -15,6 +17,8 @@ import json
 import re
 import sys
 from pathlib import Path
+
+import yaml
 
 BASE = "base900"
 
@@ -35,7 +39,8 @@ def read_run(run: Path) -> dict | None:
             if row.get("images_per_s"):
                 ips.append(float(row["images_per_s"]))
     step = int(re.search(r"step_(\d+)", evals[-1].name).group(1))
-    return {"candidate": m.group(1), "seed": int(m.group(2)), "step": step,
+    batch = int(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["train"]["batch_size"])
+    return {"candidate": m.group(1), "seed": int(m.group(2)), "step": step, "batch_size": batch,
             "fid_fmnist": record["metrics"]["fid_fmnist"], "class_accuracy": record["metrics"].get("class_accuracy"),
             "curve": curve, "images_per_s_median_shared": sorted(ips)[len(ips) // 2] if ips else None}
 
@@ -67,9 +72,41 @@ def main(argv: list[str]) -> int:
                      f"{', '.join(f'{a:.3f}' for a in accs)} |")
     lines += ["", f"n = {max((len(s) for s in by.values()), default=0)} seeds per candidate: n < 4, so no interval; "
               "values only."]
+    lines += ["", "![training-time FID against images seen](curves.png)"]
     (dest / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plot_curves(runs, shipped, dest / "curves.png")
     print(f"{dest}: {len(runs)} finished runs")
     return 0
+
+
+def plot_curves(runs: list[dict], shipped: dict | None, path: Path) -> None:
+    """Training-time FID (2000 samples, solid) against images seen, one colour per candidate, one line
+    per seed; the final 10000-sample score as a marker; the target as a dashed line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {}
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for r in sorted(runs, key=lambda r: (r["candidate"], r["seed"])):
+        c = colours.setdefault(r["candidate"], f"C{len(colours)}")
+        xs = [s * r["batch_size"] / 1000 for s, _ in r["curve"]]
+        ax.plot(xs, [f for _, f in r["curve"]], color=c, marker=".", lw=1.2,
+                label=f"{r['candidate']} (training-time, 2000 samples)" if r["seed"] == min(
+                    q["seed"] for q in runs if q["candidate"] == r["candidate"]) else None)
+        ax.plot([r["step"] * r["batch_size"] / 1000], [r["fid_fmnist"]], color=c, marker="*", ms=11, ls="none")
+    if shipped:
+        ax.axhline(shipped["fid_fmnist"], color="k", ls="--", lw=1,
+                   label=f"target: shipped model, {shipped['fid_fmnist']:.2f} (10000 samples)")
+    ax.plot([], [], color="grey", marker="*", ms=11, ls="none", label="final score (10000 samples)")
+    ax.set_xlabel("thousand images through the training step (budget 57.6)")
+    ax.set_ylabel("FID, shipped classifier's features")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
