@@ -24,7 +24,10 @@ STEPS[base900]=900;   SETS[base900]=""
 STEPS[lr2x]=900;      SETS[lr2x]="optim.lr_g=2e-4 optim.lr_d=8e-4"
 STEPS[b32]=1800;      SETS[b32]="train.batch_size=32"
 STEPS[b32lr2x]=1800;  SETS[b32lr2x]="train.batch_size=32 optim.lr_g=2e-4 optim.lr_d=8e-4"
-ORDER=(base900 lr2x b32 b32lr2x)
+# Round 2 (docs/speed.md): the learning rates further, and a shorter EMA horizon for a short run.
+STEPS[b32lr4x]=1800;  SETS[b32lr4x]="train.batch_size=32 optim.lr_g=4e-4 optim.lr_d=1.6e-3"
+STEPS[b32lr2xe995]=1800; SETS[b32lr2xe995]="train.batch_size=32 optim.lr_g=2e-4 optim.lr_d=8e-4 train.ema_decay=0.995"
+ORDER=(base900 lr2x b32 b32lr2x b32lr4x b32lr2xe995)
 cands=("$@")
 [ ${#cands[@]} -gt 0 ] || cands=("${ORDER[@]}")
 
