@@ -47,15 +47,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from sagan.bench import DEFAULT_OFF, DEFAULT_SIZES, PRESETS, SECTIONS  # noqa: F401 (part of this module's interface)
+from sagan.bench.synthetic import synthetic_trainer
 from sagan.config import load_config
-from sagan.data.datasets import ImageData, dataset_spec, load_data
+from sagan.data.datasets import load_data
 from sagan.data.stream import BatchStream
 from sagan.distributed import resolve_device
 from sagan.models import count_parameters
 from sagan.nn.attention import SelfAttention2d, double_backward_mode
 from sagan.train.precision import native_bf16
-from sagan.train.resolve import resolve_for_data
-from sagan.train.trainer import Trainer
 
 METHOD = __doc__.split("Method", 1)[1].strip()  # written into the JSON
 # Per-preset batch for the training-step benchmark on CPU (the presets' own batches, except
@@ -348,24 +347,6 @@ def attention_bench(device: torch.device, sizes=DEFAULT_SIZES, batch: int = 8, c
 
 
 # --------------------------------------------------------------------------- training step and sampling
-
-def _synthetic_data(resolution: int, channels: int, classes: int, n: int) -> ImageData:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, channels, resolution, resolution), generator=g, dtype=torch.uint8)
-    return ImageData("synthetic", "random uint8 images", classes, channels, resolution,
-                     [str(i) for i in range(classes)], images, torch.arange(n) % classes)
-
-
-def synthetic_trainer(preset_name: str, batch: int, device: torch.device, run_dir: Path,
-                      overrides: list[str] | None = None) -> Trainer:
-    """A Trainer of ``preset_name`` at ``batch`` on synthetic images shaped like the preset's data (an
-    image folder as 3 channels, 1000 classes), writing into ``run_dir``."""
-    cfg = load_config(preset_name, None, [f"train.batch_size={batch}", f"train.device={device}",
-                                          "train.log_every=1000000", *(overrides or [])])
-    spec = dataset_spec(cfg.data.dataset)
-    data = _synthetic_data(cfg.model.resolution, spec.channels or 3, spec.num_classes or 1000, max(2 * batch, 16))
-    return Trainer(resolve_for_data(cfg, data, device)[0], run_dir, data, progress=False)
-
 
 def train_step_bench(preset_name: str, batch: int, device: torch.device, reps: int = 3,
                      overrides: list[str] | None = None) -> dict[str, Any]:

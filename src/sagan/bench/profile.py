@@ -145,7 +145,7 @@ def _scoped(trainer):
 def step_profile(preset_name: str, batch: int, device: torch.device, precision: str = "fp32", steps: int = 5,
                  warmup: int = 2, overrides: list[str] | None = None) -> dict[str, Any]:
     """Profile ``steps`` training steps of ``preset_name`` at ``batch`` in ``precision``."""
-    from sagan.bench.measure import synthetic_trainer
+    from sagan.bench.synthetic import synthetic_trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = synthetic_trainer(preset_name, batch, device, Path(tmp),

@@ -38,11 +38,10 @@ from sagan.viz.report.html import (
     data_uri,
     format_value,
     html_escape,
-    render,
     script_json,
     template_environment,
 )
-from sagan.viz.report.page import Report, build_report
+from sagan.viz.report.page import Report, build_report, render
 from sagan.viz.report.sections import (
     METRICS_JSON_PATTERNS,
     SAMPLE_STEP_RE,

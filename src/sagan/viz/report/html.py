@@ -4,23 +4,21 @@ templates (``sagan/viz/templates``, shared with the study page).
 The pages are rendered with autoescaping on, so run names, class names, paths and config strings
 are HTML-escaped; data for the scripts goes into ``<script type="application/json">`` blocks
 through :func:`script_json`, which escapes ``<``, ``>`` and ``&`` so that no string can end the
-script element. :func:`render` fills ``report.html.j2`` with a :class:`~sagan.viz.report.page.Report`.
+script element. :func:`template_environment` loads the templates (the report's page renders
+``report.html.j2`` with it: :func:`sagan.viz.report.page.render`).
 """
 from __future__ import annotations
 
 import base64
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sagan.extras import requires
 
 with requires("figures", "the HTML report"):
     from jinja2 import Environment, PackageLoader, select_autoescape
     from markupsafe import Markup, escape
-
-if TYPE_CHECKING:
-    from sagan.viz.report.page import Report
 
 _SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
@@ -63,8 +61,3 @@ def template_environment() -> Environment:
     env.filters["is_mapping"] = lambda v: isinstance(v, dict)
     env.filters["fmt"] = format_value
     return env
-
-
-def render(report: Report) -> str:
-    """The report's HTML (Jinja2, autoescaped)."""
-    return template_environment().get_template("report.html.j2").render(r=report)

@@ -1,7 +1,7 @@
 """The report as one page: :class:`Report` holds everything the template shows, and
 :func:`build_report` gathers it from the sections (:mod:`sagan.viz.report.sections`) of a run,
 checkpoint, exported folder or shipped model and writes ``report.html`` (rendered by
-:func:`sagan.viz.report.html.render`), reporting its progress part by part.
+:func:`render`), reporting its progress part by part.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sagan.sampling import LoadedRun, load_run
 from sagan.viz.neighbours import NeighbourRow, neighbours_section
 from sagan.viz.report.charts import Chart, plain_metric_features
 from sagan.viz.report.explorer import EXPLORER_BUDGET_BYTES
-from sagan.viz.report.html import render
+from sagan.viz.report.html import template_environment
 from sagan.viz.report.sections import (
     JsonTable,
     attention_figures_section,
@@ -62,6 +62,11 @@ class Report:
     record_note: str | None = None  # why there are no curves etc. (an export, a shipped model)
     neighbours: list[NeighbourRow] = field(default_factory=list)  # generated images and their nearest training images
     neighbours_note: str | None = None  # what was searched, or why the view is missing
+
+
+def render(report: Report) -> str:
+    """The report's HTML (Jinja2, autoescaped)."""
+    return template_environment().get_template("report.html.j2").render(r=report)
 
 
 def build_report(source: LoadedRun | str | Path, out_dir: str | Path | None = None, seed: int = 0,
