@@ -113,6 +113,13 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     return dev
 
 
+def fork_rng(device: torch.device | str):
+    """``torch.random.fork_rng`` for work on ``device``: the CPU generator and, on CUDA, that
+    device's own generator are restored when the block ends."""
+    dev = torch.device(device)
+    return torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else [])
+
+
 def rank0_info(info: DistInfo, logger: logging.Logger):
     """``logger.info`` on rank 0, a function that says nothing on the other ranks."""
     return logger.info if info.is_main else (lambda *a, **k: None)

@@ -83,7 +83,7 @@ def probe_speedup(cfg: Any, num_classes: int, channels: int, device: torch.devic
     (``resolve_policy``), as 'sagan train' and the Trainer do before they resolve the precision. Leaves torch's
     global RNG as it was."""
     batch = cfg.train.batch_size
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    with dist_utils.fork_rng(device):
         torch.manual_seed(0)
         x = torch.rand(batch, channels, cfg.model.resolution, cfg.model.resolution, device=device) * 2 - 1
         y = torch.randint(0, max(1, num_classes), (batch,), device=device)

@@ -107,10 +107,8 @@ def rng_isolated(device: torch.device | str = "cpu"):
     Saves and restores torch's CPU (and CUDA) generator, Python's ``random`` and numpy's global
     state, so exact resume holds however often the block runs.
     """
-    dev = torch.device(device)
-    devices = [dev.index or 0] if dev.type == "cuda" else []
     py, npy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=devices):
+    with dist_utils.fork_rng(device):
         try:
             yield
         finally:
