@@ -423,7 +423,8 @@ class Trainer:
                 self.logger.close()
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # A fresh DataLoader iterator (image folders, after every resume) draws its base seed from
-        # torch's global RNG; keep that draw from shifting the global stream, or resume is not exact.
+        # Whatever fetching a batch draws stays off torch's global stream, or resume is not exact.
+        # The image-folder DataLoader seeds its workers from its own generator (data/stream.py); this
+        # guards the rest (a dataset or transform that draws from the global RNG).
         with torch.random.fork_rng(devices=[]):
             return next(self.stream)
