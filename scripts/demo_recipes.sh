@@ -27,7 +27,10 @@ STEPS[b32lr2x]=1800;  SETS[b32lr2x]="train.batch_size=32 optim.lr_g=2e-4 optim.l
 # Round 2 (docs/speed.md): the learning rates further, and a shorter EMA horizon for a short run.
 STEPS[b32lr4x]=1800;  SETS[b32lr4x]="train.batch_size=32 optim.lr_g=4e-4 optim.lr_d=1.6e-3"
 STEPS[b32lr2xe995]=1800; SETS[b32lr2xe995]="train.batch_size=32 optim.lr_g=2e-4 optim.lr_d=8e-4 train.ema_decay=0.995"
-ORDER=(base900 lr2x b32 b32lr2x b32lr4x b32lr2xe995)
+# Round 3: half the widths (g_ch = d_ch = 8): 2.5x the images per second of width 16 at batch 32
+# in an A B A B bench (benchmarks/zen3-2026-12-07-widths), so 2.5 x 57600 = 144000 images.
+STEPS[w8b32lr2x]=4500; SETS[w8b32lr2x]="model.g_ch=8 model.d_ch=8 train.batch_size=32 optim.lr_g=2e-4 optim.lr_d=8e-4"
+ORDER=(base900 lr2x b32 b32lr2x b32lr4x b32lr2xe995 w8b32lr2x)
 cands=("$@")
 [ ${#cands[@]} -gt 0 ] || cands=("${ORDER[@]}")
 
