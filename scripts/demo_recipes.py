@@ -90,8 +90,9 @@ def plot_curves(runs: list[dict], shipped: dict | None, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for r in sorted(runs, key=lambda r: (r["candidate"], r["seed"])):
         c = colours.setdefault(r["candidate"], f"C{len(colours)}")
+        style = ("-", "--", ":", "-.")[list(colours).index(r["candidate"]) % 4]  # overlapping curves stay visible
         xs = [s * r["batch_size"] / 1000 for s, _ in r["curve"]]
-        ax.plot(xs, [f for _, f in r["curve"]], color=c, marker=".", lw=1.2,
+        ax.plot(xs, [f for _, f in r["curve"]], color=c, marker=".", lw=1.2, ls=style,
                 label=f"{r['candidate']} (training-time, 2000 samples)" if r["seed"] == min(
                     q["seed"] for q in runs if q["candidate"] == r["candidate"]) else None)
         ax.plot([r["step"] * r["batch_size"] / 1000], [r["fid_fmnist"]], color=c, marker="*", ms=11, ls="none")
@@ -99,7 +100,7 @@ def plot_curves(runs: list[dict], shipped: dict | None, path: Path) -> None:
         ax.axhline(shipped["fid_fmnist"], color="k", ls="--", lw=1,
                    label=f"target: shipped model, {shipped['fid_fmnist']:.2f} (10000 samples)")
     ax.plot([], [], color="grey", marker="*", ms=11, ls="none", label="final score (10000 samples)")
-    ax.set_xlabel("thousand images through the training step (budget 57.6)")
+    ax.set_xlabel("thousand images through the training step (each run ends at its 20-minute budget)")
     ax.set_ylabel("FID, shipped classifier's features")
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
