@@ -72,3 +72,17 @@ def test_quiet_keeps_warnings_errors_and_results_verbose_is_accepted(tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("sagan export: error: --out") and err.count("\n") == 1
     assert main(["-q", "-v", "--version"]) == 2  # one or the other
+
+
+def test_quiet_and_verbose_after_a_study_kind(tmp_path, capsys):
+    """-q / -v are accepted after a command's own subcommand too (sagan study collect DIR -q)."""
+    for argv in (["study", "collect", str(tmp_path), "-q"], ["study", "collect", str(tmp_path), "-v"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "unrecognized arguments" not in err
+        assert err.startswith(f"sagan study: error: {tmp_path} is not a study folder") and err.count("\n") == 1
+    out = tmp_path / "st"
+    assert main(["study", "attention", "--list", "--arms", "none,attn16", "--steps", "10", "--seeds", "1",
+                 "--out", str(out), "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("sagan train ") for line in lines)  # the results stay

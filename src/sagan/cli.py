@@ -66,8 +66,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     register(sub, only)
     for name, command in sub.choices.items():  # also after the command: sagan sample -q ...
         if only is None or name == only:
-            add_verbosity_arguments(command, default=argparse.SUPPRESS)
+            _add_verbosity_everywhere(command)
     return parser
+
+
+def _add_verbosity_everywhere(p: argparse.ArgumentParser) -> None:
+    """-q / -v on a command's parser and on those of its own subcommands (sagan study collect DIR -q)."""
+    add_verbosity_arguments(p, default=argparse.SUPPRESS)
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_verbosity_everywhere(child)
 
 
 def main(argv: list[str] | None = None) -> int:

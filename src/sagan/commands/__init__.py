@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name -> (module, the line in `sagan 
     "evaluate": ("evaluate", "IS / FID / KID / precision-recall / iFID of a generator or of images against real data"),
     "attention": ("attention", "draw where the attention layers look (paper-style PNG figure)"),
     "report": ("report", "write a self-contained HTML report of a run or model (samples, curves, metrics, attention)"),
-    "study": ("study", "run the paper's experiments: stabilisation, attention, reduction studies"),
+    "study": ("study", "paired experiments: the paper's stabilisation, attention and reduction studies, and augment"),
     "bench": ("bench", "benchmark attention, training steps, sampling and precision; write JSON"),
 }
 

@@ -106,7 +106,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_device_argument(p)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", metavar="DIR",
-                   help="folder for the JSON record, which is named step_<step>-<features>-<split>[-raw].json "
+                   help="folder for the JSON record, which is named step_<step>-<features>-<split>[-raw][-psi<PSI>].json "
                         "inside (default: eval/ in the run directory, also for its checkpoints; in the exported "
                         "folder; next to a lone checkpoint; in ./pretrained-NAME for --pretrained; for images "
                         "next to the folder or NPZ file, named <name>-<features>-<reference>.json)")

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="run the paper's experiments: stabilisation, attention, reduction studies",
+    p = sub.add_parser("study", help="paired experiments: the paper's stabilisation, attention and reduction studies, and augment",
                        description="Train every arm x seed of a study as ordinary run directories (paired: with a "
                                    "seed, every arm starts from the same weights, data and noise), evaluate them, and "
                                    "write tables (mean ± std over seeds; per planned comparison the paired difference, "
