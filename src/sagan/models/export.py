@@ -79,12 +79,14 @@ def read_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def check_export(folder: str | os.PathLike) -> dict[str, Any]:
+def check_export(folder: str | os.PathLike, defaults: dict[str, Any]) -> dict[str, Any]:
     """An export folder's ``config.json`` (types, ranges, provenance record) and its agreement with
     the shapes in ``model.safetensors``' header, checked before anything is built or read into
-    memory; a one-line CheckpointError naming the key otherwise. Returns the config."""
+    memory; a one-line CheckpointError naming the key otherwise. ``defaults``: the ``Generator``
+    constructor's (``Generator.constructor_defaults()``), for the keys the config leaves out.
+    Returns the config."""
     config = read_config(Path(folder))
-    check_weights_header(config, Path(folder) / WEIGHTS_NAME, Path(folder) / CONFIG_NAME)
+    check_weights_header(config, defaults, Path(folder) / WEIGHTS_NAME, Path(folder) / CONFIG_NAME)
     return config
 
 
@@ -158,21 +160,18 @@ def check_record(info: Any, where: str | os.PathLike) -> None:
                                   f"{'an object' if kind is dict else 'a string'}")
 
 
-def check_weights_header(args: dict[str, Any], file: Path, where: str | os.PathLike | None = None) -> None:
-    """The shapes ``args`` (checked by :func:`check_generator_args`) give the first and last layers,
-    the class embeddings and the number of blocks, against ``file``'s safetensors header (read
-    without loading a tensor): a config that would build another, or a much larger, model than the
-    weights is refused before anything is allocated."""
-    import inspect
-
+def check_weights_header(args: dict[str, Any], defaults: dict[str, Any], file: Path,
+                         where: str | os.PathLike | None = None) -> None:
+    """The shapes ``args`` (checked by :func:`check_generator_args`; ``defaults``, the ``Generator``
+    constructor's, for the keys it leaves out) give the first and last layers, the class embeddings
+    and the number of blocks, against ``file``'s safetensors header (read without loading a tensor):
+    a config that would build another, or a much larger, model than the weights is refused before
+    anything is allocated."""
     from safetensors import SafetensorError, safe_open
 
     from sagan.models.arch import BOTTOM_WIDTH, G_ARCH
-    from sagan.models.generator import Generator
 
     where = where or file.parent / CONFIG_NAME
-    defaults = {k: p.default for k, p in inspect.signature(Generator.__init__).parameters.items()
-                if p.default is not inspect.Parameter.empty}
     a = {**defaults, **{k: v for k, v in args.items() if k in defaults}}
     if not file.is_file():
         raise CheckpointError(f"{file} does not exist")

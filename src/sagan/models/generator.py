@@ -1,9 +1,10 @@
 """The generic SAGAN generator, built from the architecture table."""
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -103,6 +104,12 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
         return torch.randn(n, self.z_dim, device=device, generator=generator)
 
     @classmethod
+    def constructor_defaults(cls) -> dict[str, Any]:
+        """The constructor's keyword defaults: what an exported ``config.json`` that leaves a key out builds."""
+        return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "Generator":  # type: ignore[override]
         """A generator from a shipped name (``sagan.models.export.pretrained_names()``), an exported
         folder, or a Hugging Face Hub id; in eval mode. ``map_location`` picks the device."""
@@ -111,7 +118,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
 
         local = resolve_export(pretrained_model_name_or_path)
         if local is not None:
-            check_export(local)  # config.json sane and agreeing with the weights' header, before anything is built
+            check_export(local, cls.constructor_defaults())  # config.json sane and agreeing with the weights' header, before anything is built
             return super().from_pretrained(str(local), **kwargs)
         from sagan.models.hub import download_export, parse_hub_id
 
@@ -166,7 +173,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="sagan-torch", tag
                                    force_download=force_download, token=token, local_files_only=local_files_only,
                                    **({"proxies": proxies} if proxies else {}))
         check_generator_args(model_kwargs, model_id)  # types, ranges and the weights' shapes, before building
-        check_weights_header(model_kwargs, Path(file), model_id)
+        check_weights_header(model_kwargs, cls.constructor_defaults(), Path(file), model_id)
         model = cls(**model_kwargs)
         load_weights(model, file, map_location)
         model.to(map_location).eval()
