@@ -298,12 +298,14 @@ def test_tiny_study_results_have_every_arm_and_seed(tiny_study):
         assert row["n"] == 2 and row["diffs"] == pytest.approx(diffs, rel=1e-12)
         assert row["ci95"] is None  # n < 4: no interval
         assert row["p"] in (0.5, 1.0)  # 2 pairs: 4 sign patterns, the observed one and its mirror always count
-    assert comparison["metrics"]["endpoint_fid"]["p_holm"] == comparison["metrics"]["endpoint_fid"]["p"]  # one test
-    assert "p_holm" not in comparison["metrics"]["fid"]
+    primary = comparison["metrics"]["endpoint_fid"]
+    assert primary["p_holm"] == primary["p"]  # one test
+    assert primary["p_t"] is None and primary["p_t_holm"] is None and primary["verdict"] == "n < 4: none"
+    assert "p_holm" not in comparison["metrics"]["fid"] and "verdict" not in comparison["metrics"]["fid"]
     md = (out / "results.md").read_text()
     assert "## FID (Fashion-MNIST classifier features) (lower is better; secondary, p unadjusted)" in md
     assert "## primary endpoint: training-time FID, mean of the last evaluations (Fashion-MNIST" in md
-    assert "| sn-gd-ttur - sn-d |" in md and "n < 4: no interval" in md and "Holm p" in md
+    assert "| sn-gd-ttur - sn-d |" in md and "n < 4: no interval" in md and "| t p (Holm) | verdict | exact p | exact p (Holm) |" in md
     assert "## Summary (mean ± std over seeds (n); FID, KID, IS, precision, recall on Fashion-MNIST classifier" in md
     assert "## D margin (mean D(real) - D(fake), last 10% of steps) (a symptom, not quality" in md
     for png in ("curves.png", "d_scores.png", "gamma.png"):

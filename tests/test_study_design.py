@@ -25,7 +25,8 @@ from sagan.nn.attention import SelfAttention2d
 from sagan.nn.blocks import ResidualBottleneck
 from sagan.nn.spectral import spectral_parametrizations
 from sagan.study.arms import StudySpec
-from sagan.study.stats import MIN_SEEDS, compare, holm, sign_flip_p, t_interval
+from sagan.study.results import PRIMARY, RunResult, compare_arms, summarise, summary_tables
+from sagan.study.stats import ALPHA, MIN_SEEDS, compare, holm, sign_flip_p, t_interval, t_test_p, verdict
 
 SMALL = ["model.g_ch=8", "model.d_ch=8"]
 
@@ -203,3 +204,52 @@ def test_compare_pairs_by_seed():
     assert row["diff"] == -0.875 and row["p"] == 2 / 16
     lo, hi = row["ci95"]
     assert lo < -0.875 < hi < 0 and math.isclose((lo + hi) / 2, -0.875)
+
+
+@pytest.mark.parametrize("d", [[-3.0, -1.5, 0.5, -2.0, -4.0], [1.0, 2.0, 3.0, 4.0], [0.3, -0.2, 0.1, -0.4, 0.25, 0.05],
+                               [-0.1, 0.2, -0.3, 0.05]])
+def test_t_test_p_against_scipy(d):
+    want = scipy_stats.ttest_1samp(d, 0.0).pvalue
+    assert t_test_p(np.array(d)) == pytest.approx(want, rel=1e-10)
+
+
+def test_t_test_p_below_4_pairs_and_without_spread():
+    assert t_test_p(np.array([1.0, 2.0, 3.0])) is None  # n < 4: like the interval, no p
+    assert t_test_p(np.array([0.5, 0.5, 0.5, 0.5])) == 0.0  # all the same, not 0: no spread to doubt it
+    assert t_test_p(np.zeros(4)) == 1.0
+
+
+def test_verdict_rule():
+    assert ALPHA == 0.05
+    assert verdict(-1.2, 0.049, 4) == "resolved: arm lower"
+    assert verdict(0.7, 0.01, 5) == "resolved: arm higher"
+    assert verdict(-1.2, 0.05, 4) == "not resolved"  # strictly below ALPHA
+    assert verdict(-1.2, None, 3) == verdict(-1.2, 0.001, 3) == "n < 4: none"
+
+
+def test_the_primary_verdict_uses_holm_over_the_t_test_p():
+    """Four seeds of four attention arms with hand-made endpoints: the primary comparisons get both
+    p-values Holm-adjusted across the study's comparisons, and the verdict follows the adjusted t p."""
+    spec = StudySpec(kind="attention", out="x", preset="fmnist32", seeds=4, arms_only=["none", "attn8", "attn16", "res16"])
+    base = {0: 10.0, 1: 12.0, 2: 11.0, 3: 13.0}
+    shift = {"none": [0, 0, 0, 0], "attn8": [-2.0, -2.1, -1.9, -2.05],  # clearly lower every seed
+             "attn16": [0.5, -0.4, 0.3, -0.2], "res16": [0.1, 0.2, 0.0, 0.15]}
+    runs = [RunResult(arm=a, seed=s, dir="", status="finished", metrics={PRIMARY: base[s] + shift[a][s], "fid": 1.0})
+            for a in shift for s in range(4)]
+    comparisons = compare_arms(runs, spec, [PRIMARY, "fid"])
+    rows = {f"{c['arm']}-{c['reference']}": c["metrics"][PRIMARY] for c in comparisons}
+    assert set(rows) == {"attn8-none", "attn16-none", "res16-none", "attn16-res16"}
+    want_t = holm([scipy_stats.ttest_1samp(r["diffs"], 0.0).pvalue for r in rows.values()])
+    assert [r["p_t_holm"] for r in rows.values()] == pytest.approx(want_t, rel=1e-10)
+    assert [r["p_holm"] for r in rows.values()] == pytest.approx(holm([_brute_p(r["diffs"]) for r in rows.values()]))
+    assert rows["attn8-none"]["verdict"] == "resolved: arm lower" and rows["attn8-none"]["p_t_holm"] < ALPHA
+    assert rows["attn16-none"]["verdict"] == "not resolved"
+    assert all(r["p_holm"] >= 0.5 for r in rows.values())  # the exact p cannot decide with 4 seeds
+    assert "verdict" not in comparisons[0]["metrics"]["fid"]  # secondary: unadjusted, no verdict
+    results = {"features": None, "summary": summarise(runs, list(shift)),
+               "comparisons": comparisons, "primary": PRIMARY,
+               "arms": [{"name": a, "description": "", "overrides": []} for a in shift]}
+    tables = {t["short"]: t for t in summary_tables(results)}
+    primary = next(t for t in tables.values() if "verdict" in t["header"])
+    assert primary["header"][-5:] == ["t p", "t p (Holm)", "verdict", "exact p", "exact p (Holm)"]
+    assert all(len(row) == len(primary["header"]) for row in primary["rows"])

@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train every arm x seed of a study as ordinary run directories (paired: with a "
                                    "seed, every arm starts from the same weights, data and noise), evaluate them, and "
                                    "write tables (mean ± std over seeds; per planned comparison the paired difference, "
-                                   "its t interval, the exact sign-flip p and, for the primary endpoint, Holm's "
-                                   "adjustment) and figures. See docs/experiments.md.")
+                                   "its t interval, the t test's and the exact sign-flip p and, for the primary endpoint, "
+                                   "both Holm-adjusted and the verdict) and figures. See docs/experiments.md.")
     kinds = p.add_subparsers(dest="study", metavar="STUDY", required=True)
     for kind, (_, what) in STUDIES.items():
         k = kinds.add_parser(kind, help=what, description=f"The {kind} study: {what}. The base run is defined like "

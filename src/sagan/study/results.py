@@ -35,7 +35,7 @@ from sagan.metrics.naming import (
 from sagan.runs.folder import RunDir, code_version
 from sagan.study.arms import STUDIES, StudySpec
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
-from sagan.study.stats import MIN_SEEDS, compare, holm
+from sagan.study.stats import ALPHA, MIN_SEEDS, compare, holm, verdict
 from sagan.viz.report import read_metrics_csv
 from sagan.viz.study import plot_curves, plot_d_scores, plot_gammas, write_study_report
 
@@ -182,7 +182,8 @@ def summarise(runs: list[RunResult], arms: list[str]) -> dict[str, dict[str, Any
 
 
 def compare_arms(runs: list[RunResult], spec: StudySpec, metrics: list[str]) -> list[dict[str, Any]]:
-    """Every planned comparison on every metric, paired by seed; the primary endpoint's p Holm-adjusted."""
+    """Every planned comparison on every metric, paired by seed; the primary endpoint's p-values
+    Holm-adjusted across the comparisons, and its verdict (:func:`sagan.study.stats.verdict`)."""
     finished = [r for r in runs if r.status == "finished"]
 
     def by_seed(arm: str, metric: str) -> dict[int, float]:
@@ -192,9 +193,11 @@ def compare_arms(runs: list[RunResult], spec: StudySpec, metrics: list[str]) -> 
             "metrics": {m: compare(by_seed(c.arm, m), by_seed(c.reference, m)) for m in metrics if m != "minutes"}}
            for c in spec.comparisons()]
     primary = [c["metrics"].get(PRIMARY) for c in out]
-    for c, adjusted in zip(primary, holm([p["p"] if p else None for p in primary])):
+    exact_holm = holm([c["p"] if c else None for c in primary])
+    t_holm = holm([c["p_t"] if c else None for c in primary])
+    for c, adjusted, t_adjusted in zip(primary, exact_holm, t_holm):
         if c is not None:
-            c["p_holm"] = adjusted
+            c.update(p_holm=adjusted, p_t_holm=t_adjusted, verdict=verdict(c["diff"], t_adjusted, c["n"]))
     return out
 
 
@@ -254,8 +257,11 @@ def intro_lines(results: dict[str, Any]) -> list[str]:
                 f"Secondary: the final 'sagan evaluate' on {spec['eval_samples']} samples, and the rest.")
     stats = (f"{finished} of {len(runs)} runs finished and evaluated. Comparisons are per-seed paired differences "
              f"(arm - reference): their mean, a 95% t interval (only from n = {MIN_SEEDS} pairs on), the exact "
-             "two-sided sign-flip permutation p, and for the primary endpoint Holm's adjustment across the "
-             "comparisons. An interval marked * excludes 0; one that contains 0 means not resolved, not no effect.")
+             "two-sided sign-flip permutation p, the paired t test's p, and for the primary endpoint both "
+             "Holm-adjusted across the comparisons. An interval marked * excludes 0 (unadjusted). The verdict, "
+             f"a rule fixed before any comparison had a second seed: a primary comparison is resolved when its "
+             f"Holm-adjusted t-test p is below {ALPHA}; otherwise not resolved, which is not 'no effect'. With "
+             f"{MIN_SEEDS} seeds the exact p cannot go below {2 / 2 ** MIN_SEEDS:g}, so it checks, it does not decide.")
     return [f"{results['description']}.", base_run, endpoint, stats]
 
 
@@ -297,20 +303,23 @@ def summary_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
         primary = metric == results.get("primary")
         direction = ("a symptom, not quality: a gap that keeps growing is D memorising the data"
                      if metric == "d_margin" else better(metric))
+        header = ["comparison", "question", "n", "mean Δ", "95% t interval", "t p",
+                  *(["t p (Holm)", "verdict", "exact p", "exact p (Holm)"] if primary else ["exact p"])]
         rows = []
         for c in results.get("comparisons", []):
             row = c["metrics"].get(metric)
             if row is None or row["n"] == 0:
-                rows.append([f"{c['arm']} - {c['reference']}", c["question"], "0", "", "", "", *([""] if primary else [])])
+                rows.append([f"{c['arm']} - {c['reference']}", c["question"], "0", *[""] * (len(header) - 3)])
                 continue
             scale = summary[metric].get(c["reference"], {}).get("mean", row["diff"])
             cells = [f"{c['arm']} - {c['reference']}", c["question"], str(row["n"]), _num(row["diff"], metric, scale),
-                     _interval(row, metric, scale), _p(row["p"])]
-            rows.append(cells + ([_p(row.get("p_holm"))] if primary else []))
+                     _interval(row, metric, scale), _p(row.get("p_t"))]
+            if primary:
+                cells += [_p(row.get("p_t_holm")), row.get("verdict", ""), _p(row["p"]), _p(row.get("p_holm"))]
+            rows.append(cells + ([] if primary else [_p(row["p"])]))
         kind = "primary endpoint" if primary else "secondary, p unadjusted"
         tables.append({"title": f"{heading(metric, feats)} ({direction}; {kind})", "short": metric_title(metric),
-                       "header": ["comparison", "question", "n", "mean Δ", "95% t interval", "exact p",
-                                  *(["Holm p"] if primary else [])], "rows": rows})
+                       "header": header, "rows": rows})
     return tables
 
 
