@@ -1,11 +1,12 @@
 """Does a change alter what training produces? A short fmnist32 run, bit for bit, against another revision.
 
-    python scripts/golden_run.py [--against REV] [--steps 30] [--keep DIR]
+    python scripts/golden_run.py [--against REV] [--steps 30] [--keep DIR] [--set KEY=VALUE ...]
 
 Trains the same short run (fmnist32 at g_ch = d_ch = 16, batch 16, ``--steps`` steps, a checkpoint, a
 sample grid and FID-free logs every 10 steps, fp32, deterministic) twice on this machine: with the code of
 this checkout and with the code of ``REV`` (default HEAD; checked out into a temporary git worktree and
-put first on PYTHONPATH), each in a fresh process. Then it compares, and prints one line per artefact:
+put first on PYTHONPATH), each in a fresh process; ``--set`` adds config overrides to both (e.g. a
+study arm's layers: ``--set model.g_attn=[] --set model.g_resblock=[16]``). Then it compares, and prints one line per artefact:
 
 * every tensor and value of the last checkpoint (G, D, the EMA generator, optimiser states, RNG states,
   counters), bytes; not the record of which code wrote it;
@@ -34,13 +35,14 @@ TIMING = ("images_per_s", "seconds", "eval/seconds", "step_seconds")
 PROVENANCE = ("code_version",)  # which code wrote the checkpoint (git commit, dirty flag): not an output
 
 
-def train(src: Path, out: Path, steps: int) -> Path:
+def train(src: Path, out: Path, steps: int, sets: list[str]) -> Path:
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1", SAGAN_CACHE=str(out / "cache"))
     args = ["train", "--preset", "fmnist32", "--steps", str(steps), "--out", str(out), "--name", "golden",
             "--no-progress", "--set", "model.g_ch=16", "--set", "model.d_ch=16", "--set", "train.batch_size=16",
             "--set", "train.log_every=5", "--set", "train.sample_every=10", "--set", f"train.ckpt_every={steps}",
             "--set", "train.fid_every=0", "--set", "train.deterministic=true", "--set", "train.precision=fp32",
             "--set", "train.ema_bn_batches=2", "--set", "train.ema_bn_batch_size=16"]
+    args += [a for kv in sets for a in ("--set", kv)]
     code = "import sys; from sagan.cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -93,21 +95,23 @@ def main() -> int:
     p.add_argument("--against", default="HEAD", help="git revision to compare this checkout with (default HEAD)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--keep", type=Path, help="keep the two runs in this folder")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for both runs (repeatable)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), args.against], check=True)
         try:
-            base = train(tree / "src", work / "against", args.steps)
-            here = train(ROOT / "src", work / "here", args.steps)
+            base = train(tree / "src", work / "against", args.steps, args.sets)
+            here = train(ROOT / "src", work / "here", args.steps, args.sets)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
         rows = compare(here, base)
     for what, same, detail in rows:
         print(f"{'same   ' if same else 'DIFFERS'} {what}" + (f": {detail}" if detail else ""))
     identical = all(same for _, same, _ in rows)
-    print(f"this checkout vs {args.against}, {args.steps} steps: " + ("identical" if identical else "different"))
+    print(f"this checkout vs {args.against}, {args.steps} steps{''.join(' --set ' + kv for kv in args.sets)}: " + ("identical" if identical else "different"))
     return 0 if identical else 1
 
 
