@@ -24,6 +24,7 @@ from sagan.study.arms import SPEC_FILE, read_spec
 from sagan.study.results import (
     CURVES_PNG,
     D_SCORES_PNG,
+    DIFFERENCES_PNG,
     GAMMA_PNG,
     RESULTS_JSON,
     RESULTS_MD,
@@ -43,7 +44,7 @@ def _copy(src: Path, dst: Path) -> bool:
 def sync(study: Path, dest: Path) -> list[str]:
     """Copy what is done; returns the names of the runs in DEST."""
     spec = read_spec(study)
-    for name in (SPEC_FILE, RESULTS_JSON, RESULTS_MD, CURVES_PNG, D_SCORES_PNG, GAMMA_PNG):
+    for name in (SPEC_FILE, RESULTS_JSON, RESULTS_MD, CURVES_PNG, D_SCORES_PNG, GAMMA_PNG, DIFFERENCES_PNG):
         _copy(study / name, dest / name)
     done = []
     for arm, seed in spec.runs():

@@ -300,7 +300,7 @@ def test_tiny_study_results_have_every_arm_and_seed(tiny_study):
         assert row["p"] in (0.5, 1.0)  # 2 pairs: 4 sign patterns, the observed one and its mirror always count
     primary = comparison["metrics"]["endpoint_fid"]
     assert primary["p_holm"] == primary["p"]  # one test
-    assert primary["p_t"] is None and primary["p_t_holm"] is None and primary["verdict"] == "n < 4: none"
+    assert primary["p_t"] is None and primary["p_t_holm"] is None and primary["verdict"] == "no verdict (n < 4)"
     assert "p_holm" not in comparison["metrics"]["fid"] and "verdict" not in comparison["metrics"]["fid"]
     md = (out / "results.md").read_text()
     assert "## FID (Fashion-MNIST classifier features) (lower is better; secondary, p unadjusted)" in md
@@ -308,7 +308,7 @@ def test_tiny_study_results_have_every_arm_and_seed(tiny_study):
     assert "| sn-gd-ttur - sn-d |" in md and "n < 4: no interval" in md and "| t p (Holm) | verdict | exact p | exact p (Holm) |" in md
     assert "## Summary (mean ± std over seeds (n); FID, KID, IS, precision, recall on Fashion-MNIST classifier" in md
     assert "## D margin (mean D(real) - D(fake), last 10% of steps) (a symptom, not quality" in md
-    for png in ("curves.png", "d_scores.png", "gamma.png"):
+    for png in ("curves.png", "d_scores.png", "gamma.png", "differences.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -340,7 +340,7 @@ def test_report_on_a_study_folder_is_one_page(tiny_study, tmp_path, capsys):
     assert main(["report", str(tiny_study["out"]), "--out", str(tmp_path / "rep"), "--no-progress"]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "Study: stabilisation" in html and "sn-gd-ttur - sn-d" in html and "exact p" in html
-    assert html.count("data:image/png;base64,") == 3  # curves, D's scores and gamma
+    assert html.count("data:image/png;base64,") == 4  # curves, D's scores, gamma and the paired differences
     assert "finished" in html
 
 

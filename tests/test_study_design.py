@@ -25,8 +25,24 @@ from sagan.nn.attention import SelfAttention2d
 from sagan.nn.blocks import ResidualBottleneck
 from sagan.nn.spectral import spectral_parametrizations
 from sagan.study.arms import StudySpec
-from sagan.study.results import PRIMARY, RunResult, compare_arms, summarise, summary_tables
-from sagan.study.stats import ALPHA, MIN_SEEDS, compare, holm, sign_flip_p, t_interval, t_test_p, verdict
+from sagan.study.results import (
+    PRIMARY,
+    RunResult,
+    compare_arms,
+    summarise,
+    summary_tables,
+)
+from sagan.study.stats import (
+    ALPHA,
+    MIN_SEEDS,
+    compare,
+    holm,
+    sign_flip_p,
+    t_interval,
+    t_test_p,
+    verdict,
+)
+from sagan.viz.study import plot_differences
 
 SMALL = ["model.g_ch=8", "model.d_ch=8"]
 
@@ -224,10 +240,10 @@ def test_verdict_rule():
     assert verdict(-1.2, 0.049, 4) == "resolved: arm lower"
     assert verdict(0.7, 0.01, 5) == "resolved: arm higher"
     assert verdict(-1.2, 0.05, 4) == "not resolved"  # strictly below ALPHA
-    assert verdict(-1.2, None, 3) == verdict(-1.2, 0.001, 3) == "n < 4: none"
+    assert verdict(-1.2, None, 3) == verdict(-1.2, 0.001, 3) == "no verdict (n < 4)"
 
 
-def test_the_primary_verdict_uses_holm_over_the_t_test_p():
+def test_the_primary_verdict_uses_holm_over_the_t_test_p(tmp_path):
     """Four seeds of four attention arms with hand-made endpoints: the primary comparisons get both
     p-values Holm-adjusted across the study's comparisons, and the verdict follows the adjusted t p."""
     spec = StudySpec(kind="attention", out="x", preset="fmnist32", seeds=4, arms_only=["none", "attn8", "attn16", "res16"])
@@ -250,6 +266,11 @@ def test_the_primary_verdict_uses_holm_over_the_t_test_p():
                "comparisons": comparisons, "primary": PRIMARY,
                "arms": [{"name": a, "description": "", "overrides": []} for a in shift]}
     tables = {t["short"]: t for t in summary_tables(results)}
+    figure = tmp_path / "differences.png"
+    assert plot_differences(comparisons, PRIMARY, figure, "FID")
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    no_pairs = [dict(c, metrics={PRIMARY: dict(c["metrics"][PRIMARY], n=0)}) for c in comparisons]
+    assert not plot_differences(no_pairs, PRIMARY, tmp_path / "none.png", "FID") and not (tmp_path / "none.png").exists()
     primary = next(t for t in tables.values() if "verdict" in t["header"])
     assert primary["header"][-5:] == ["t p", "t p (Holm)", "verdict", "exact p", "exact p (Holm)"]
     assert all(len(row) == len(primary["header"]) for row in primary["rows"])

@@ -37,13 +37,14 @@ from sagan.study.arms import STUDIES, StudySpec
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
 from sagan.study.stats import ALPHA, MIN_SEEDS, compare, holm, verdict
 from sagan.viz.report import read_metrics_csv
-from sagan.viz.study import plot_curves, plot_d_scores, plot_gammas, write_study_report
+from sagan.viz.study import plot_curves, plot_d_scores, plot_differences, plot_gammas, write_study_report
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 CURVES_PNG = "curves.png"
 GAMMA_PNG = "gamma.png"
 D_SCORES_PNG = "d_scores.png"
+DIFFERENCES_PNG = "differences.png"
 # D's margin, mean D(real) - D(fake), is averaged over the logged steps of this last fraction of a run.
 D_MARGIN_TAIL = 0.1
 
@@ -339,7 +340,9 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines.append("")
     lines += [f"Figures: `{CURVES_PNG}` (training-time FID per arm: mean over seeds, band min-max), "
               f"`{D_SCORES_PNG}` (D's mean score on real and on generated images per arm), "
-              f"`{GAMMA_PNG}` (gamma of every attention / bottleneck layer, one line per run)."]
+              f"`{GAMMA_PNG}` (gamma of every attention / bottleneck layer, one line per run), "
+              f"`{DIFFERENCES_PNG}` (the primary endpoint's paired differences, seed by seed, with mean and "
+              "t interval)."]
     return "\n".join(lines) + "\n"
 
 
@@ -355,14 +358,15 @@ def write_report(folder: str | Path, results: dict[str, Any]) -> Path:
                      "report": str(rel) if rel else None})
     figures = [("Training-time FID per arm (mean over seeds, band min-max)", folder / CURVES_PNG),
                ("D's mean score on real and on generated images per arm", folder / D_SCORES_PNG),
-               ("gamma of every attention / bottleneck layer", folder / GAMMA_PNG)]
+               ("gamma of every attention / bottleneck layer", folder / GAMMA_PNG),
+               ("Paired differences per seed on the primary endpoint", folder / DIFFERENCES_PNG)]
     return write_study_report(folder, f"Study: {results['study']}", intro_lines(results), summary_tables(results),
                               figures, runs)
 
 
 def write_results(folder: str | Path, results: dict[str, Any]) -> list[Path]:
-    """results.json, results.md, curves.png, d_scores.png and gamma.png in the study folder (each written
-    atomically)."""
+    """results.json, results.md, curves.png, d_scores.png, gamma.png and differences.png in the study
+    folder (each written atomically)."""
     folder = Path(folder)
     atomic_write_text(folder / RESULTS_JSON, json.dumps(results, indent=1) + "\n")
     atomic_write_text(folder / RESULTS_MD, results_markdown(results))
@@ -372,4 +376,8 @@ def write_results(folder: str | Path, results: dict[str, Any]) -> list[Path]:
                        (folder / GAMMA_PNG, plot_gammas)):
         if draw(results["runs"], arms, path, results["features"]):
             written.append(path)
+    primary = results.get("primary")
+    if primary and plot_differences(results.get("comparisons", []), primary, folder / DIFFERENCES_PNG,
+                                    heading(primary, results["features"], short=True)):
+        written.append(folder / DIFFERENCES_PNG)
     return written

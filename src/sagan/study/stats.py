@@ -67,7 +67,7 @@ def verdict(diff: float | None, p_adjusted: float | None, n: int) -> str:
     """The primary endpoint's reading of one comparison: resolved (which way) when the Holm-adjusted
     t-test p is below ``ALPHA``, else not resolved; below ``MIN_SEEDS`` pairs, no verdict."""
     if n < MIN_SEEDS or p_adjusted is None or diff is None:
-        return f"n < {MIN_SEEDS}: none"
+        return f"no verdict (n < {MIN_SEEDS})"
     if p_adjusted < ALPHA:
         return "resolved: arm lower" if diff < 0 else "resolved: arm higher"
     return "not resolved"

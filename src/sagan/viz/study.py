@@ -160,6 +160,40 @@ def plot_gammas(runs: list[dict[str, Any]], arms: list[str], path: Path, feature
     return True
 
 
+def plot_differences(comparisons: list[dict[str, Any]], metric: str, path: Path, label: str) -> bool:
+    """The primary endpoint's paired comparisons, one row each: every seed's difference (arm -
+    reference) as a dot numbered by its seed, their mean as a diamond, the 95% t interval as a bar
+    where there is one, 0 as a line, and n with the verdict on the right. False (and no file) when
+    no comparison has a pair yet."""
+    rows = [(c, c["metrics"].get(metric)) for c in comparisons]
+    rows = [(c, r) for c, r in rows if r and r["n"]]
+    if not rows:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 0.7 * len(rows) + 1.4), layout="constrained")
+    for y, (c, r) in enumerate(reversed(rows)):
+        if r.get("ci95"):
+            ax.plot(r["ci95"], [y, y], color="#1f77b4", lw=3, alpha=0.5, solid_capstyle="butt",
+                    label="95% t interval" if y == 0 else None)
+        ax.scatter(r["diffs"], [y] * len(r["diffs"]), s=22, color="#444", zorder=3,
+                   label="one seed's difference" if y == 0 else None)
+        for seed, d in zip(r["seeds"], r["diffs"]):
+            ax.annotate(str(seed), (d, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+        ax.scatter([r["diff"]], [y], marker="D", s=40, color="#d62728", zorder=4, label="mean" if y == 0 else None)
+        verdict = r.get("verdict") or ""
+        ax.annotate(f"n = {r['n']}" + (f"; {verdict}" if verdict else ""), (1.01, y), xycoords=("axes fraction", "data"),
+                    va="center", fontsize=8)
+    ax.axvline(0, color="#999", lw=0.9)
+    ax.set_yticks(range(len(rows)), [f"{c['arm']} - {c['reference']}" for c, _ in reversed(rows)])
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set(xlabel=f"difference in {label} (arm - reference)",
+           title="Paired differences per seed on the primary endpoint (numbers: seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.08), ncol=3, frameon=False)
+    _save(fig, path)
+    return True
+
+
 def _uri(path: Path) -> str | None:
     if not path.is_file():
         return None
