@@ -2,7 +2,7 @@
 
 ``sagan study stabilisation|attention|reduction`` trains and evaluates every arm x seed (re-running
 the same command skips finished runs and resumes unfinished ones), then writes results.json,
-results.md, curves.png, d_scores.png and gamma.png into the study folder. ``--list`` prints the
+results.md, curves.png, d_scores.png, gamma.png and differences.png into the study folder. ``--list`` prints the
 ``sagan train`` command of every run instead, for a cluster's scheduler; ``sagan study collect DIR``
 evaluates finished runs and writes the results from whatever is there.
 """
@@ -67,7 +67,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c = kinds.add_parser("collect", help="evaluate finished runs of a study folder and write its results",
                          description="Read every run of a study folder (runs started by 'sagan study' or by the "
                                      "commands of 'sagan study ... --list'), evaluate the finished ones that have no "
-                                     "evaluation yet, and write results.json, results.md, curves.png, d_scores.png and gamma.png. "
+                                     "evaluation yet, and write results.json, results.md and the figures (curves.png, d_scores.png, "
+                                     "gamma.png, differences.png). "
                                      "Missing, unfinished or damaged runs are named and left out.")
     c.add_argument("folder", metavar="DIR", help="the study folder (holds study.json)")
     c.add_argument("--out", metavar="DIR", help="folder to write the results into (default: the study folder)")
