@@ -5,8 +5,8 @@ come and go loses no finished run.
 
 DEST (e.g. docs/studies/attention-fmnist32-paired) receives study.json, results.json, results.md and
 the figures, and for every run that is done (trained and evaluated) its small files: config.yaml,
-metrics.csv, the final evaluation record (eval/) and the study's log record (logs/RUN.json); no
-checkpoints. DEST is itself a study folder: ``sagan study collect DEST --no-evaluate`` summarises it,
+version.json (the code and the machines that trained it), metrics.csv, the final evaluation record
+(eval/) and the study's log record (logs/RUN.json); no checkpoints. DEST is itself a study folder: ``sagan study collect DEST --no-evaluate`` summarises it,
 and copying it to a new machine's study folder before re-running the study command makes the runner
 skip the runs it holds (a run counts as done when its evaluation at the last step is there).
 ``--commit`` commits DEST (only DEST) with git.
@@ -53,7 +53,7 @@ def sync(study: Path, dest: Path) -> list[str]:
         name = spec.run_name(arm, seed)
         run, out = RunDir(spec.run_dir(arm, seed)), RunDir(dest / "runs" / name)
         record = evaluation_file(run.path, spec.total_steps)
-        for src, dst in ((run.config, out.config), (run.metrics, out.metrics),
+        for src, dst in ((run.config, out.config), (run.metrics, out.metrics), (run.version, out.version),
                          (record, out.eval / record.name),  # type: ignore[union-attr]
                          (study / LOGS_DIR / f"{name}.json", dest / LOGS_DIR / f"{name}.json")):
             _copy(src, dst)

@@ -16,7 +16,9 @@ from conftest import TINY_TRAIN_ARGS, make_image_folder
 from PIL import Image
 
 from sagan.cli import main
+from sagan.machine import processor
 from sagan.runs.checkpoints import Checkpoints, load_checkpoint
+from sagan.runs.folder import run_machines
 
 
 def test_train_writes_a_complete_run_directory(tiny_run):
@@ -57,6 +59,12 @@ def test_resume_continues_where_it_stopped(tiny_run, tmp_path):
         assert [int(float(r["step"])) for r in csv.DictReader(f)] == [2, 4, 6]
     version = json.loads((run / "version.json").read_text())
     assert len(version["resumes"]) == 1 and "--resume" in version["resumes"][0]["command"]
+    # The start and the resume each name the machine that trained them, CPU family and model included.
+    for entry in (version, version["resumes"][0]):
+        machine = entry["machine"]
+        assert machine["processor"] == processor(torch.device("cpu")) and "family" in machine["processor"]
+        assert machine["device"] == "cpu" and machine["threads"] >= 1 and isinstance(machine["cpu_bf16_flags"], list)
+    assert run_machines(run) == [processor(torch.device("cpu"))]
 
 
 def test_resume_refuses_model_changes(tiny_run, tmp_path, capsys):

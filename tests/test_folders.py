@@ -120,3 +120,25 @@ def test_train_resolution_flag_prints_the_placement(tmp_path, tiny_folder, capsy
     from sagan.config import config_from_dict
     cfg = config_from_dict(yaml.safe_load((tmp_path / "runs" / "r32" / "config.yaml").read_text()))
     assert (cfg.model.resolution, cfg.model.g_attn, cfg.model.d_attn) == (32, [16], [16])
+
+
+def test_run_machines_reads_the_start_and_every_resume(tmp_path):
+    import json
+
+    from sagan.runs.folder import run_machines
+    from sagan.study.results import machines_line
+
+    assert run_machines(tmp_path) == []  # no version.json
+    (tmp_path / "version.json").write_text("{not json")
+    assert run_machines(tmp_path) == []
+    zen3 = {"processor": "AMD EPYC (family 25, model 1)"}
+    record = {"sagan_torch": "0.1.0",  # a start before the machine was recorded, then resumes on two machines
+              "resumes": [{"machine": zen3}, {"machine": {"processor": "AMD EPYC (family 26, model 2)"}},
+                          {"machine": zen3}, "garbage"]}
+    (tmp_path / "version.json").write_text(json.dumps(record))
+    assert run_machines(tmp_path) == ["not recorded", zen3["processor"], "AMD EPYC (family 26, model 2)"]
+    runs = [{"dir": "/s/runs/none-s0", "machines": ["not recorded", zen3["processor"]]},
+            {"dir": "/s/runs/attn8-s0", "machines": [zen3["processor"]]}, {"dir": "/s/runs/res16-s0", "machines": []}]
+    line = machines_line(runs)
+    assert "AMD EPYC (family 25, model 1): none-s0, attn8-s0; not recorded: none-s0." in line
+    assert machines_line([{"dir": "x", "machines": []}]) == "Machines: no run records one yet."

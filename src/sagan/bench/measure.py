@@ -52,9 +52,9 @@ from sagan.config import load_config
 from sagan.data.datasets import load_data
 from sagan.data.stream import BatchStream
 from sagan.distributed import resolve_device
+from sagan.machine import cpu_fields, describe, native_bf16
 from sagan.models import count_parameters
 from sagan.nn.attention import SelfAttention2d, double_backward_mode
-from sagan.train.precision import native_bf16
 
 METHOD = __doc__.split("Method", 1)[1].strip()  # written into the JSON
 # Per-preset batch for the training-step benchmark on CPU (the presets' own batches, except
@@ -167,26 +167,11 @@ def available_memory(device: torch.device) -> int | None:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
+    """The machine of a benchmark: :func:`sagan.machine.describe`, with the platform, every CPU flag,
+    the memory and the load when it started."""
     info: dict[str, Any] = {"python": platform.python_version(), "torch": str(torch.__version__),
-                            "threads": torch.get_num_threads(), "device": str(device),
-                            "platform": platform.platform()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]
-        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-
-        def field(key: str) -> str | None:
-            return next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                         if ln.split(":", 1)[0].strip() == key), None)
-
-        info["cpu"] = names[0] if names else platform.processor()
-        info["cpu_family"], info["cpu_model"] = field("cpu family"), field("model")
-        info["cpu_count"] = os.cpu_count()
-        info["cpu_bf16_flags"] = sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
-        info["cpu_flags"] = flags
-    except OSError:
-        info["cpu"] = platform.processor()
+                            "platform": platform.platform(), **describe(device)}
+    info["cpu_flags"] = cpu_fields().get("flags", "").split()
     try:
         with open("/proc/meminfo") as f:
             info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
@@ -196,8 +181,6 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         info["loadavg_at_start"] = list(os.getloadavg())
     except OSError:
         pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
     return info
 
 

@@ -24,6 +24,7 @@ from sagan.config import (
 from sagan.data import load_data
 from sagan.errors import CheckpointError, UsageError, plural
 from sagan.extras import check_extras
+from sagan.machine import describe
 from sagan.models import count_parameters
 from sagan.runs.checkpoints import Checkpoints
 from sagan.runs.folder import (
@@ -180,7 +181,7 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     # 2. The run folder: the one resumed, an elastic restart's own, or a new one.
     run_dir, resuming, new_folder = open_run_folder(args.out, cfg, args.resume, dist, held, say)
     if dist.is_main:
-        write_run_info(run_dir, cfg, ["sagan", *getattr(args, "argv", [])])
+        write_run_info(run_dir, cfg, ["sagan", *getattr(args, "argv", [])], machine=describe(device))
 
     # 3. Training.
     fid = TrainingFID.from_config(cfg, data, device, say=say, dist=dist)

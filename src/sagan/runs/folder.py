@@ -100,15 +100,19 @@ def default_run_name(cfg: Config, world: int = 1) -> str:
             or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def write_run_info(run_dir: Path, cfg: Config, command: list[str] | None = None) -> None:
+def write_run_info(run_dir: Path, cfg: Config, command: list[str] | None = None,
+                   machine: dict[str, Any] | None = None) -> None:
     """Write ``config.yaml`` and ``version.json`` (atomically).
 
     On a resume the config may differ only in train.* / data location, and ``version.json`` keeps
-    the original start (code version, command) and appends one entry per resume.
+    the original start (code version, command, ``machine``: :func:`sagan.machine.describe`) and
+    appends one entry per resume.
     """
     atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     info = code_version()
     info["command"] = command if command is not None else sys.argv
+    if machine is not None:
+        info["machine"] = machine
     info["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     path = run_dir / "version.json"
     record: dict[str, Any] = info
@@ -121,6 +125,26 @@ def write_run_info(run_dir: Path, cfg: Config, command: list[str] | None = None)
             record = previous
             record.setdefault("resumes", []).append(info)
     atomic_write_text(path, json.dumps(record, indent=2))
+
+
+def run_machines(run_dir: Path) -> list[str]:
+    """The processors that trained a run (its ``version.json``: the start, then every resume), each
+    once, in order; "not recorded" for a start or resume written before the record had the machine,
+    and nothing when there is no readable version.json."""
+    try:
+        record = json.loads((Path(run_dir) / "version.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(record, dict):
+        return []
+    entries = [record, *(r for r in record.get("resumes", []) if isinstance(r, dict))]
+    out: list[str] = []
+    for entry in entries:
+        machine = entry.get("machine")
+        name = str(machine.get("processor")) if isinstance(machine, dict) and machine.get("processor") else "not recorded"
+        if name not in out:
+            out.append(name)
+    return out
 
 
 # --------------------------------------------------------------------------- one writer per run

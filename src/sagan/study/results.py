@@ -32,7 +32,7 @@ from sagan.metrics.naming import (
     metric_label,
     metric_title,
 )
-from sagan.runs.folder import RunDir, code_version
+from sagan.runs.folder import RunDir, code_version, run_machines
 from sagan.study.arms import STUDIES, StudySpec
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
 from sagan.study.stats import ALPHA, MIN_SEEDS, compare, holm, verdict
@@ -72,6 +72,7 @@ class RunResult:
     gammas: dict[str, list[list[float]]] = field(default_factory=dict)  # layer -> [step, gamma]
     d_scores: dict[str, list[list[float]]] = field(default_factory=dict)  # real / fake -> [step, mean D score]
     seconds: dict[str, float] = field(default_factory=dict)  # train, evaluate (wall, from the study's logs)
+    machines: list[str] = field(default_factory=list)  # the processors that trained it (version.json)
 
 
 def _series(columns: dict[str, np.ndarray], key: str) -> list[list[float]]:
@@ -104,6 +105,7 @@ def read_run(spec: StudySpec, arm_name: str, seed: int) -> RunResult:
     if state == "new":
         res.status, res.problem = "missing", "not started (no run directory)"
         return res
+    res.machines = run_machines(d)
     if state == "unfinished":
         res.status, res.problem = "unfinished", f"trained to step {step} of {spec.total_steps}"
         return res
@@ -263,7 +265,22 @@ def intro_lines(results: dict[str, Any]) -> list[str]:
              f"a rule fixed before any comparison had a second seed: a primary comparison is resolved when its "
              f"Holm-adjusted t-test p is below {ALPHA}; otherwise not resolved, which is not 'no effect'. With "
              f"{MIN_SEEDS} seeds the exact p cannot go below {2 / 2 ** MIN_SEEDS:g}, so it checks, it does not decide.")
-    return [f"{results['description']}.", base_run, endpoint, stats]
+    return [f"{results['description']}.", base_run, endpoint, stats, machines_line(runs)]
+
+
+def machines_line(runs: list[dict[str, Any]]) -> str:
+    """Which processors trained the study's runs (their version.json), with the runs of each: the
+    kernels' float results and the wall minutes depend on it, so a study that moved between machines says so."""
+    by: dict[str, list[str]] = {}
+    for r in runs:
+        for m in r.get("machines") or []:
+            by.setdefault(m, []).append(Path(r["dir"]).name)
+    if not by:
+        return "Machines: no run records one yet."
+    parts = [f"{m}: {', '.join(names)}" for m, names in sorted(by.items(), key=lambda kv: kv[0] == "not recorded")]
+    note = (" ('not recorded': started or resumed by a version that did not record the machine)"
+            if "not recorded" in by else "")
+    return ("Machines that trained the runs (a run resumed on another machine is under each): " + "; ".join(parts) + "." + note)
 
 
 def _interval(row: dict[str, Any], metric: str, scale: float) -> str:

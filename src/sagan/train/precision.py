@@ -18,7 +18,6 @@ run's config.yaml stores, so a resume trains in the same precision on any machin
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from sagan import distributed as dist_utils
 from sagan.data.datasets import cache_dir
 from sagan.fileio import atomic_write_text
+from sagan.machine import native_bf16, processor
 from sagan.models import build_models
 from sagan.train.step import SAGANStep
 
@@ -40,37 +40,10 @@ PROBE_FILE = "precision-probe.json"
 BF16_QUALITY: bool | None = None
 
 
-def _cpu_fields() -> dict[str, str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"model name": platform.processor()}
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if ":" in line:
-            key, value = (s.strip() for s in line.split(":", 1))
-            out.setdefault(key, value)
-        elif not line.strip() and out:
-            break  # the first processor is enough
-    return out
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively (a CPU with AVX512-BF16 or AMX; a GPU that supports it)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    flags = _cpu_fields().get("flags", "").split()
-    return any(f == "avx512_bf16" or f.startswith("amx") for f in flags)
-
-
 def probe_key(cfg: Any, device: torch.device) -> str:
     """What the measured ratio depends on: the processor, torch, and the step's shape."""
     m, t = cfg.model, cfg.train
-    if device.type == "cuda":
-        proc = torch.cuda.get_device_name(device)
-    else:
-        f = _cpu_fields()
-        proc = f"{f.get('model name', '?')} (family {f.get('cpu family', '?')}, model {f.get('model', '?')})"
+    proc = processor(device)
     shape = (f"{m.resolution}px g{m.g_ch} d{m.d_ch} attn G{m.g_attn} D{m.d_attn} batch {t.batch_size} "
              f"threads {torch.get_num_threads()} channels_last {t.channels_last}")
     return f"{proc} | torch {torch.__version__} | {shape}"
