@@ -41,12 +41,12 @@ def _copy(src: Path, dst: Path) -> bool:
     return True
 
 
-def sync(study: Path, dest: Path) -> list[str]:
-    """Copy what is done; returns the names of the runs in DEST."""
+def sync(study: Path, dest: Path) -> tuple[list[str], list[str]]:
+    """Copy what is done; returns the names of the runs in DEST and of those whose files changed."""
     spec = read_spec(study)
     for name in (SPEC_FILE, RESULTS_JSON, RESULTS_MD, CURVES_PNG, D_SCORES_PNG, GAMMA_PNG, DIFFERENCES_PNG):
         _copy(study / name, dest / name)
-    done = []
+    done, changed = [], []
     for arm, seed in spec.runs():
         if run_state(spec, arm, seed)[0] != "done":
             continue
@@ -56,9 +56,10 @@ def sync(study: Path, dest: Path) -> list[str]:
         for src, dst in ((run.config, out.config), (run.metrics, out.metrics), (run.version, out.version),
                          (record, out.eval / record.name),  # type: ignore[union-attr]
                          (study / LOGS_DIR / f"{name}.json", dest / LOGS_DIR / f"{name}.json")):
-            _copy(src, dst)
+            if _copy(src, dst) and name not in changed:
+                changed.append(name)
         done.append(name)
-    return done
+    return done, changed
 
 
 def main() -> int:
@@ -67,14 +68,15 @@ def main() -> int:
     p.add_argument("dest", type=Path)
     p.add_argument("--commit", action="store_true", help="git commit DEST (only DEST)")
     args = p.parse_args()
-    done = sync(args.study, args.dest)
+    done, copied = sync(args.study, args.dest)
     print(f"{args.dest}: {len(done)} finished runs ({', '.join(done) or 'none yet'})")
     if args.commit and done:
         subprocess.run(["git", "add", "--", str(args.dest)], check=True)
         changed = subprocess.run(["git", "diff", "--cached", "--quiet", "--", str(args.dest)]).returncode != 0
         if changed:
-            subprocess.run(["git", "commit", "-q", "-m", f"{args.dest.name}: {len(done)} finished runs "
-                            f"({done[-1]} the newest)", "--", str(args.dest)], check=True)
+            what = f"files of {', '.join(copied)} copied" if copied else "the study's results rewritten"
+            subprocess.run(["git", "commit", "-q", "-m", f"{args.dest.name}: {len(done)} finished runs; {what}",
+                            "--", str(args.dest)], check=True)
     return 0
 
 

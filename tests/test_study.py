@@ -344,6 +344,29 @@ def test_report_on_a_study_folder_is_one_page(tiny_study, tmp_path, capsys):
     assert "finished" in html
 
 
+@pytest.mark.heavy  # the tiny study (4 runs, killed and resumed): about 2.5 minutes
+def test_sync_study_copies_the_small_files_of_finished_runs(tiny_study, tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "sync_study.py"
+    module_spec = importlib.util.spec_from_file_location("sync_study", path)
+    sync_study = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(sync_study)
+    dest = tmp_path / "copy"
+    done, copied = sync_study.sync(tiny_study["out"], dest)
+    assert done == copied == ["sn-d-s0", "sn-gd-ttur-s0", "sn-d-s1", "sn-gd-ttur-s1"]
+    for name in done:
+        files = sorted(str(p.relative_to(dest / "runs" / name)) for p in (dest / "runs" / name).rglob("*") if p.is_file())
+        assert files == ["config.yaml", "eval/" + next((tiny_study["out"] / "runs" / name / "eval").glob("*.json")).name,
+                         "metrics.csv", "version.json"]  # no checkpoints
+        assert (dest / "logs" / f"{name}.json").is_file()
+    assert sync_study.sync(tiny_study["out"], dest) == (done, [])  # nothing new: nothing copied
+    # The copy is a study folder: collect summarises it without evaluating, machines included.
+    assert main(["study", "collect", str(dest), "--no-evaluate", "--no-progress"]) == 0
+    results = json.loads((dest / "results.json").read_text())
+    assert all(r["status"] == "finished" and r["machines"] for r in results["runs"])
+
+
 @pytest.mark.parametrize("preset", ["fmnist32", "imagefolder64"])
 def test_augment_arms(preset):
     spec = _spec("augment", preset, sets=["data.root=/data/small"] if preset == "imagefolder64" else [])

@@ -261,8 +261,8 @@ def intro_lines(results: dict[str, Any]) -> list[str]:
     stats = (f"{finished} of {len(runs)} runs finished and evaluated. Comparisons are per-seed paired differences "
              f"(arm - reference): their mean, a 95% t interval (only from n = {MIN_SEEDS} pairs on), the exact "
              "two-sided sign-flip permutation p, the paired t test's p, and for the primary endpoint both "
-             "Holm-adjusted across the comparisons. An interval marked * excludes 0 (unadjusted). The verdict, "
-             f"a rule fixed before any comparison had a second seed: a primary comparison is resolved when its "
+             "Holm-adjusted across the comparisons. An interval marked * excludes 0 (unadjusted). The verdict "
+             f"(a rule of the code, fixed before the runs): a primary comparison is resolved when its "
              f"Holm-adjusted t-test p is below {ALPHA}; otherwise not resolved, which is not 'no effect'. With "
              f"{MIN_SEEDS} seeds the exact p cannot go below {2 / 2 ** MIN_SEEDS:g}, so it checks, it does not decide.")
     return [f"{results['description']}.", base_run, endpoint, stats, machines_line(runs)]
