@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The paired studies behind docs/experiments.md: fmnist32, 4000 steps (the default run), 4 seeds, fp32,
 # primary endpoint the training-time FID (10000 samples, fixed latents, shipped-classifier features)
-# averaged over steps 3000, 3500 and 4000. About 32 runs of about 80 minutes of one core each: days
-# of a 2-core machine, so it is built to be stopped and started anywhere:
+# averaged over steps 3000, 3500 and 4000. 32 runs, each 3.5 to 4.5 hours of one core of a Zen 3
+# (18-27 images/s, measured 2026-12-07): about 60-70 hours of a 2-core machine, so it is built to be
+# stopped and started anywhere:
 # - every command resumes where it stopped (finished runs are skipped, unfinished ones resume);
 # - after each finished run the study rewrites its results, and this script copies the small files of
 #   every finished run into docs/studies/NAME and commits them (scripts/sync_study.py), so a new
@@ -13,6 +14,9 @@
 # run for days from a checkout of its own (git worktree) while the main one changes; the results are
 # committed into SAGAN_RESULTS_REPO (default: this checkout).
 set -euo pipefail
+# Linux schedules each session (autogroup) fairly whatever its nice value: lower this one's, so the
+# studies take only what other work leaves (started with setsid, this script is a session of its own).
+echo 19 > "/proc/$$/autogroup" 2>/dev/null || true
 here="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}"
 results="${SAGAN_RESULTS_REPO:-$here}"
@@ -30,7 +34,7 @@ run() {  # NAME STUDY ARGS...: resume from docs/studies/NAME when this machine h
   local pid=$!
   trap 'kill -TERM $pid 2>/dev/null; wait $pid; exit 143' TERM INT
   while kill -0 $pid 2>/dev/null; do
-    sleep 120
+    sleep 120 & wait $! || true  # a SIGTERM ends the wait at once (a foreground sleep would delay the trap)
     # Each run is a session of its own, and Linux schedules sessions (autogroups) fairly whatever
     # their nice value: lower the runs' autogroups too, so they take only what other work leaves.
     for p in $(pgrep -f -- "sagan train .*$out/$name/runs" || true); do echo 19 > "/proc/$p/autogroup" 2>/dev/null || true; done
