@@ -310,13 +310,8 @@ def attention_bench(device: torch.device, sizes=DEFAULT_SIZES, batch: int = 8, c
                             f"scaled by N^2), {avail / 2**30:.1f} GiB available")
                         continue
                 torch.manual_seed(0)
-                fn_layer = _attention_impl(impl, channels, variant, device)
-                x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
-
-                def call():
-                    x.grad = None
-                    fn_layer(x).sum().backward()
-
+                call = _forward_backward(_attention_impl(impl, channels, variant, device),
+                                         torch.randn(batch, channels, size, size, device=device, requires_grad=True))
                 peak = measure_peak_extra(call, device)
                 t = time_call(call, reps, device, warmup=0)
                 row.update(status="ok", seconds=t, peak_extra_bytes=peak)
@@ -325,8 +320,16 @@ def attention_bench(device: torch.device, sizes=DEFAULT_SIZES, batch: int = 8, c
                 rows.append(row)
                 log(f"  attention {variant:6s} {impl:8s} {size:4d}x{size:<4d} {t * 1e3:9.1f} ms  "
                     f"peak +{(peak or 0) / 2**20:8.1f} MiB")
-                del fn_layer, x
+                del call  # frees the layer and its input before the next size
     return rows
+
+
+def _forward_backward(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
+    """One forward and backward pass of ``layer`` on ``x`` (its gradient cleared first), as a call to time."""
+    def call() -> None:
+        x.grad = None
+        layer(x).sum().backward()
+    return call
 
 
 # --------------------------------------------------------------------------- training step and sampling
