@@ -157,6 +157,9 @@ def test_every_command_shares_the_common_flags():
     study = commands.pop("study")  # its parsers are one level down: sagan study attention|collect|...
     nested = next(a for a in study._actions if isinstance(a, argparse._SubParsersAction))
     commands.update({f"study {k}": p for k, p in nested.choices.items()})
+    # 'study status' only reads a few small files and prints: no long work to show, nothing to write.
+    status = commands.pop("study status")
+    assert {s for a in status._actions for s in a.option_strings} == {"-h", "--help", "-q", "--quiet", "-v", "--verbose"}
     for name, parser in commands.items():
         opts = {s: a for a in parser._actions for s in a.option_strings}
         assert "--no-progress" in opts, name

@@ -384,3 +384,47 @@ def test_an_empty_run_directory_left_by_a_kill_is_started_afresh(tmp_path):
     spec.run_dir(arm, 1).mkdir(parents=True)
     (spec.run_dir(arm, 1) / "config.yaml").write_text("preset: fmnist32\n")  # started: resumed, never removed
     assert next_command(spec, arm, 1)[0] == "resume" and spec.run_dir(arm, 1).is_dir()
+
+
+def test_study_status_reads_every_run_and_writes_nothing(tmp_path, capsys):
+    import json as _json
+    import os as _os
+
+    out = tmp_path / "st"
+    assert main(["study", "attention", "--arms", "none,attn8,attn16", "--seeds", "1", "--steps", "10",
+                 "--out", str(out), "--list"]) == 0
+    capsys.readouterr()
+    runs = out / "runs"
+    header = "step,loss_d,images_per_s\n"
+    # none-s0: done (its evaluation at step 10 is there, as sync_study leaves it: no checkpoints)
+    (runs / "none-s0" / "eval").mkdir(parents=True)
+    (runs / "none-s0" / "eval" / "step_00000010-fmnist-train.json").write_text("{}")
+    (runs / "none-s0" / "metrics.csv").write_text(header + "10,0.5,30.0\n")
+    # attn8-s0: part-way, a checkpoint at 4, logged up to 6 at 32 images/s (batch 64: 0.5 steps/s), one machine
+    (runs / "attn8-s0" / "checkpoints").mkdir(parents=True)
+    (runs / "attn8-s0" / "checkpoints" / "ckpt_00000004.pt").write_bytes(b"")
+    (runs / "attn8-s0" / "metrics.csv").write_text(header + "2,0.7,40.0\n4,0.6,\n6,0.6,32.0\n")
+    _os.utime(runs / "attn8-s0" / "metrics.csv", (1000.0, 1000.0))
+    (runs / "attn8-s0" / "version.json").write_text(_json.dumps({"machine": {"processor": "CPU X (family 1, model 2)"}}))
+    # attn16-s0: an empty folder, as a study killed right after making it leaves it: not started, and kept
+    (runs / "attn16-s0").mkdir()
+    before = sorted(str(p) for p in out.rglob("*"))
+
+    from sagan.study.status import status_lines, study_status
+    spec = read_spec(out)
+    rows = {r.name: r for r in study_status(spec, now=1090.0)}
+    assert (rows["none-s0"].state, rows["none-s0"].checkpoint_step, rows["none-s0"].logged_step) == ("done", 10, 10)
+    part = rows["attn8-s0"]
+    assert (part.state, part.checkpoint_step, part.logged_step, part.images_per_s) == ("unfinished", 4, 6, 32.0)
+    assert part.last_log_age_s == 90.0 and part.machines == ["CPU X (family 1, model 2)"] and part.batch_size == 64
+    assert rows["attn16-s0"].state == "new"
+    lines = status_lines(spec, list(rows.values()))
+    assert lines[0].endswith("1 of 3 runs done, 1 part-way, 0 trained and not evaluated, 1 not started")
+    assert any(ln.startswith("attn8-s0") and "part-way" in ln and "4/10" in ln and "90 s ago" in ln
+               and ln.endswith("CPU X (family 1, model 2)") for ln in lines)
+    # left: 6 steps of attn8-s0 and 10 of attn16-s0 at 0.5 steps/s (30 steps/min): 32 s = 0.0 run-hours
+    assert "left: 16 steps from the newest checkpoints" in lines[-1] and "(30.0 steps/min per run)" in lines[-1]
+    assert main(["study", "status", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "attn16-s0" in printed and "not started" in printed
+    assert sorted(str(p) for p in out.rglob("*")) == before  # nothing written, nothing removed

@@ -76,6 +76,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--jobs", type=int, default=1, metavar="N", help="evaluations at once (default 1)")
     add_progress_argument(c)
     c.set_defaults(func=cmd_collect)
+    st = kinds.add_parser("status", help="where a study stands: each run's step, speed and machines, and what is left",
+                          description="Print every run of a study folder: done, part-way (its newest checkpoint and "
+                                      "the last step it logged, when, at what speed) or not started, with the "
+                                      "machines that trained it, and the training left in run-hours at the recent "
+                                      "speed. Reads only: safe beside the running study.")
+    st.add_argument("folder", metavar="DIR", help="the study folder (holds study.json)")
+    st.set_defaults(func=cmd_status)
 
 
 def _spec(args: argparse.Namespace) -> StudySpec:
@@ -154,4 +161,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
         if failed:
             log.warning(f"evaluation failed for {', '.join(failed)}; they are left out")
     _finish(args.folder, spec, Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sagan.study.status import status_lines, study_status
+
+    spec = read_spec(args.folder)
+    for line in status_lines(spec, study_status(spec)):
+        print(line)  # the result: printed whatever the level
     return 0

@@ -2,5 +2,6 @@
 
 ``arms`` says what each study varies and the ``sagan train`` command of every arm x seed;
 ``runner`` trains and evaluates them (skipping finished runs, resuming unfinished ones);
-``results`` reads finished run directories into tables with bootstrap intervals and figures.
+``results`` reads finished run directories into tables of paired comparisons (``stats``: t intervals,
+t-test and exact sign-flip p, Holm, the verdict) and figures; ``status`` says where a study stands.
 """

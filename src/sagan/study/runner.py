@@ -59,12 +59,13 @@ def evaluation_file(run_dir: Path, step: int) -> Path | None:
     return found[0] if found else None
 
 
-def run_state(spec: StudySpec, arm: Arm, seed: int) -> tuple[str, int]:
-    """(state, step): ``new``, ``unfinished`` (trained to step), ``trained`` (not evaluated) or ``done``."""
+def run_state(spec: StudySpec, arm: Arm, seed: int, tidy: bool = True) -> tuple[str, int]:
+    """(state, step): ``new``, ``unfinished`` (trained to step), ``trained`` (not evaluated) or ``done``.
+    ``tidy`` (the runner's): an empty run folder left by a kill is removed; a reader passes False."""
     d = spec.run_dir(arm, seed)
-    if d.is_dir() and not any(d.iterdir()):
+    if tidy and d.is_dir() and not any(d.iterdir()):
         d.rmdir()  # made, then killed before its config was written: nothing to keep (rmdir only removes it empty)
-    if not d.exists():
+    if not d.exists() or (d.is_dir() and not any(d.iterdir())):
         return "new", 0
     steps = spec.total_steps
     if evaluation_file(d, steps):  # evaluated at the last step: done, also when only its small files were kept
