@@ -63,9 +63,11 @@ def run_state(spec: StudySpec, arm: Arm, seed: int, tidy: bool = True) -> tuple[
     """(state, step): ``new``, ``unfinished`` (trained to step), ``trained`` (not evaluated) or ``done``.
     ``tidy`` (the runner's): an empty run folder left by a kill is removed; a reader passes False."""
     d = spec.run_dir(arm, seed)
-    if tidy and d.is_dir() and not any(d.iterdir()):
-        d.rmdir()  # made, then killed before its config was written: nothing to keep (rmdir only removes it empty)
-    if not d.exists() or (d.is_dir() and not any(d.iterdir())):
+    if d.is_dir() and not any(d.iterdir()):  # made, then killed before its config was written: nothing to keep
+        if tidy:
+            d.rmdir()  # (rmdir only removes it empty)
+        return "new", 0
+    if not d.exists():
         return "new", 0
     steps = spec.total_steps
     if evaluation_file(d, steps):  # evaluated at the last step: done, also when only its small files were kept
