@@ -111,24 +111,6 @@ def _malloc_thresholds_stay_unpinned(monkeypatch):
     monkeypatch.setattr(bench, "pin_malloc_thresholds", refuse)
 
 
-@pytest.fixture(autouse=True)
-def malloc_calls(monkeypatch):
-    """glibc malloc stays as it is in the test process (the thresholds last for the rest of it, and
-    the memory tests measure with the defaults): ``sagan.allocator.set_malloc_thresholds`` only records
-    its calls here, as (mmap_bytes, trim_bytes); tests/test_allocator.py sets them for real in
-    subprocesses."""
-    from sagan import allocator
-
-    calls: list[tuple[int, int]] = []
-
-    def record(mmap_bytes: int, trim_bytes: int) -> bool:
-        calls.append((mmap_bytes, trim_bytes))
-        return True
-
-    monkeypatch.setattr(allocator, "set_malloc_thresholds", record)
-    return calls
-
-
 # --------------------------------------------------------------------------- the sagan cache
 
 @pytest.fixture(scope="session", autouse=True)

@@ -130,10 +130,6 @@ class TrainConfig:
     sync_bn: bool = False  # distributed: G's batch norms use global-batch statistics
     channels_last: bool = False  # NHWC memory format for G and D (faster convs on recent GPUs)
     compile: bool = False  # torch.compile G and D (needs a C++ compiler on CPU)
-    # CPU with glibc: keep freed memory for reuse instead of returning it to the kernel after every step
-    # (no page faults per step; the same peak, held between steps; sagan/allocator.py, docs/speed.md).
-    # Process-wide; left alone when MALLOC_*_THRESHOLD_ or GLIBC_TUNABLES set malloc already.
-    keep_cpu_memory: bool = True
     # Divergence guard (see docs/robustness.md): what to do when a loss or weight becomes non-finite.
     on_divergence: str = "rollback"  # rollback to the last good checkpoint, or stop
     rollback_lr_factor: float = 0.5  # multiply both learning rates by this on each rollback (1 = keep)

@@ -26,6 +26,7 @@ Method (also written into the JSON and the rendered page):
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -51,7 +52,6 @@ from sagan.config import load_config
 from sagan.data.datasets import load_data
 from sagan.data.stream import BatchStream
 from sagan.distributed import resolve_device
-from sagan.allocator import pin_malloc_thresholds
 from sagan.machine import cpu_fields, describe, native_bf16
 from sagan.models import count_parameters
 from sagan.nn.attention import SelfAttention2d, double_backward_mode
@@ -63,6 +63,21 @@ CPU_TRAIN_BATCH = {"fmnist32": 64, "cifar32": 32, "imagefolder64": 16, "imagenet
 
 
 # --------------------------------------------------------------------------- measurement helpers
+
+def pin_malloc_thresholds() -> bool:
+    """glibc: serve every allocation >= 64 KiB by mmap and give freed memory back at once.
+
+    By default glibc raises its mmap threshold after frees (up to 32 MiB) and keeps freed heap
+    memory, so a later call could reuse resident memory without raising the high-water mark.
+    Fixing both thresholds makes VmHWM follow live tensor memory. Returns whether it applied.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 64 * 1024)) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
+
 
 def _rss_bytes(field: str) -> int | None:
     try:

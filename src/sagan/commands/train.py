@@ -208,8 +208,6 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         per_proc += f" ({dist_utils.backend_name()}, sync_bn={'on' if cfg.train.sync_bn else 'off'})"
     say(f"run directory: {run_dir}\ndevice: {trainer.device}; global batch {cfg.train.batch_size}{per_proc}; "
         f"G {count_parameters(trainer.gan.G) / 1e6:.2f}M params, D {count_parameters(trainer.gan.D) / 1e6:.2f}M params")
-    if trainer.malloc is not None:
-        log.debug(trainer.malloc)
     if new_folder is not None:
         new_folder.training = True  # from here on the folder holds a run
     trainer.fit()

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sagan import allocator
 from sagan import distributed as dist_utils
 from sagan.config import Config
 from sagan.data.datasets import ImageData
@@ -196,9 +195,6 @@ class Trainer:
         self.run_dir = self.run.path
         self.ckpts = Checkpoints(self.run.checkpoints)  # this run's: listed, written, pruned
         self.device = dist_utils.resolve_device(t.device, self.dist)
-        # CPU: keep freed memory for reuse, no fresh pages (and their page faults) for every step's
-        # activations (sagan/allocator.py; process-wide)
-        self.malloc = allocator.keep_freed_memory() if self.device.type == "cpu" and t.keep_cpu_memory else None
         if t.sync_bn and self.dist.world > 1:
             g = convert_sync_batchnorm(g)  # same state-dict keys: checkpoints unchanged
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
