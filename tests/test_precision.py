@@ -139,6 +139,32 @@ def test_bf16_fused_attention_matches_fp32_within_bf16_tolerance():
         torch.testing.assert_close(got.float(), ref, rtol=0.05, atol=0.05)
 
 
+def test_bf16_fused_attention_runs_its_sdpa_in_fp32_on_cpu(monkeypatch):
+    """PyTorch's CPU flash kernel is slower in bf16 than in fp32 (docs/speed.md), so on CPU the fused
+    path hands SDPA fp32 inputs with autocast off, and returns the dtype it would have returned;
+    gradients reach the input."""
+    import torch.nn.functional as F
+
+    from sagan.nn import attention
+
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
+        return real(q, k, v, **kw)
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    for variant in ("paper", "biggan"):
+        layer = SelfAttention2d(32, variant)
+        x = torch.randn(2, 32, 8, 8, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)
+        out.float().sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert seen == [(torch.float32,) * 3 + (False,)] * 2
+
+
 def test_bf16_training_on_cpu_runs_and_tracks_fp32(tmp_path, eager_run):
     fp32 = eager_run
     bf16 = _run(tmp_path / "b", 1, "train.precision=bf16")

@@ -174,9 +174,16 @@ class SelfAttention2d(nn.Module):
                 width = max(q.shape[-1], dv)
                 q, k = F.pad(q, (0, width - q.shape[-1])), F.pad(k, (0, width - k.shape[-1]))
                 val = F.pad(val, (0, width - dv))
-            out = F.scaled_dot_product_attention(
-                q.unsqueeze(1), k.unsqueeze(1), val.unsqueeze(1), scale=1.0
-            ).squeeze(1)[..., :dv]
+            dtype = val.dtype
+            if dtype == torch.bfloat16 and x.device.type == "cpu":
+                # PyTorch's CPU flash kernel runs forward + backward 2.5x slower in bf16 than in fp32
+                # at these sizes (docs/speed.md): the inputs go up to fp32 (the same function, less
+                # rounding), autocast kept from casting them back down.
+                q, k, val = q.float(), k.float(), val.float()
+            with torch.autocast(x.device.type, enabled=False) if q.dtype != dtype else contextlib.nullcontext():
+                out = F.scaled_dot_product_attention(
+                    q.unsqueeze(1), k.unsqueeze(1), val.unsqueeze(1), scale=1.0
+                ).squeeze(1)[..., :dv].to(dtype)
             attn = None
         out = out.transpose(1, 2).reshape(b, self.v_channels, hgt, wid)
         y = self.gamma * self.v(out) + x
