@@ -194,10 +194,11 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 5, dtype=torc
 
 
 def precision_bench(device: torch.device, reps: int = 3, step_preset: str | None = None, step_batch: int = 64,
-                    native: bool = True) -> dict[str, Any]:
+                    native: bool = True, overrides: list[str] | None = None) -> dict[str, Any]:
     """bf16 vs fp32 for a matmul and a 3x3 conv (forward, plain tensors, no autocast), and, with
     ``step_preset`` on a device with native bf16, that preset's training step under ``train.precision``
-    fp32 and bf16; each pair timed alternately (``alternating_times``)."""
+    fp32 and bf16 (with the config ``overrides`` of ``--set``); each pair timed alternately
+    (``alternating_times``)."""
     out: dict[str, Any] = {}
     n = 1024
     mats = {dt: (torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt))
@@ -221,7 +222,8 @@ def precision_bench(device: torch.device, reps: int = 3, step_preset: str | None
                                  "would be emulated (see conv_bf16_slowdown)"}
             return out
         with tempfile.TemporaryDirectory() as tmp:
-            trainers = {p: synthetic_trainer(step_preset, step_batch, device, Path(tmp) / p, [f"train.precision={p}"])
+            trainers = {p: synthetic_trainer(step_preset, step_batch, device, Path(tmp) / p,
+                                              [*(overrides or []), f"train.precision={p}"])
                         for p in ("fp32", "bf16")}
             t = alternating_times({p: tr.train_step for p, tr in trainers.items()}, reps, device)
             for tr in trainers.values():
@@ -469,7 +471,7 @@ def run_benchmarks(device: str = "auto", only: Iterable[str] | None = None, size
         step_preset = next(iter(presets), None)
         result["precision"] = precision_bench(dev, reps, step_preset, train_batch or CPU_TRAIN_BATCH.get(step_preset, 64)
                                               if dev.type == "cpu" else train_batch or 64,
-                                              native_bf16(dev))
+                                              native_bf16(dev), list(overrides))
         p = result["precision"]
         log(f"bf16 vs fp32 (time ratio, fp32 = 1; timed alternately): matmul {p['matmul_bf16_slowdown']:.2f}, "
             f"conv3x3 {p['conv_bf16_slowdown']:.2f} (< 1: bf16 faster)")
