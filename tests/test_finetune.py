@@ -145,9 +145,12 @@ def test_finetune_onto_more_classes_with_freezed(tmp_path, tiny_run, folder3, st
     trained = [k for k in params if k.startswith(("blocks.2.", "blocks.3.", "linear.", "embed."))]
     assert len(frozen) + len(trained) == len(params) and "blocks.0.1.gamma" in frozen
     assert all(torch.equal(end["D"][k], source["D"][k]) for k in frozen)
-    assert all(not torch.equal(end["D"][k], start_weights["D"][k]) for k in trained)
-    # The frozen parameters never had a gradient, so Adam kept no state for them.
-    assert len(end["opt_d"]["state"]) == len(trained)
+    # The rest had a gradient at both steps: Adam stepped each of them twice, and only them (the frozen
+    # parameters never had a gradient, so Adam kept no state for them). Whether their values moved
+    # depends on the data: the hinge loss can saturate in a run this small (D's loss exactly 0 at both
+    # steps on an Intel Xeon: every gradient 0), so the test asks for the steps, not for a change.
+    states = list(end["opt_d"]["state"].values())
+    assert len(states) == len(trained) and all(int(st["step"]) == 2 for st in states)
 
 
 def test_finetune_same_classes_loads_everything(tmp_path, tiny_run, tiny_folder, start_weights, capsys):
