@@ -10,7 +10,7 @@ Rules, in order (``resolve_precision``):
    cache folder, keyed by the CPU (or GPU) model, the torch version and the step's shape, so it runs once;
 4. bf16 is chosen only when it was at least ``MIN_SPEEDUP`` times faster *and* the bf16 quality check
    allows it (``BF16_QUALITY``: the default run trained in both precisions, 2 seeds each, scored like the
-   studies; docs/benchmarks.md). Until that check has been run, auto stays fp32 and says so.
+   studies; docs/speed.md). Until that check has been run, auto stays fp32 and says so.
 
 The start-up line says what was chosen and why, with the measured ratio. The resolved value is what the
 run's config.yaml stores, so a resume trains in the same precision on any machine.
@@ -127,5 +127,5 @@ def resolve_precision(cfg: Any, num_classes: int, channels: int, device: torch.d
     if BF16_QUALITY is not True:
         verdict = "has not been run" if BF16_QUALITY is None else "found bf16 worse"
         return "fp32", (f"auto: fp32, bf16 was {ratio:.2f}x faster ({how}) but the bf16 quality check {verdict} "
-                        "(docs/benchmarks.md); set train.precision=bf16 to use it anyway")
+                        "(docs/speed.md); set train.precision=bf16 to use it anyway")
     return "bf16", f"auto: bf16, {ratio:.2f}x fp32's speed ({how}), quality checked"
