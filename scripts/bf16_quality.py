@@ -10,7 +10,11 @@ fp32(1)|. bf16 is "worse beyond the seed spread" when every d_s > 0 and mean(d) 
 ``train.precision=auto`` must not pick bf16. Two seeds make this a screen for a large loss, not a test of
 equivalence: below 4 pairs no interval is printed (``sagan.study.stats``).
 
+Runs that DEST/results.json holds already and RUNS_DIR does not (trained on another machine: the bf16
+runs need native bf16, the fp32 ones may finish elsewhere) are kept.
+
 Usage: python scripts/bf16_quality.py RUNS_DIR DEST
+       python scripts/bf16_quality.py --has DEST NAME   (exit 0 when DEST holds the run NAME, e.g. bf16-s0)
 """
 from __future__ import annotations
 
@@ -65,9 +69,27 @@ def reading(by: dict[str, dict[int, dict]]) -> dict:
     return out
 
 
+def collected(dest: Path) -> list[dict]:
+    """The runs DEST/results.json holds already (none when it is absent)."""
+    path = dest / "results.json"
+    if not path.is_file():
+        return []
+    runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and {"precision", "seed"} <= set(r) for r in runs):
+        raise SystemExit(f"{path}: not the results this script writes (a list of runs with precision and seed); "
+                         "move it away")
+    return runs
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[1] == "--has":  # exit 0 when DEST already holds the run NAME
+        return 0 if any(f"{r['precision']}-s{r['seed']}" == argv[3] for r in collected(Path(argv[2]))) else 1
     runs_dir, dest = Path(argv[1]), Path(argv[2])
-    runs = [r for r in (read_run(p) for p in sorted(runs_dir.iterdir()) if p.is_dir()) if r]
+    found = [r for r in (read_run(p) for p in sorted(runs_dir.iterdir()) if p.is_dir()) if r]
+    # Runs collected before and not in RUNS_DIR (trained on another machine) stay; a run here replaces its
+    # earlier record.
+    have = {(r["precision"], r["seed"]) for r in found}
+    runs = [r for r in collected(dest) if (r["precision"], r["seed"]) not in have] + found
     by: dict[str, dict[int, dict]] = {}
     for r in runs:
         by.setdefault(r["precision"], {})[r["seed"]] = r

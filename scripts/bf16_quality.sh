@@ -9,9 +9,10 @@
 # is emulated and hundreds of times slower, so run the bf16 runs first on such a machine; the fp32
 # runs can finish anywhere.
 #
-# Resumable: a finished run (its eval JSON exists) is skipped, an unfinished one resumes from its
-# newest checkpoint; SIGTERM stops it (the run checkpoints). The small results are collected into
-# docs/bf16-quality/ by scripts/bf16_quality.py after every run.
+# Resumable: a finished run (its eval JSON exists, or docs/bf16-quality/results.json has it, e.g. from
+# another machine) is skipped, an unfinished one resumes from its newest checkpoint; SIGTERM stops it
+# (the run checkpoints). The small results are collected into docs/bf16-quality/ by
+# scripts/bf16_quality.py after every run; runs collected before stay there.
 # Usage: [SEEDS="0 1"] [PRECISIONS="bf16 fp32"] bash scripts/bf16_quality.sh [OUT]
 # (default /work/bf16-quality). Two at once on 2 cores: run two of these with OMP_NUM_THREADS=1 and
 # a seed each.
@@ -25,6 +26,8 @@ for seed in ${SEEDS:-0 1}; do
     name="$precision-s$seed"
     run="$out/$name"
     if ls "$run"/eval/*-fmnist-train.json >/dev/null 2>&1; then continue; fi
+    # Collected before, maybe on another machine (bf16 runs need native bf16): not trained again.
+    if python "$here/scripts/bf16_quality.py" --has "$here/docs/bf16-quality" "$name"; then continue; fi
     if [ -f "$run/config.yaml" ]; then
       sagan train --resume "$run" --no-progress
     else
