@@ -23,7 +23,8 @@ only; the value stays at C/2.
 
 Two code paths compute the same function:
 * the fused path, ``scaled_dot_product_attention(q, k, v, scale=1.0)`` on contiguous
-  (B, heads=1, N, d) tensors, which never materialises the (B, N, N) map; used in training;
+  (B, heads=1, N, d) tensors, which never materialises the (B, N, N) map; used in training (on
+  CPU, bf16 inputs go up to fp32 for it: PyTorch's bf16 CPU kernel is the slower one here);
 * the explicit path (bmm + softmax), which also returns the map; used when maps are asked
   for and whenever a double backward is needed (gradient penalties), because the fused
   kernels do not implement one.
