@@ -9,7 +9,10 @@
 #   every finished run into docs/studies/NAME and commits them (scripts/sync_study.py), so a new
 #   machine starts from them (they are copied back into the study folder first);
 # - SIGTERM pauses it (the runs checkpoint); run it again to continue. It runs at the lowest priority.
-# Usage: bash scripts/run_studies.sh [STUDIES_DIR] (default /work/studies)
+# Usage: [JOBS=N] bash scripts/run_studies.sh [STUDIES_DIR] (default /work/studies; JOBS default 2)
+# JOBS=2 (two runs, one core each) has the most throughput (docs/experiments.md, "--jobs: measured");
+# JOBS=1 (one run on both cores) finishes its run in about half the time, for when the machine may be
+# gone before two would finish (an unfinished run's checkpoints stay on this machine only).
 # The code that runs is the checkout this script is in (its src/ first on PYTHONPATH), so a study can
 # run for days from a checkout of its own (git worktree) while the main one changes; the results are
 # committed into SAGAN_RESULTS_REPO (default: this checkout).
@@ -24,7 +27,7 @@ cd "$results"
 out="${1:-/work/studies}"
 mkdir -p "$out"
 common=(--seeds 4 --steps 4000 --fid-samples 10000 --endpoint-evals 3 --features fmnist
-        --set train.precision=fp32 --jobs 2 --no-progress)
+        --set train.precision=fp32 --jobs "${JOBS:-2}" --no-progress)
 
 run() {  # NAME STUDY ARGS...: resume from docs/studies/NAME when this machine has no such folder yet
   local name=$1 kind=$2
