@@ -18,7 +18,7 @@
 # (SIGTERM: the runs checkpoint, and those checkpoints are lost with the machine) SECONDS after it
 # started, then writes $OUT/studies.tgz: the small files of every finished run (scripts/sync_study.py),
 # which the next call carries back (they are in docs/studies/, tracked), so it trains only what is left.
-# JOBS (default 8) runs at once share the GPU; the runs' logs and speeds come back in $OUT/logs.tgz.
+# The protocol comes from scripts/study_settings.sh, as for run_studies.sh. JOBS (default 8) runs at once share the GPU; the runs' logs and speeds come back in $OUT/logs.tgz.
 #
 # SAGAN_DEVICE_SMOKE=1 shrinks every run (2 seeds of 2 arms, 20 steps, 200 samples) and writes
 # NAME-smoke folders: it is how this script is tried on a CPU; its results are not for docs/.
@@ -42,28 +42,29 @@ prepare() {
 smoke=${SAGAN_DEVICE_SMOKE:-0}
 suffix=$([ "$smoke" = 1 ] && echo smoke || echo cuda)
 docs=$([ "$smoke" = 1 ] && echo /tmp/device-smoke/docs/studies || echo docs/studies)  # a smoke run's stay out of docs/
-if [ "$smoke" = 1 ]; then
-  study_args=(--seeds 2 --steps 20 --fid-every 10 --fid-samples 200 --eval-samples 200 --endpoint-evals 2)
-  attention_arms=none,attn16
-  stabilisation_arms=sn-d,sn-gd
+source "$here/scripts/study_settings.sh"  # STUDY_ARGS, ATTENTION_ARMS: the protocol of run_studies.sh
+if [ "$smoke" = 1 ]; then  # the same flags, later ones winning, on tiny runs of two arms
+  study_args=("${STUDY_ARGS[@]}" --seeds 2 --steps 20 --fid-every 10 --fid-samples 200 --eval-samples 200
+              --endpoint-evals 2)
+  attention_arms=(--arms none,attn16)
+  stabilisation_arms=(--arms sn-d,sn-gd)
 else
-  study_args=(--seeds 4 --steps 4000 --fid-samples 10000 --endpoint-evals 3)
-  attention_arms=none,attn8,attn16,res16
-  stabilisation_arms=sn-d,sn-gd,sn-gd-ttur,sn-gd-lr4e-4
+  study_args=("${STUDY_ARGS[@]}")
+  attention_arms=(--arms "$ATTENTION_ARMS")
+  stabilisation_arms=()
 fi
 
-study() {  # KIND ARMS DEADLINE: run one study until it is done or the deadline (epoch seconds) passes
-  local kind=$1 arms=$2 deadline=$3 name="$1-fmnist32-$suffix"
+study() {  # KIND DEADLINE [--arms A,B]: run one study until it is done or the deadline (epoch seconds) passes
+  local kind=$1 deadline=$2 name="$1-fmnist32-$suffix"
+  shift 2
   local left=$((deadline - $(date +%s)))
   if [ "$left" -lt 60 ]; then say "$name: no time left, not started"; return 0; fi
   local folder="/tmp/studies/$name"
-  mkdir -p /tmp/studies
-  [ -d "$folder" ] || { [ -f "$docs/$name/study.json" ] && cp -r "$docs/$name" "$folder"; } || true
+  study_folder_from_docs "$docs/$name" "$folder"
   say "$name: up to $left s, ${JOBS:-8} runs at once"
   local rc=0
-  timeout --signal=TERM --kill-after=120 "$left" python3 -m sagan study "$kind" --preset fmnist32 "${study_args[@]}" \
-    --arms "$arms" --features fmnist --set train.precision=fp32 --set "data.root=$here/$dev/fashion-mnist" \
-    --jobs "${JOBS:-8}" --no-progress --out "$folder" || rc=$?
+  timeout --signal=TERM --kill-after=120 "$left" python3 -m sagan study "$kind" --preset fmnist32 "${study_args[@]}" "$@" \
+    --set "data.root=$here/$dev/fashion-mnist" --jobs "${JOBS:-8}" --no-progress --out "$folder" || rc=$?
   say "$name: study exited with $rc"
   python3 scripts/sync_study.py "$folder" "$docs/$name" || true
 }
@@ -96,8 +97,8 @@ run() {  # SECONDS: the whole device check
     say "no CUDA here: the CUDA checks are skipped"
   fi
 
-  study attention "$attention_arms" "$deadline"
-  study stabilisation "$stabilisation_arms" "$deadline"
+  study attention "$deadline" "${attention_arms[@]}"
+  study stabilisation "$deadline" "${stabilisation_arms[@]}"
 
   local root="$docs/../.." found  # only the NAME-cuda folders: unpacking must not touch the CPU studies
   found=$(cd "$root" && ls -d docs/studies/*-"$suffix" 2>/dev/null || true)

@@ -26,13 +26,13 @@ results="${SAGAN_RESULTS_REPO:-$here}"
 cd "$results"
 out="${1:-/work/studies}"
 mkdir -p "$out"
-common=(--seeds 4 --steps 4000 --fid-samples 10000 --endpoint-evals 3 --features fmnist
-        --set train.precision=fp32 --jobs "${JOBS:-2}" --no-progress)
+source "$here/scripts/study_settings.sh"
+common=("${STUDY_ARGS[@]}" --jobs "${JOBS:-2}" --no-progress)
 
 run() {  # NAME STUDY ARGS...: resume from docs/studies/NAME when this machine has no such folder yet
   local name=$1 kind=$2
   shift 2
-  [ -d "$out/$name" ] || { [ -f "docs/studies/$name/study.json" ] && cp -r "docs/studies/$name" "$out/$name"; } || true
+  study_folder_from_docs "docs/studies/$name" "$out/$name"
   nice -n 19 sagan study "$kind" "${common[@]}" "$@" --out "$out/$name" &
   local pid=$!
   trap 'kill -TERM $pid 2>/dev/null; wait $pid; exit 143' TERM INT
@@ -47,5 +47,5 @@ run() {  # NAME STUDY ARGS...: resume from docs/studies/NAME when this machine h
   python "$here/scripts/sync_study.py" "$out/$name" "docs/studies/$name" --commit
 }
 
-run attention-fmnist32-paired attention --arms none,attn8,attn16,res16
+run attention-fmnist32-paired attention --arms "$ATTENTION_ARMS"
 run stabilisation-fmnist32-paired stabilisation
