@@ -142,3 +142,42 @@ def test_run_machines_reads_the_start_and_every_resume(tmp_path):
     line = machines_line(runs)
     assert "AMD EPYC (family 25, model 1): none-s0, attn8-s0; not recorded: none-s0." in line
     assert machines_line([{"dir": "x", "machines": []}]) == "Machines: no run records one yet."
+
+
+def test_run_history_and_the_study_runs_table_give_each_runs_machines_and_code(tmp_path):
+    import json
+
+    from sagan.runs.folder import run_history
+    from sagan.study.results import results_markdown, runs_table
+
+    xeon = {"processor": "Intel Xeon (family 6, model 167)", "threads": 2}
+    record = {"git_commit": "3bef597439deeaac", "git_dirty": False, "time": "t0",  # started before machines were recorded
+              "resumes": [{"git_commit": "3bef597439deeaac", "git_dirty": True, "machine": xeon},
+                          {"git_commit": "69b27b0a065b63bd", "git_dirty": False, "machine": {**xeon, "threads": "x"}},
+                          {"machine": xeon}, 7]}
+    (tmp_path / "version.json").write_text(json.dumps(record))
+    history = run_history(tmp_path)
+    assert history == [
+        {"machine": "not recorded", "threads": None, "commit": "3bef597439deeaac", "dirty": False, "time": "t0"},
+        {"machine": xeon["processor"], "threads": 2, "commit": "3bef597439deeaac", "dirty": True, "time": None},
+        {"machine": xeon["processor"], "threads": None, "commit": "69b27b0a065b63bd", "dirty": False, "time": None},
+        {"machine": xeon["processor"], "threads": 2, "commit": None, "dirty": None, "time": None}]
+    runs = [{"dir": "/s/runs/none-s0", "status": "finished", "problem": None, "history": history,
+             "seconds": {"train": 3600.0, "evaluate": 90.0}, "metrics": {"endpoint_fid": 4.6143, "fid": 4.1991}},
+            {"dir": "/s/runs/attn8-s0", "status": "unfinished", "problem": "trained to step 14 of 4000",
+             "history": history[1:2], "seconds": {"train": 60.0}, "metrics": {}},
+            {"dir": "/s/runs/attn8-s1", "status": "missing", "problem": "not started (no run directory)",
+             "history": [], "seconds": {}, "metrics": {}}]
+    table = runs_table({"runs": runs})
+    assert table["rows"] == [
+        ["none-s0", "finished", f"not recorded; {xeon['processor']}, 2 threads; {xeon['processor']}",
+         "3bef597; 3bef597*; 69b27b0; not recorded", "4", "60.0", "1.5", "4.614", "4.199"],
+        ["attn8-s0", "unfinished: trained to step 14 of 4000", f"{xeon['processor']}, 2 threads", "3bef597*", "1",
+         "1.0", "", "", ""],
+        ["attn8-s1", "not started", "", "", "", "", "", "", ""]]
+    md = results_markdown({"study": "attention", "description": "d", "spec": {
+        "preset": "fmnist32", "config": None, "sets": [], "steps": 4000, "seeds": 2, "fid_samples": 10000,
+        "eval_samples": 10000}, "endpoint_steps": [3000, 3500, 4000], "runs": runs, "arms": [], "summary": {},
+        "features": None})
+    assert "| none-s0 | finished | not recorded; Intel Xeon (family 6, model 167), 2 threads;" in md
+    assert "| attn8-s1 | not started |  |" in md and "|---|---|---|---|---:|---:|---:|---:|---:|" in md

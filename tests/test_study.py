@@ -329,7 +329,12 @@ def test_collect_names_missing_and_damaged_runs_and_summarises_the_rest(tiny_stu
     assert status[("sn-gd-ttur", 0)][0] == "damaged" and "metrics.csv" in status[("sn-gd-ttur", 0)][1]
     assert results["summary"]["fid"]["sn-d"]["n"] == 1 and results["summary"]["fid"]["sn-gd-ttur"]["n"] == 1
     md = (copy / "results.md").read_text()
-    assert "## Runs not in the tables" in md and "sn-d-s1`: missing" in md and "sn-gd-ttur-s0`: damaged" in md
+    rows = {line.split(" | ")[0][2:]: line for line in md.splitlines() if line.startswith("| sn-")}
+    assert "| not started |" in rows["sn-d-s1"] and "| damaged: metrics.csv cannot be read" in rows["sn-gd-ttur-s0"]
+    import torch
+
+    from sagan.machine import processor
+    assert rows["sn-d-s0"].startswith("| sn-d-s0 | finished | " + processor(torch.device("cpu")) + ", ")  # its machine
     # A folder that is not a study says so.
     assert main(["study", "collect", str(tmp_path), "--no-progress"]) == 2
     assert "is not a study folder" in capsys.readouterr().err

@@ -127,24 +127,33 @@ def write_run_info(run_dir: Path, cfg: Config, command: list[str] | None = None,
     atomic_write_text(path, json.dumps(record, indent=2))
 
 
-def run_machines(run_dir: Path) -> list[str]:
-    """The processors that trained a run (its ``version.json``: the start, then every resume), each
-    once, in order; "not recorded" for a start or resume written before the record had the machine,
-    and nothing when there is no readable version.json."""
+def run_history(run_dir: Path) -> list[dict[str, Any]]:
+    """Who trained a run, from its ``version.json``: one entry for the start, then one per resume,
+    each ``{"machine", "threads", "commit", "dirty", "time"}`` (``machine`` the processor, or "not
+    recorded" for an entry written before the record had it; the others None where missing); nothing
+    when there is no readable version.json."""
     try:
         record = json.loads((Path(run_dir) / "version.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     if not isinstance(record, dict):
         return []
-    entries = [record, *(r for r in record.get("resumes", []) if isinstance(r, dict))]
-    out: list[str] = []
-    for entry in entries:
-        machine = entry.get("machine")
-        name = str(machine.get("processor")) if isinstance(machine, dict) and machine.get("processor") else "not recorded"
-        if name not in out:
-            out.append(name)
+    out = []
+    for entry in (record, *(r for r in record.get("resumes", []) if isinstance(r, dict))):
+        machine = entry.get("machine") if isinstance(entry.get("machine"), dict) else {}
+        threads, commit, dirty = machine.get("threads"), entry.get("git_commit"), entry.get("git_dirty")
+        out.append({"machine": str(machine["processor"]) if machine.get("processor") else "not recorded",
+                    "threads": threads if isinstance(threads, int) else None,
+                    "commit": commit if isinstance(commit, str) and commit else None,
+                    "dirty": dirty if isinstance(dirty, bool) else None,
+                    "time": entry.get("time") if isinstance(entry.get("time"), str) else None})
     return out
+
+
+def run_machines(run_dir: Path) -> list[str]:
+    """The processors that trained a run (:func:`run_history`: the start, then every resume), each
+    once, in order."""
+    return list(dict.fromkeys(h["machine"] for h in run_history(run_dir)))
 
 
 # --------------------------------------------------------------------------- one writer per run

@@ -32,7 +32,7 @@ from sagan.metrics.naming import (
     metric_label,
     metric_title,
 )
-from sagan.runs.folder import RunDir, code_version, run_machines
+from sagan.runs.folder import RunDir, code_version, run_history
 from sagan.study.arms import STUDIES, StudySpec
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
 from sagan.study.stats import ALPHA, MIN_SEEDS, compare, holm, verdict
@@ -73,6 +73,7 @@ class RunResult:
     d_scores: dict[str, list[list[float]]] = field(default_factory=dict)  # real / fake -> [step, mean D score]
     seconds: dict[str, float] = field(default_factory=dict)  # train, evaluate (wall, from the study's logs)
     machines: list[str] = field(default_factory=list)  # the processors that trained it (version.json)
+    history: list[dict[str, Any]] = field(default_factory=list)  # start and resumes: machine, threads, commit
 
 
 def _series(columns: dict[str, np.ndarray], key: str) -> list[list[float]]:
@@ -105,7 +106,8 @@ def read_run(spec: StudySpec, arm_name: str, seed: int) -> RunResult:
     if state == "new":
         res.status, res.problem = "missing", "not started (no run directory)"
         return res
-    res.machines = run_machines(d)
+    res.history = run_history(d)
+    res.machines = list(dict.fromkeys(h["machine"] for h in res.history))
     if state == "unfinished":
         res.status, res.problem = "unfinished", f"trained to step {step} of {spec.total_steps}"
         return res
@@ -341,6 +343,39 @@ def summary_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
     return tables
 
 
+def _distinct(items: list[str]) -> str:
+    return "; ".join(dict.fromkeys(items)) or "not recorded"
+
+
+def runs_table(results: dict[str, Any]) -> dict[str, Any]:
+    """Every run of the study, one row each: its status, which machines (and threads) and which code
+    trained it (its version.json: the start and every resume), the wall minutes of training and of
+    the final evaluation (the study's logs), and its primary endpoint and final FID. What a reader
+    needs to judge the numbers' provenance; ``note`` says how to read it."""
+    header = ["run", "status", "trained on", "code", "starts", "training min", "evaluation min",
+              "endpoint", "final FID"]
+    rows = []
+    for r in results["runs"]:
+        history = r.get("history") or []
+        machines = _distinct([h["machine"] + (f", {h['threads']} threads" if h.get("threads") else "") for h in history])
+        code = _distinct([(h["commit"][:7] + ("*" if h.get("dirty") else "")) if h.get("commit") else "not recorded"
+                          for h in history])
+        seconds = r.get("seconds") or {}
+        minutes = [f"{seconds[k] / 60:.1f}" if seconds.get(k) else "" for k in ("train", "evaluate")]
+        m = r.get("metrics") or {}
+        status = {"finished": "finished", "missing": "not started"}.get(r["status"], f"{r['status']}: {r['problem']}")
+        rows.append([Path(r["dir"]).name, status, machines if history else "", code if history else "",
+                     str(len(history)) if history else "", *minutes,
+                     _num(m.get(PRIMARY), PRIMARY) if PRIMARY in m else "", _num(m.get("fid"), "fid") if "fid" in m else ""])
+    note = ("Per run: the processors that trained it with their thread counts, and the code (git commit; * with "
+            "local changes), each once in order over the start and every resume ('starts'); wall minutes of "
+            "training (tracked FID included) and of the final evaluation, from the study's logs; the primary "
+            "endpoint and the final FID. A run's numbers depend on its machines: fp32 kernels round differently "
+            "on different CPUs, and the minutes depend on the CPU and on what else ran beside it.")
+    return {"header": header, "rows": rows, "note": note,
+            "numeric": {"starts", "training min", "evaluation min", "endpoint", "final FID"}}
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     lines = [f"# Study: {results['study']}", ""]
     for p in intro_lines(results):
@@ -350,11 +385,11 @@ def results_markdown(results: dict[str, Any]) -> str:
                   "|" + "|".join("---" if i == 0 or t["title"] == "Arms" or t["header"][i] == "question" else "---:" for i in range(len(t["header"]))) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t["rows"]]
         lines.append("")
-    others = [r for r in results["runs"] if r["status"] != "finished"]
-    if others:
-        lines += ["## Runs not in the tables", ""]
-        lines += [f"- `{r['dir']}`: {r['status']}: {r['problem']}" for r in others]
-        lines.append("")
+    runs = runs_table(results)
+    lines += ["## Runs", "", runs["note"], "", "| " + " | ".join(runs["header"]) + " |",
+              "|" + "|".join("---:" if h in runs["numeric"] else "---" for h in runs["header"]) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in runs["rows"]]
+    lines.append("")
     lines += [f"Figures: `{CURVES_PNG}` (training-time FID per arm: mean over seeds, band min-max), "
               f"`{D_SCORES_PNG}` (D's mean score on real and on generated images per arm), "
               f"`{GAMMA_PNG}` (gamma of every attention / bottleneck layer, one line per run), "
@@ -366,19 +401,18 @@ def results_markdown(results: dict[str, Any]) -> str:
 def write_report(folder: str | Path, results: dict[str, Any]) -> Path:
     """The study's report.html (``sagan report STUDY``): tables, figures, and links to the runs' reports."""
     folder = Path(folder)
+    table = runs_table(results)
     runs = []
-    for r in results["runs"]:
-        run_dir = Path(r["dir"])
-        report = RunDir(run_dir).report
+    for r, row in zip(results["runs"], table["rows"]):
+        report = RunDir(Path(r["dir"])).report
         rel = report.relative_to(folder) if report.is_file() and report.is_relative_to(folder) else None
-        runs.append({"name": run_dir.name, "status": r["status"], "note": r["problem"],
-                     "report": str(rel) if rel else None})
+        runs.append({"name": row[0], "cells": row[1:], "report": str(rel) if rel else None})
     figures = [("Training-time FID per arm (mean over seeds, band min-max)", folder / CURVES_PNG),
                ("D's mean score on real and on generated images per arm", folder / D_SCORES_PNG),
                ("gamma of every attention / bottleneck layer", folder / GAMMA_PNG),
                ("Paired differences per seed on the primary endpoint", folder / DIFFERENCES_PNG)]
     return write_study_report(folder, f"Study: {results['study']}", intro_lines(results), summary_tables(results),
-                              figures, runs)
+                              figures, runs, table["header"][1:], table["note"])
 
 
 def write_results(folder: str | Path, results: dict[str, Any]) -> list[Path]:

@@ -201,16 +201,19 @@ def _uri(path: Path) -> str | None:
 
 
 def write_study_report(folder: Path, title: str, intro: list[str], tables: list[dict[str, Any]],
-                       figures: list[tuple[str, Path]], runs: list[dict[str, Any]]) -> Path:
+                       figures: list[tuple[str, Path]], runs: list[dict[str, Any]], runs_header: list[str],
+                       runs_note: str = "") -> Path:
     """``folder/report.html``: one self-contained page with the study's tables, figures and runs.
 
     ``tables``: ``{"title", "header", "rows"}`` with cells already formatted; ``runs``: ``{"name",
-    "status", "note", "report"}`` (``report`` a path relative to ``folder`` or None)."""
+    "cells", "report"}`` (``cells`` formatted, under ``runs_header``; ``report`` a path relative to
+    ``folder`` or None), explained by ``runs_note``."""
     from sagan.viz.report import template_environment
 
     images = [(caption, uri) for caption, p in figures if (uri := _uri(p))]
     html = template_environment().get_template("study.html.j2").render(
-        title=title, intro=intro, tables=tables, images=images, runs=runs,
+        title=title, intro=intro, tables=tables, images=images, runs=runs, runs_header=runs_header,
+        runs_note=runs_note,
         generated=time.strftime("%Y-%m-%d %H:%M"))
     out = Path(folder) / "report.html"
     atomic_write_text(out, html)
