@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The paired studies behind docs/experiments.md: fmnist32, 4000 steps (the default run), 4 seeds, fp32,
 # primary endpoint the training-time FID (10000 samples, fixed latents, shipped-classifier features)
-# averaged over steps 3000, 3500 and 4000. 32 runs, each 3.5 to 4.5 hours of one core of a Zen 3
-# (18-27 images/s, measured 2026-12-07): about 60-70 hours of a 2-core machine, so it is built to be
-# stopped and started anywhere:
+# averaged over steps 3000, 3500 and 4000. 32 runs; one run on both cores of a 2-core machine trains in
+# about 1 hour (Intel Xeon with AMX) to 2 hours (AMD EPYC Zen 3), measured 2026-12-07 (docs/experiments.md):
+# 30-60 hours in all, so it is built to be stopped and started anywhere:
 # - every command resumes where it stopped (finished runs are skipped, unfinished ones resume);
 # - after each finished run the study rewrites its results, and this script copies the small files of
 #   every finished run into docs/studies/NAME and commits them (scripts/sync_study.py), so a new
