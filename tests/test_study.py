@@ -410,7 +410,7 @@ def test_study_status_reads_every_run_and_writes_nothing(tmp_path, capsys):
     (runs / "attn8-s0" / "checkpoints" / "ckpt_00000004.pt").write_bytes(b"")
     (runs / "attn8-s0" / "metrics.csv").write_text(header + "2,0.7,40.0\n4,0.6,\n6,0.6,32.0\n")
     _os.utime(runs / "attn8-s0" / "metrics.csv", (1000.0, 1000.0))
-    (runs / "attn8-s0" / "version.json").write_text(_json.dumps({"machine": {"processor": "CPU X (family 1, model 2)"}}))
+    (runs / "attn8-s0" / "version.json").write_text(_json.dumps({"machine": {"processor": "CPU X (family 1, model 2)", "threads": 2}}))
     # attn16-s0: an empty folder, as a study killed right after making it leaves it: not started, and kept
     (runs / "attn16-s0").mkdir()
     before = sorted(str(p) for p in out.rglob("*"))
@@ -421,12 +421,12 @@ def test_study_status_reads_every_run_and_writes_nothing(tmp_path, capsys):
     assert (rows["none-s0"].state, rows["none-s0"].checkpoint_step, rows["none-s0"].logged_step) == ("done", 10, 10)
     part = rows["attn8-s0"]
     assert (part.state, part.checkpoint_step, part.logged_step, part.images_per_s) == ("unfinished", 4, 6, 32.0)
-    assert part.last_log_age_s == 90.0 and part.machines == ["CPU X (family 1, model 2)"] and part.batch_size == 64
+    assert part.last_log_age_s == 90.0 and part.machines == ["CPU X (family 1, model 2), 2 threads"] and part.batch_size == 64
     assert rows["attn16-s0"].state == "new"
     lines = status_lines(spec, list(rows.values()))
     assert lines[0].endswith("1 of 3 runs done, 1 part-way, 0 trained and not evaluated, 1 not started")
     assert any(ln.startswith("attn8-s0") and "part-way" in ln and "4/10" in ln and "90 s ago" in ln
-               and ln.endswith("CPU X (family 1, model 2)") for ln in lines)
+               and ln.endswith("CPU X (family 1, model 2), 2 threads") for ln in lines)
     # left: 6 steps of attn8-s0 and 10 of attn16-s0 at 0.5 steps/s (30 steps/min): 32 s = 0.0 run-hours
     assert "left: 16 steps from the newest checkpoints" in lines[-1] and "(30.0 steps/min per run)" in lines[-1]
     assert main(["study", "status", str(out)]) == 0

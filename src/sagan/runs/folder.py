@@ -150,6 +150,13 @@ def run_history(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def machines_and_threads(history: list[dict[str, Any]]) -> list[str]:
+    """The machines of a :func:`run_history` with their thread counts ("PROCESSOR, N threads"), each
+    once, in order: both change an fp32 run's rounding (docs/experiments.md)."""
+    return list(dict.fromkeys(h["machine"] + (f", {h['threads']} threads" if h.get("threads") else "")
+                              for h in history))
+
+
 def run_machines(run_dir: Path) -> list[str]:
     """The processors that trained a run (:func:`run_history`: the start, then every resume), each
     once, in order."""

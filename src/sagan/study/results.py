@@ -32,7 +32,7 @@ from sagan.metrics.naming import (
     metric_label,
     metric_title,
 )
-from sagan.runs.folder import RunDir, code_version, run_history
+from sagan.runs.folder import RunDir, code_version, machines_and_threads, run_history
 from sagan.study.arms import STUDIES, StudySpec
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
 from sagan.study.stats import ALPHA, MIN_SEEDS, compare, holm, verdict
@@ -357,7 +357,7 @@ def runs_table(results: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for r in results["runs"]:
         history = r.get("history") or []
-        machines = _distinct([h["machine"] + (f", {h['threads']} threads" if h.get("threads") else "") for h in history])
+        machines = _distinct(machines_and_threads(history))
         code = _distinct([(h["commit"][:7] + ("*" if h.get("dirty") else "")) if h.get("commit") else "not recorded"
                           for h in history])
         seconds = r.get("seconds") or {}

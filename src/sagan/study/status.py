@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from sagan.errors import DataError
-from sagan.runs.folder import RunDir, run_machines
+from sagan.runs.folder import RunDir, machines_and_threads, run_history
 from sagan.study.arms import StudySpec
 from sagan.study.runner import run_state
 from sagan.viz.report import read_metrics_csv
@@ -37,13 +37,13 @@ def _last(columns: dict, key: str) -> float | None:
 
 def run_status(spec: StudySpec, arm, seed: int, now: float | None = None) -> RunStatus:
     """One run's state, read only: :func:`sagan.study.runner.run_state` without its tidying, the last
-    logged step and speed (metrics.csv) and the machines (version.json)."""
+    logged step and speed (metrics.csv) and the machines with their thread counts (version.json)."""
     run = RunDir(spec.run_dir(arm, seed))
     state, step = run_state(spec, arm, seed, tidy=False)
     out = RunStatus(spec.run_name(arm, seed), state, step)
     if state == "new":
         return out
-    out.machines = run_machines(run.path)
+    out.machines = machines_and_threads(run_history(run.path))
     out.batch_size = spec.config_of(arm, seed).train.batch_size
     try:
         columns = read_metrics_csv(run.metrics)
