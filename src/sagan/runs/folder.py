@@ -157,10 +157,15 @@ def machines_and_threads(history: list[dict[str, Any]]) -> list[str]:
                               for h in history))
 
 
+def history_machines(history: list[dict[str, Any]]) -> list[str]:
+    """The processors of a :func:`run_history`, each once, in order."""
+    return list(dict.fromkeys(h["machine"] for h in history))
+
+
 def run_machines(run_dir: Path) -> list[str]:
     """The processors that trained a run (:func:`run_history`: the start, then every resume), each
     once, in order."""
-    return list(dict.fromkeys(h["machine"] for h in run_history(run_dir)))
+    return history_machines(run_history(run_dir))
 
 
 # --------------------------------------------------------------------------- one writer per run

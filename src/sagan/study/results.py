@@ -32,7 +32,7 @@ from sagan.metrics.naming import (
     metric_label,
     metric_title,
 )
-from sagan.runs.folder import RunDir, code_version, machines_and_threads, run_history
+from sagan.runs.folder import RunDir, code_version, history_machines, machines_and_threads, run_history
 from sagan.study.arms import STUDIES, StudySpec
 from sagan.study.runner import LOGS_DIR, evaluation_file, run_state
 from sagan.study.stats import ALPHA, MIN_SEEDS, compare, holm, verdict
@@ -107,7 +107,7 @@ def read_run(spec: StudySpec, arm_name: str, seed: int) -> RunResult:
         res.status, res.problem = "missing", "not started (no run directory)"
         return res
     res.history = run_history(d)
-    res.machines = list(dict.fromkeys(h["machine"] for h in res.history))
+    res.machines = history_machines(res.history)
     if state == "unfinished":
         res.status, res.problem = "unfinished", f"trained to step {step} of {spec.total_steps}"
         return res
